@@ -1,0 +1,260 @@
+"""Colliding agents: the multi-agent world of arXiv 2506.06179 as a PettingZoo environment.
+
+Agents are circles of radius R on an [N] x [N] cylinder (y wraps around, x has walls). Each
+agent is charged -1 the first time it touches each distinct other agent (centres within 2R).
+In the paper's setting every agent plays MOVE_RIGHT for N steps and the value of agent i is
+``-#{j != i : min(|y_i-y_j|, N-|y_i-y_j|) <= 2R}``; the attention models in ``policies/``
+learn that interaction from the agents' embeddings.
+
+| spec | value |
+|---|---|
+| id | ``hyperagents/colliding_agents-v0`` (``"parallel"`` and ``"aec"`` registries) |
+| import | ``from envs.colliding_agents_v0 import parallel_env, env`` |
+| actions | ``Discrete(5)``: STAY, RIGHT (= MOVE_RIGHT), LEFT, UP, DOWN |
+| agents | ``num_agents`` (int) or a (low, high) range sampled at each reset; ``possible_agents`` has ``high`` |
+| observations | ``Box(-1, 1, (high, F), float32)``: agent i's view of every agent slot, self first |
+| state | ``Box(0, N, (high, 3 + labels), float32)``: absolute tokens ``[present, x, y, one-hot labels]`` |
+| rewards | scenario's (``pairwise``: -1 per distinct agent touched) |
+| episode | truncated after ``max_cycles`` steps (default N); no terminations |
+| render modes | ``human``, ``rgb_array`` (pygame, headless-safe) |
+
+Observation tokens (F = 5 + sum of the scenario's label sizes), for agent i looking at slot j:
+``[present_j, (x_j - x_i)/N, dy_ij/N, x_j/N, touched_ij, one-hot labels_j...]`` where dy_ij is
+the signed shortest y displacement around the cylinder. Slot 0 is i itself; padded slots are 0.
+``infos[agent]`` holds ``"position"`` (x, y) and, for labelled scenarios, ``"labels"``.
+
+``reset(options=...)`` accepts ``{"positions": (L, 2) ints, "labels": (L, F) ints}`` to start
+from a given configuration (L then sets the agent count).
+
+Arguments: ``num_agents=20, grid_size=360, radius=5, scenario="pairwise", max_cycles=None,
+render_mode=None``. Bad values raise ``ValueError``/``TypeError`` naming the argument.
+
+Version history:
+- v0: initial release (pairwise, predator_prey and alliances scenarios).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from pettingzoo import ParallelEnv
+from pettingzoo.utils.conversions import parallel_to_aec
+
+from envs.scenarios import Scenario, make_scenario
+from envs.world import (
+    ACTION_NAMES,
+    DOWN,
+    LEFT,
+    MOVE_RIGHT,
+    NUM_ACTIONS,
+    RIGHT,
+    STAY,
+    UP,
+    World,
+    check_world_args,
+    circular_delta,
+)
+
+__all__ = ["env", "parallel_env", "raw_env", "CollidingAgentsEnv", "STAY", "RIGHT", "LEFT", "UP", "DOWN",
+           "MOVE_RIGHT", "ACTION_NAMES"]
+
+
+def parse_agent_range(num_agents) -> tuple[int, int]:
+    """``num_agents`` as an int or a (low, high) pair -> (low, high), with clear errors."""
+    if isinstance(num_agents, (int, np.integer)) and not isinstance(num_agents, bool):
+        low = high = int(num_agents)
+    elif isinstance(num_agents, (tuple, list)) and len(num_agents) == 2 and all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in num_agents
+    ):
+        low, high = int(num_agents[0]), int(num_agents[1])
+    else:
+        raise TypeError(f"num_agents must be an int or a (low, high) pair of ints, got {num_agents!r}")
+    if low < 1 or high < low:
+        raise ValueError(f"num_agents must satisfy 1 <= low <= high, got {num_agents!r}")
+    return low, high
+
+
+class CollidingAgentsEnv(ParallelEnv):
+    """Parallel PettingZoo env over :class:`envs.world.World` at B = 1. See the module docstring."""
+
+    metadata = {"name": "colliding_agents_v0", "render_modes": ["human", "rgb_array"], "render_fps": 30,
+                "is_parallelizable": True}
+
+    def __init__(self, num_agents=20, grid_size: int = 360, radius: int = 5,
+                 scenario: str | Scenario = "pairwise", max_cycles: int | None = None,
+                 render_mode: str | None = None):
+        self.low, self.high = parse_agent_range(num_agents)
+        check_world_args(self.high, grid_size, radius)
+        if max_cycles is None:
+            max_cycles = grid_size
+        if isinstance(max_cycles, bool) or not isinstance(max_cycles, int) or max_cycles < 1:
+            raise ValueError(f"max_cycles must be an int >= 1 (or None for grid_size), got {max_cycles!r}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, "
+                             f"got {render_mode!r}")
+        self.scenario = make_scenario(scenario)
+        self.grid_size, self.radius, self.max_cycles, self.render_mode = grid_size, radius, max_cycles, render_mode
+        self.world = World(1, self.high, grid_size, radius)
+        self.possible_agents = [f"agent_{i}" for i in range(self.high)]
+        self.agents: list[str] = []
+        self.labels = torch.zeros(1, self.high, len(self.scenario.label_sizes), dtype=torch.long)
+        self.returns = np.zeros(self.high)
+        self.num_features = 5 + sum(self.scenario.label_sizes)
+        self._obs_space = spaces.Box(-1.0, 1.0, (self.high, self.num_features), np.float32)
+        self._act_space = spaces.Discrete(NUM_ACTIONS)
+        n_state = 3 + sum(self.scenario.label_sizes)
+        self.state_space = spaces.Box(0.0, float(grid_size), (self.high, n_state), np.float32)
+        self._renderer = None
+        self._np_random, _ = seeding.np_random(None)
+        # order[i] lists the slots agent i sees: itself first, then every other slot in index order.
+        k = torch.arange(self.high)
+        i = k.unsqueeze(1)
+        self._order = torch.where(k == 0, i, torch.where(k - 1 < i, k - 1, k))  # (L, L)
+
+    # PettingZoo requires the very same space object on every call.
+    @functools.cache  # noqa: B019 -- one env, a handful of agents: the cache lives as long as the env
+    def observation_space(self, agent: str) -> spaces.Box:
+        return self._obs_space
+
+    @functools.cache  # noqa: B019
+    def action_space(self, agent: str) -> spaces.Discrete:
+        return self._act_space
+
+    # ------------------------------------------------------------------ API
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            self._np_random, _ = seeding.np_random(seed)
+            for i, agent in enumerate(self.possible_agents):
+                self.action_space(agent).seed(seed + i)
+        positions, labels = self._start_configuration(options or {})
+        L = positions.shape[0]
+        full = torch.zeros(1, self.high, 2, dtype=torch.long)
+        full[0, :L] = positions
+        self.labels = torch.zeros_like(self.labels)
+        self.labels[0, :L] = labels
+        mask = torch.zeros(1, self.high, dtype=torch.bool)
+        mask[0, :L] = True
+        self.world.reset(full, mask)
+        self.agents = self.possible_agents[:L]
+        self.returns = np.zeros(self.high)
+        if self.render_mode == "human":
+            self.render()
+        return self._observations(), self._infos()
+
+    def step(self, actions: dict):
+        missing = [a for a in self.agents if a not in actions]
+        if missing:
+            raise ValueError(f"actions must hold one action per live agent; missing {missing[:5]}")
+        act = torch.zeros(1, self.high, dtype=torch.long)
+        for agent, a in actions.items():
+            if agent not in self.agents:
+                raise ValueError(f"actions has an entry for {agent!r}, which is not a live agent")
+            if not self._act_space.contains(a):
+                raise ValueError(f"action for {agent} must be an int in [0, {NUM_ACTIONS}) "
+                                 f"({', '.join(ACTION_NAMES)}), got {a!r}")
+            act[0, self.possible_agents.index(agent)] = int(a)
+        contacts = self.world.step(act)
+        reward = self.scenario.rewards(self.world, self.labels, contacts)[0].numpy()
+        self.returns += reward
+        truncated = int(self.world.steps[0]) >= self.max_cycles
+        rewards = {a: float(reward[i]) for i, a in enumerate(self.agents)}
+        terminations = dict.fromkeys(self.agents, False)
+        truncations = dict.fromkeys(self.agents, truncated)
+        observations, infos = self._observations(), self._infos()
+        if truncated:
+            self.agents = []
+        if self.render_mode == "human":
+            self.render()
+        return observations, rewards, terminations, truncations, infos
+
+    def state(self) -> np.ndarray:
+        """Absolute token set (high, 3 + labels): [present, x, y, one-hot labels]; padded slots are 0."""
+        w = self.world
+        tokens = torch.cat([w.mask[0, :, None].float(), w.positions[0].float(), self._label_onehot()], -1)
+        return (tokens * w.mask[0, :, None]).numpy().astype(np.float32)
+
+    def render(self):
+        if self.render_mode is None:
+            return None  # gymnasium convention: rendering was not requested at construction
+        if self._renderer is None:
+            from envs.render import Renderer  # pygame is imported only when rendering is used
+
+            self._renderer = Renderer(self.grid_size, self.radius, mode=self.render_mode,
+                                      fps=self.metadata["render_fps"])
+        return self._renderer.draw(self.world, self.labels, scenario=self.scenario, returns=self.returns)
+
+    def close(self):
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    # -------------------------------------------------------------- helpers
+    def _start_configuration(self, options: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L, 2) positions and (L, F) labels: from ``options`` or sampled with the env's rng."""
+        n_lab = len(self.scenario.label_sizes)
+        if "positions" in options:
+            pos = torch.as_tensor(np.asarray(options["positions"]))
+            if pos.ndim != 2 or pos.shape[1] != 2 or not 1 <= pos.shape[0] <= self.high:
+                raise ValueError(f"options['positions'] must have shape (L, 2) with 1 <= L <= {self.high}, "
+                                 f"got {tuple(pos.shape)}")
+            if pos.dtype.is_floating_point or pos.min() < 0 or pos.max() >= self.grid_size:
+                raise ValueError(f"options['positions'] must be integers in [0, {self.grid_size})")
+            L = pos.shape[0]
+        else:
+            L = int(self._np_random.integers(self.low, self.high + 1))
+            pos = torch.as_tensor(self._np_random.integers(0, self.grid_size, size=(L, 2)))
+        if "labels" in options:
+            lab = torch.as_tensor(np.asarray(options["labels"])).long().reshape(L, n_lab)
+            sizes = torch.tensor(self.scenario.label_sizes)
+            if n_lab and ((lab < 0) | (lab >= sizes)).any():
+                raise ValueError(f"options['labels'] column f must lie in [0, {self.scenario.label_sizes}[f])")
+        else:
+            cols = [self._np_random.integers(0, k, size=(L, 1)) for k in self.scenario.label_sizes]
+            lab = torch.as_tensor(np.concatenate(cols, 1) if cols else np.zeros((L, 0), np.int64))
+        return pos.long(), lab.long()
+
+    def _label_onehot(self) -> torch.Tensor:
+        """(high, sum(label_sizes)) float one-hot of every label column."""
+        cols = [torch.nn.functional.one_hot(self.labels[0, :, f], k).float()
+                for f, k in enumerate(self.scenario.label_sizes)]
+        return torch.cat(cols, -1) if cols else torch.zeros(self.high, 0)
+
+    def _observations(self) -> dict:
+        w, N = self.world, self.grid_size
+        pos, mask = w.positions[0], w.mask[0]  # (L, 2), (L,)
+        dx = (pos[None, :, 0] - pos[:, None, 0]).float() / N  # (L, L): slot j seen from agent i
+        dy = circular_delta(pos[:, None, 1], pos[None, :, 1], N).float() / N
+        x = (pos[:, 0].float() / N).expand(self.high, -1)
+        feats = torch.stack([mask.float().expand(self.high, -1), dx, dy, x, w.collided[0].float()], -1)
+        feats = torch.cat([feats, self._label_onehot().expand(self.high, -1, -1)], -1)  # (L, L, F)
+        feats = feats * mask[None, :, None]
+        tokens = torch.gather(feats, 1, self._order[..., None].expand(-1, -1, self.num_features)).numpy()
+        return {a: tokens[i] for i, a in enumerate(self.agents)}
+
+    def _infos(self) -> dict:
+        pos, labels = self.world.positions[0].tolist(), self.labels[0].tolist()
+        infos = {}
+        for i, a in enumerate(self.agents):
+            infos[a] = {"position": tuple(pos[i])}
+            if self.scenario.label_sizes:
+                infos[a]["labels"] = dict(zip(self.scenario.label_names, labels[i], strict=True))
+        return infos
+
+
+def parallel_env(**kwargs) -> CollidingAgentsEnv:
+    """The parallel env; keyword arguments as in :class:`CollidingAgentsEnv`."""
+    return CollidingAgentsEnv(**kwargs)
+
+
+def raw_env(**kwargs):
+    """The AEC env without the order-enforcing wrapper."""
+    return parallel_to_aec(CollidingAgentsEnv(**kwargs)).unwrapped
+
+
+def env(**kwargs):
+    """The AEC env (turn-based view of the same world), order-enforcing as PettingZoo expects."""
+    return parallel_to_aec(CollidingAgentsEnv(**kwargs))

@@ -1,0 +1,233 @@
+"""Batched colliding-agents world: B worlds of L agents on a cylinder grid, as torch tensors.
+
+The world of arXiv 2506.06179 (section 7): a grid [N] x [N] whose y axis wraps around (a
+cylinder; x is bounded by walls), agents are circles of radius R sitting at integer cells, and
+two agents collide when their centres are at most 2R apart (y measured around the cylinder).
+Each agent is charged once per *distinct* other agent it collides with, so the world keeps a
+(B, L, L) "has collided with" table.
+
+Everything is a tensor op over (B, L) or (B, L, L); there is no Python loop over agents or
+pairs. For large L a neighbour grid of cells of side 2R replaces the dense (B, L, L) distance
+test: each agent only looks at the agents in its own and the 8 surrounding cells.
+
+Shapes (legend in DESIGN.md): B worlds, L agent slots (padded slots have ``mask`` False),
+N grid size, R radius, K candidate partners per agent (L for the dense path).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+STAY, RIGHT, LEFT, UP, DOWN = range(5)
+MOVE_RIGHT = RIGHT
+NUM_ACTIONS = 5
+ACTION_NAMES = ("stay", "right", "left", "up", "down")
+
+# (dx, dy) per action; "up" is +y, which wraps around the cylinder.
+_MOVES = torch.tensor([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1]])
+
+# Above this many agents per world the neighbour grid beats the dense (L, L) test (measured in
+# benchmarks/bench_env.py: the crossover on a 2-core CPU is between 128 and 256 agents).
+GRID_MIN_AGENTS = 192
+
+
+def check_world_args(num_agents: int, grid_size: int, radius: int) -> None:
+    """Raise a clear ValueError/TypeError for an impossible world.
+
+    4R + 1 <= N keeps the collision window (width 4R + 1 around the cylinder) from wrapping onto
+    itself, so that "collide" means the same thing as the paper's circular-distance test.
+    """
+    for name, value in (("num_agents", num_agents), ("grid_size", grid_size), ("radius", radius)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if num_agents < 1:
+        raise ValueError(f"num_agents must be >= 1, got {num_agents}")
+    if grid_size < 1:
+        raise ValueError(f"grid_size must be >= 1, got {grid_size}")
+    if radius < 0:
+        raise ValueError(f"radius must be >= 0, got {radius}")
+    if 4 * radius + 1 > grid_size:
+        raise ValueError(
+            f"radius={radius} is too large for grid_size={grid_size}: need 4*radius+1 <= grid_size, "
+            f"i.e. radius <= {(grid_size - 1) // 4}"
+        )
+
+
+def circular_delta(a: torch.Tensor, b: torch.Tensor, n: int) -> torch.Tensor:
+    """Signed shortest displacement b - a on a circle of n cells, in [-n//2, (n-1)//2]."""
+    return torch.remainder(b - a + n // 2, n) - n // 2
+
+
+@dataclass
+class Contacts:
+    """Collisions that happened in one step.
+
+    ``partner[b, i, k]`` is the index of agent i's k-th candidate partner and ``new[b, i, k]`` says
+    whether i collided with it for the first time this step. The dense path uses K = L and
+    ``partner[b, i, k] = k``; the neighbour grid uses K = 9 * (max agents per cell).
+    """
+
+    partner: torch.Tensor  # (B, L, K) long
+    new: torch.Tensor  # (B, L, K) bool
+
+    def count(self) -> torch.Tensor:
+        """Number of new distinct partners per agent, (B, L) long."""
+        return self.new.sum(-1)
+
+    def dense(self, num_agents: int) -> torch.Tensor:
+        """(B, L, L) bool: ``out[b, i, j]`` is True when i and j touched for the first time this step."""
+        out = torch.zeros(*self.new.shape[:2], num_agents, dtype=torch.bool, device=self.new.device)
+        b, i, k = self.new.nonzero(as_tuple=True)
+        out[b, i, self.partner[b, i, k]] = True
+        return out
+
+
+class World:
+    """B independent worlds of up to L agents each, stepped together.
+
+    Args:
+        num_worlds: B, the number of worlds stepped in lock-step.
+        num_agents: L, agent slots per world (use ``mask`` in :meth:`reset` for fewer).
+        grid_size: N, the cylinder is [N] x [N] cells.
+        radius: R, agents collide when centres are within 2R.
+        device: torch device of every tensor.
+        neighbour_grid: force the neighbour grid on (True) or off (False); None picks by L.
+    """
+
+    def __init__(
+        self,
+        num_worlds: int = 1,
+        num_agents: int = 20,
+        grid_size: int = 360,
+        radius: int = 5,
+        device: str | torch.device = "cpu",
+        neighbour_grid: bool | None = None,
+    ):
+        check_world_args(num_agents, grid_size, radius)
+        if isinstance(num_worlds, bool) or not isinstance(num_worlds, int) or num_worlds < 1:
+            raise ValueError(f"num_worlds must be an int >= 1, got {num_worlds!r}")
+        self.B, self.L, self.N, self.R = num_worlds, num_agents, grid_size, radius
+        self.device = torch.device(device)
+        self.cell = max(2 * radius, 1)
+        # floor, not ceil: the last cell absorbs the remainder, so every cell (also across the y
+        # wrap) is at least 2R wide and touching agents always sit in the same or adjacent cells.
+        self.cells = grid_size // self.cell
+        # With fewer than 3 cells per axis the 3x3 neighbourhood would visit a cell twice.
+        grid_ok = self.cells >= 3
+        self.use_grid = grid_ok and (num_agents >= GRID_MIN_AGENTS if neighbour_grid is None else neighbour_grid)
+        self._moves = _MOVES.to(self.device)
+        self.positions = torch.zeros(self.B, self.L, 2, dtype=torch.long, device=self.device)  # (B, L, [x, y])
+        self.mask = torch.ones(self.B, self.L, dtype=torch.bool, device=self.device)  # (B, L) real agents
+        self.collided = torch.zeros(self.B, self.L, self.L, dtype=torch.bool, device=self.device)
+        self.steps = torch.zeros(self.B, dtype=torch.long, device=self.device)
+
+    # ------------------------------------------------------------------ state
+    def reset(self, positions: torch.Tensor, mask: torch.Tensor | None = None, worlds=None) -> None:
+        """Place agents and forget past collisions.
+
+        Args:
+            positions: (B, L, 2) integer cells [x, y] in [0, N), or (b, L, 2) with ``worlds``.
+            mask: (B, L) bool, True for real agents; default all real.
+            worlds: optional index (or bool mask) of the worlds to reset; others keep going.
+        """
+        positions = torch.as_tensor(positions, device=self.device)
+        if positions.dtype.is_floating_point or positions.dtype == torch.bool:
+            raise TypeError(f"positions must be an integer tensor, got dtype {positions.dtype}")
+        sel = slice(None) if worlds is None else worlds
+        target = self.positions[sel]
+        if positions.shape != target.shape:
+            raise ValueError(f"positions must have shape {tuple(target.shape)}, got {tuple(positions.shape)}")
+        if positions.numel() and (positions.min() < 0 or positions.max() >= self.N):
+            raise ValueError(f"positions must lie in [0, grid_size={self.N}), got range "
+                             f"[{int(positions.min())}, {int(positions.max())}]")
+        if mask is None:
+            mask = torch.ones(target.shape[:2], dtype=torch.bool, device=self.device)
+        mask = torch.as_tensor(mask, dtype=torch.bool, device=self.device)
+        if mask.shape != target.shape[:2]:
+            raise ValueError(f"mask must have shape {tuple(target.shape[:2])}, got {tuple(mask.shape)}")
+        self.positions[sel] = positions.long()
+        self.mask[sel] = mask
+        self.collided[sel] = False
+        self.steps[sel] = 0
+
+    def move(self, actions: torch.Tensor) -> None:
+        """Apply one action per agent: x is clipped at the walls, y wraps around."""
+        actions = torch.as_tensor(actions, device=self.device)
+        if actions.shape != (self.B, self.L):
+            raise ValueError(f"actions must have shape {(self.B, self.L)}, got {tuple(actions.shape)}")
+        if actions.dtype.is_floating_point or actions.dtype == torch.bool:
+            raise TypeError(f"actions must be integers in [0, {NUM_ACTIONS}), got dtype {actions.dtype}")
+        if actions.numel() and (actions.min() < 0 or actions.max() >= NUM_ACTIONS):
+            raise ValueError(f"actions must lie in [0, {NUM_ACTIONS}) (stay, right, left, up, down), "
+                             f"got range [{int(actions.min())}, {int(actions.max())}]")
+        delta = self._moves[actions.long()] * self.mask.unsqueeze(-1)  # (B, L, 2); padded slots stay
+        new = self.positions + delta
+        new[..., 0].clamp_(0, self.N - 1)
+        new[..., 1].remainder_(self.N)
+        self.positions = new
+
+    def step(self, actions: torch.Tensor) -> Contacts:
+        """Move every agent, then record the collisions; returns this step's :class:`Contacts`."""
+        self.move(actions)
+        self.steps += 1
+        return self.detect()
+
+    # -------------------------------------------------------------- collisions
+    def detect(self) -> Contacts:
+        """Test every pair (or every grid neighbour) and mark first-time collisions."""
+        return self._detect_grid() if self.use_grid else self._detect_dense()
+
+    def touching(self, pos_i: torch.Tensor, pos_j: torch.Tensor) -> torch.Tensor:
+        """Whether centres at pos_i and pos_j (broadcastable (..., 2)) are within 2R on the cylinder."""
+        dx = (pos_j[..., 0] - pos_i[..., 0]).to(torch.int32)
+        dy = circular_delta(pos_i[..., 1], pos_j[..., 1], self.N).to(torch.int32)
+        return dx * dx + dy * dy <= (2 * self.R) ** 2
+
+    def _detect_dense(self) -> Contacts:
+        p = self.positions
+        hit = self.touching(p.unsqueeze(2), p.unsqueeze(1))  # (B, L, L)
+        hit &= self.mask.unsqueeze(2) & self.mask.unsqueeze(1)
+        hit.diagonal(dim1=1, dim2=2).fill_(False)
+        new = hit & ~self.collided
+        self.collided |= new
+        partner = torch.arange(self.L, device=self.device).expand(self.B, self.L, self.L)
+        return Contacts(partner=partner, new=new)
+
+    def _detect_grid(self) -> Contacts:
+        B, L, C = self.B, self.L, self.cells
+        cx, cy = (self.positions // self.cell).clamp(max=C - 1).unbind(-1)  # (B, L) cell coordinates
+        n_buckets = C * C + 1  # one extra bucket collects padded agents
+        bucket = torch.where(self.mask, cx * C + cy, C * C)
+        key = (torch.arange(B, device=self.device).unsqueeze(1) * n_buckets + bucket).reshape(-1)  # (B*L,)
+        order = torch.argsort(key, stable=True)
+        sorted_key = key[order]
+        counts = torch.bincount(sorted_key, minlength=B * n_buckets)
+        start = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(B * L, device=self.device) - start[sorted_key]
+        real = torch.arange(B * n_buckets, device=self.device) % n_buckets != C * C
+        K = int(counts[real].max()) if real.any() else 1
+        table = torch.full((B * n_buckets, max(K, 1)), -1, dtype=torch.long, device=self.device)
+        keep = sorted_key % n_buckets != C * C  # padded agents are never anyone's partner
+        table[sorted_key[keep], rank[keep]] = order[keep] % L  # agent index within its world
+
+        # 3x3 neighbourhood of each agent's cell: x stops at the walls, y wraps.
+        off = torch.tensor([-1, 0, 1], device=self.device)
+        nx = cx.unsqueeze(-1).unsqueeze(-1) + off.view(3, 1)  # (B, L, 3, 1)
+        ny = torch.remainder(cy.unsqueeze(-1).unsqueeze(-1) + off.view(1, 3), C)  # (B, L, 1, 3)
+        inside = (nx >= 0) & (nx < C)
+        nb = torch.where(inside, nx.clamp(0, C - 1) * C + ny, C * C).reshape(B, L, 9)  # (B, L, 9)
+        nb = nb + torch.arange(B, device=self.device).view(B, 1, 1) * n_buckets
+        partner = table[nb].reshape(B, L, -1)  # (B, L, K'=9K), -1 = empty slot
+        valid = partner >= 0
+        safe = partner.clamp(min=0)
+        pos_j = torch.gather(self.positions, 1, safe.reshape(B, -1, 1).expand(-1, -1, 2)).reshape(B, L, -1, 2)
+        hit = self.touching(self.positions.unsqueeze(2), pos_j) & valid & self.mask.unsqueeze(-1)
+        hit &= safe != torch.arange(L, device=self.device).view(1, L, 1)
+        seen = torch.gather(self.collided, 2, safe)
+        new = hit & ~seen
+        # Each partner sits in exactly one cell, so a pair appears once per row: no double counting.
+        contacts = Contacts(partner=safe, new=new)
+        self.collided |= contacts.dense(L)
+        return contacts
