@@ -69,7 +69,7 @@ class Pairwise(Scenario):
     name = "pairwise"
 
     def rewards(self, world: World, labels: torch.Tensor, contacts: Contacts) -> torch.Tensor:
-        return -contacts.count().float()
+        return (-contacts.count()).float()  # negate the int: no -0.0 rewards
 
     def closed_form(self, positions, labels, mask, grid_size, radius):
         near = near_y(positions, grid_size, radius) & _pair_mask(mask)
