@@ -1,0 +1,314 @@
+"""Crossing: a controlled MARL task on the colliding-agents world, batched over B worlds.
+
+Every agent starts near the left wall and should reach the right wall (x = N-1) soon while
+touching as few distinct other agents as possible. It is the paper's MOVE_RIGHT world with the
+agents allowed to choose: stay, right, left, up, down (``envs.world`` constants 0..4).
+
+Defaults (a prototype that learned well): N = 64, R = 1, T = 96 steps, starts x uniform in
+[0, 16) and y uniform in [0, N), placed one agent at a time among the cells that do not touch
+an agent already placed, so nobody collides at reset.
+
+Parking: an agent that reaches x = N-1 is *parked* for good. Its actions are replaced by STAY,
+it stays collidable, and its slot keeps receiving rewards until the episode ends.
+
+Reward of agent i at step t (exactly)::
+
+    r_i(t) = -0.05 * (1 - dx_i(t)) * [i not parked before step t]  -  c_i(t)
+
+where dx_i(t) in {-1, 0, 1} is i's actual x displacement in step t (0 when a move into the
+left wall is clipped) and c_i(t) is the number of *new distinct* partners i touched in step t
+(centres within 2R on the cylinder, each partner charged once per episode), parked or not.
+Moving right costs nothing, so MOVE_RIGHT's return is the paper's closed form
+``-#{j != i : circular |y_i - y_j| <= 2R}`` (every agent parks at x = N-1 before T since
+N-1 - 15 < T, and agents that move in lock-step never meet before parking). Staying, up and
+down cost 0.05, left costs 0.1. Episodes end by truncation only, after ``max_steps`` steps.
+
+Agent counts vary per world: L_max slots, the first ``count[b]`` real (``mask``), the rest padded.
+
+Observation of agent i: a token set (L_max, F), self first, then the other slots in index order,
+with F = 8 features for slot j::
+
+    [present_j, dx/N, dy/N, x_j/N, touched_ij, parked_j, clip(dx/4R), clip(dy/4R)]
+
+where (dx, dy) = position of j minus position of i, dy the signed shortest displacement around
+the cylinder, and the last two are the same offsets in units of 4R clipped to [-1, 1] (the
+collision scale, which dx/N hides). Padded slots are all zero; a padded agent's own view is zero.
+
+Shapes: B worlds, L agent slots (L_max), N grid size, R radius, F token features.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from envs.world import DOWN, LEFT, NUM_ACTIONS, RIGHT, STAY, UP, World, circular_delta
+
+__all__ = [
+    "Crossing",
+    "NUM_FEATURES",
+    "POLICIES",
+    "move_right_policy",
+    "greedy_policy",
+    "random_policy",
+    "STAY",
+    "RIGHT",
+    "LEFT",
+    "UP",
+    "DOWN",
+    "NUM_ACTIONS",
+]
+
+NUM_FEATURES = 8
+STEP_COST = 0.05
+
+
+def parse_count(num_agents, name: str = "num_agents") -> tuple[int, int]:
+    """An int or a (low, high) pair -> (low, high) with 1 <= low <= high; ValueError otherwise."""
+    if isinstance(num_agents, int) and not isinstance(num_agents, bool):
+        low = high = num_agents
+    elif (
+        isinstance(num_agents, (tuple, list))
+        and len(num_agents) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in num_agents)
+    ):
+        low, high = num_agents
+    else:
+        raise ValueError(f"{name} must be an int or a (low, high) pair of ints, got {num_agents!r}")
+    if low < 1 or high < low:
+        raise ValueError(f"{name} must satisfy 1 <= low <= high, got {num_agents!r}")
+    return int(low), int(high)
+
+
+class Crossing:
+    """B crossing worlds stepped together.
+
+    Args:
+        num_worlds: B.
+        num_agents: agents per world, an int or a (low, high) range sampled per world at reset.
+        grid_size: N.
+        radius: R.
+        max_steps: T, episode length (truncation).
+        start_width: starts have x uniform in [0, start_width).
+        seed: seed of the env's torch.Generator (see :meth:`seed`).
+        device: torch device.
+    """
+
+    def __init__(
+        self,
+        num_worlds: int = 64,
+        num_agents=8,
+        grid_size: int = 64,
+        radius: int = 1,
+        max_steps: int = 96,
+        start_width: int = 16,
+        seed: int | None = None,
+        device: str | torch.device = "cpu",
+    ):
+        self.low, self.high = parse_count(num_agents)
+        for name, value, lo in (
+            ("num_worlds", num_worlds, 1),
+            ("max_steps", max_steps, 1),
+            ("start_width", start_width, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+                raise ValueError(f"{name} must be an int >= {lo}, got {value!r}")
+        if start_width > grid_size:
+            raise ValueError(f"start_width must be <= grid_size={grid_size}, got {start_width}")
+        self.world = World(num_worlds, self.high, grid_size, radius, device=device)
+        self.B, self.L, self.N, self.R = num_worlds, self.high, grid_size, radius
+        self.T, self.start_width = max_steps, start_width
+        self.device = self.world.device
+        self.gen = torch.Generator(device="cpu")
+        self.seed(seed)
+        self.parked = torch.zeros(self.B, self.L, dtype=torch.bool, device=self.device)
+        # Cells within 2R of the origin: an agent placed at c blocks c + these offsets.
+        r = torch.arange(-2 * radius, 2 * radius + 1)
+        ox, oy = torch.meshgrid(r, r, indexing="ij")
+        near = ox**2 + oy**2 <= (2 * radius) ** 2
+        self._block = torch.stack([ox[near], oy[near]], -1).to(self.device)  # (P, 2)
+        # order[i] lists the slots agent i sees: itself first, then every other slot in index order.
+        k = torch.arange(self.L)
+        i = k.unsqueeze(1)
+        self._order = torch.where(k == 0, i, torch.where(k - 1 < i, k - 1, k)).to(self.device)  # (L, L)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def mask(self) -> torch.Tensor:
+        """(B, L) bool, True for real agents."""
+        return self.world.mask
+
+    @property
+    def positions(self) -> torch.Tensor:
+        """(B, L, 2) long [x, y]."""
+        return self.world.positions
+
+    @property
+    def steps(self) -> torch.Tensor:
+        """(B,) long, steps taken in the current episode of each world."""
+        return self.world.steps
+
+    def seed(self, seed: int | None) -> None:
+        """Re-seed the generator behind start counts and positions (None: a fresh random seed)."""
+        if seed is None:
+            self.gen.seed()
+        else:
+            self.gen.manual_seed(int(seed))
+
+    def sample_starts(self, num_worlds: int, counts: torch.Tensor | None = None):
+        """Sample (positions (b, L, 2), mask (b, L)) without overlaps, using the env's generator.
+
+        Agents are placed one at a time (a loop over L slots, vectorised over worlds), each
+        uniformly among the start cells no earlier agent touches.
+        """
+        if counts is None:
+            counts = torch.randint(self.low, self.high + 1, (num_worlds,), generator=self.gen)
+        counts = torch.as_tensor(counts).cpu()
+        mask = torch.arange(self.L).unsqueeze(0) < counts.unsqueeze(1)  # (b, L)
+        W, N = self.start_width, self.N
+        free = torch.ones(num_worlds, W, N, dtype=torch.bool)  # (b, W, N) start cells still free
+        pos = torch.zeros(num_worlds, self.L, 2, dtype=torch.long)
+        block = self._block.cpu()
+        rows = torch.arange(num_worlds)
+        for slot in range(self.L):
+            live = mask[:, slot]
+            if not live.any():
+                break
+            weights = free.reshape(num_worlds, -1).float()
+            if (weights[live].sum(1) == 0).any():
+                raise ValueError(
+                    f"cannot place {int(counts.max())} non-overlapping agents in a "
+                    f"{W} x {N} start area with radius {self.R}"
+                )
+            weights[~live] = 1.0
+            cell = torch.multinomial(weights, 1, generator=self.gen).squeeze(1)  # (b,)
+            x, y = cell // N, cell % N
+            pos[:, slot, 0], pos[:, slot, 1] = x, y
+            bx = x.unsqueeze(1) + block[:, 0]  # (b, P)
+            by = torch.remainder(y.unsqueeze(1) + block[:, 1], N)
+            ok = (bx >= 0) & (bx < W) & live.unsqueeze(1)
+            b = rows.unsqueeze(1).expand_as(bx)
+            free[b[ok], bx[ok], by[ok]] = False
+        return pos * mask.unsqueeze(-1), mask
+
+    def reset(self, worlds: torch.Tensor | None = None, positions=None, mask=None) -> None:
+        """Start new episodes in ``worlds`` (default all): sampled starts unless positions/mask given."""
+        idx = torch.arange(self.B, device=self.device) if worlds is None else torch.as_tensor(worlds)
+        if positions is None:
+            positions, sampled = self.sample_starts(len(idx))
+            mask = sampled if mask is None else mask
+        self.world.reset(torch.as_tensor(positions).to(self.device), mask, worlds=idx)
+        self.parked[idx] = False
+
+    # ------------------------------------------------------------------ dynamics
+    def step(self, actions: torch.Tensor) -> torch.Tensor:
+        """Advance every world one step; returns the (B, L) float32 reward (0 on padded slots)."""
+        actions = torch.as_tensor(actions, device=self.device)
+        if actions.shape != (self.B, self.L):
+            want = (self.B, self.L)
+            raise ValueError(f"actions must have shape (B, L) = {want}, got {tuple(actions.shape)}")
+        was_parked = self.parked.clone()
+        actions = torch.where(was_parked, torch.full_like(actions, STAY), actions.long())
+        x_before = self.world.positions[..., 0].clone()
+        contacts = self.world.step(actions)
+        dx = self.world.positions[..., 0] - x_before  # (B, L)
+        reward = -STEP_COST * (1 - dx).float() * (~was_parked).float() - contacts.count().float()
+        self.parked |= (self.world.positions[..., 0] == self.N - 1) & self.mask
+        return reward * self.mask
+
+    @property
+    def done(self) -> torch.Tensor:
+        """(B,) bool: worlds whose episode reached the time limit."""
+        return self.world.steps >= self.T
+
+    def observations(self) -> torch.Tensor:
+        """(B, L, L, F) float32 token sets: [b, i] is agent i's view, self first (see module doc)."""
+        w, N, L = self.world, self.N, self.L
+        pos, mask = w.positions, w.mask  # (B, L, 2), (B, L)
+        dx = (pos[:, None, :, 0] - pos[:, :, None, 0]).float()  # (B, L, L): slot j seen from agent i
+        dy = circular_delta(pos[:, :, None, 1], pos[:, None, :, 1], N).float()
+        scale = 4.0 * max(self.R, 1)
+        x = (pos[..., 0].float() / N).unsqueeze(1).expand(-1, L, -1)
+        feats = torch.stack(
+            [
+                mask.float().unsqueeze(1).expand(-1, L, -1),
+                dx / N,
+                dy / N,
+                x,
+                w.collided.float(),
+                self.parked.float().unsqueeze(1).expand(-1, L, -1),
+                (dx / scale).clamp(-1, 1),
+                (dy / scale).clamp(-1, 1),
+            ],
+            -1,
+        )  # (B, L, L, F)
+        feats = feats * (mask[:, None, :, None] & mask[:, :, None, None])
+        order = self._order.view(1, L, L, 1).expand(self.B, -1, -1, NUM_FEATURES)
+        return torch.gather(feats, 2, order)
+
+
+# ---------------------------------------------------------------- scripted baselines
+
+
+def move_right_policy(env: Crossing, gen: torch.Generator | None = None) -> torch.Tensor:
+    """Everyone plays RIGHT (the paper's policy). (B, L) long."""
+    return torch.full((env.B, env.L), RIGHT, dtype=torch.long, device=env.device)
+
+
+def random_policy(env: Crossing, gen: torch.Generator | None = None) -> torch.Tensor:
+    """Uniform random actions from ``gen``. (B, L) long."""
+    return torch.randint(0, NUM_ACTIONS, (env.B, env.L), generator=gen).to(env.device)
+
+
+def greedy_policy(env: Crossing, gen: torch.Generator | None = None) -> torch.Tensor:
+    """Lane-seeking avoider, tensorised over (B, L, L).
+
+    Each unparked agent predicts the others' next cells (parked agents stay, the rest move right)
+    and calls a candidate cell unsafe if it is within 2R of any other agent's current or predicted
+    cell. A lane y is *blocked* if a parked agent sits within 2R of (N-1, y). The agent moves
+    right if that is safe and its lane is open; otherwise it sidesteps (up or down, towards the
+    nearest open lane, the other way if that step is unsafe), and stays if nothing is safe.
+    """
+    w, N, R = env.world, env.N, env.R
+    pos, mask, parked = w.positions, w.mask, env.parked  # (B, L, 2), (B, L), (B, L)
+    others = mask.unsqueeze(1) & mask.unsqueeze(2) & ~torch.eye(env.L, dtype=torch.bool, device=env.device)
+    nxt = pos.clone()
+    nxt[..., 0] = torch.where(parked, pos[..., 0], (pos[..., 0] + 1).clamp(max=N - 1))
+
+    def unsafe(action: int) -> torch.Tensor:  # (B, L) bool
+        cand = pos + w._moves[action]
+        cand[..., 0].clamp_(0, N - 1)
+        cand[..., 1].remainder_(N)
+        c = cand.unsqueeze(2)
+        hit = w.touching(c, pos.unsqueeze(1)) | w.touching(c, nxt.unsqueeze(1))
+        return (hit & others).any(-1)
+
+    # open[b, y]: no parked agent within 2R of the lane's end (N-1, y).
+    lanes = torch.arange(N, device=env.device)
+    near = circular_delta(lanes.view(1, N, 1), pos[:, None, :, 1], N).abs() <= 2 * R  # (B, N, L)
+    blocked = (near & (parked & mask).unsqueeze(1)).any(-1)  # (B, N)
+    # Distance to the nearest open lane going up (+y) and down (-y), per agent: (B, L).
+    k = torch.arange(N, device=env.device)
+    y = pos[..., 1]
+    up_lane = torch.remainder(y.unsqueeze(-1) + k, N)  # (B, L, N)
+    dn_lane = torch.remainder(y.unsqueeze(-1) - k, N)
+    open_up = ~torch.gather(blocked, 1, up_lane.reshape(env.B, -1)).reshape(env.B, env.L, N)
+    open_dn = ~torch.gather(blocked, 1, dn_lane.reshape(env.B, -1)).reshape(env.B, env.L, N)
+    big = torch.full_like(y, N)
+    d_up = torch.where(open_up.any(-1), open_up.float().argmax(-1), big)
+    d_dn = torch.where(open_dn.any(-1), open_dn.float().argmax(-1), big)
+
+    un_right, un_up, un_dn, un_stay = unsafe(RIGHT), unsafe(UP), unsafe(DOWN), unsafe(STAY)
+    lane_open = (d_up == 0) | (d_up >= N)  # no open lane anywhere: just head for the wall
+    prefer_up = d_up <= d_dn
+    first = torch.where(prefer_up, UP, DOWN)
+    second = torch.where(prefer_up, DOWN, UP)
+    un_first = torch.where(prefer_up, un_up, un_dn)
+    un_second = torch.where(prefer_up, un_dn, un_up)
+    act = torch.where(~un_stay, STAY, RIGHT)
+    act = torch.where(~un_second, second, act)
+    act = torch.where(~un_first, first, act)
+    act = torch.where(~un_right & lane_open, RIGHT, act)
+    return act.long()
+
+
+POLICIES = {"move_right": move_right_policy, "greedy": greedy_policy, "random": random_policy}

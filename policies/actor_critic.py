@@ -1,0 +1,186 @@
+"""Agent-count-agnostic actor-critic features for SB3: attention over an agent's token set.
+
+SB3 hands a features extractor flat observations (B, L*F). :class:`AttentionExtractor` reshapes
+them to (B, L, F) with L = obs_width // F, so L is read from each batch and never stored: a model
+trained with L_max = 8 runs unchanged on L_max = 64 observations. It embeds the tokens with a
+small MLP, applies ``blocks`` attention blocks (SA, HFA or HA; each ``x = LN(x + attn(x))``,
+``x = LN(x + ff(x))``), and returns the self token's feature (slot 0), shape (B, d).
+
+Evaluating at another L: SB3's ``policy.predict`` checks observations against the training
+observation space, so evaluate through the torch policy instead, which does not:
+``policy.get_distribution(torch.as_tensor(obs)).get_actions(deterministic=True)`` with obs of
+shape (B, L*F) for any L (``training/ood.py`` does this).
+
+:class:`NearestMLPExtractor` is the baseline a user would try first: an MLP over a fixed-size
+observation, the self token plus the k nearest real agents' tokens (zero-padded when fewer).
+
+Token layout read here (the caller states it through arguments, this module knows no env):
+``tokens[..., present_feature] > 0.5`` marks real agents; ``position_features`` are the (dx, dy)
+offsets used to rank neighbours. Shapes: B batch (agents), L tokens, F features, d width, H heads.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import torch
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import Tensor, nn
+
+from policies.ha import HyperAttention
+from policies.hfa import HyperFeatureAttention
+from policies.sa import SelfAttention
+
+FAMILIES = ("sa", "hfa", "ha")
+
+
+def make_attention(family: str, width: int, heads: int, kind: str, factors: int, order: int) -> nn.Module:
+    """One attention module of the chosen family, (B, L, d) -> (B, L, d)."""
+    if family == "sa":
+        return SelfAttention(dim=width, heads=heads, kind=kind)
+    if family == "hfa":
+        return HyperFeatureAttention(dim=width, heads=heads, kind=kind, factors=factors)
+    if family == "ha":
+        return HyperAttention(dim=width, heads=heads, kind=kind, order=order)
+    raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+
+
+def split_tokens(obs: Tensor, num_features: int) -> Tensor:
+    """(B, L*F) -> (B, L, F), checking that F divides the width."""
+    if obs.dim() != 2 or obs.shape[1] % num_features or obs.shape[1] == 0:
+        raise ValueError(
+            f"observations must have shape (B, L*F) with F = num_features = {num_features}, "
+            f"got {tuple(obs.shape)}"
+        )
+    return obs.reshape(obs.shape[0], -1, num_features)
+
+
+def real_mask(tokens: Tensor, present_feature: int) -> Tensor:
+    """(B, L) bool of real tokens; slot 0 (self) always counts, so no row is empty."""
+    mask = tokens[..., present_feature] > 0.5
+    mask[:, 0] = True
+    return mask
+
+
+def nearest_order(tokens: Tensor, mask: Tensor, position_features: tuple[int, int]) -> Tensor:
+    """(B, L) token indices: self first, then real tokens by distance, then padded ones."""
+    dist = tokens[..., list(position_features)].pow(2).sum(-1)  # (B, L)
+    dist = dist.masked_fill(~mask, float("inf"))
+    dist[:, 0] = -1.0
+    return dist.argsort(-1, stable=True)
+
+
+class Block(nn.Module):
+    """Post-norm transformer block: x = LN(x + attn(x, mask)); x = LN(x + ff(x)). (B, L, d)."""
+
+    def __init__(self, attention: nn.Module, width: int):
+        super().__init__()
+        self.attention = attention
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.ff = nn.Sequential(nn.Linear(width, 2 * width), nn.ReLU(), nn.Linear(2 * width, width))
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        x = self.norm1(x + self.attention(x, mask))
+        return self.norm2(x + self.ff(x))
+
+
+class AttentionExtractor(BaseFeaturesExtractor):
+    """Self token's feature after attention over the agent's token set. (B, L*F) -> (B, d).
+
+    :param observation_space: flat Box (L*F,); only used by SB3 (L may differ at evaluation).
+    :param num_features: F, features per token.
+    :param family: "sa", "hfa" or "ha".
+    :param width: d, embedding and output width.
+    :param blocks: number of attention blocks.
+    :param heads: H.
+    :param kind: "softmax" or "linear" attention.
+    :param factors: HFA factors per head (A).
+    :param order: HA order (n).
+    :param neighbours: keep only self + this many nearest real tokens (None: all). Bounds the
+        cost at large L (softmax HA is O(L^3)) and the attention's input distribution.
+    :param present_feature: index of the ``present`` flag in a token.
+    :param position_features: indices of the (dx, dy) offsets in a token.
+    """
+
+    def __init__(
+        self,
+        observation_space: gym.spaces.Box,
+        num_features: int = 8,
+        family: str = "sa",
+        width: int = 32,
+        blocks: int = 2,
+        heads: int = 2,
+        kind: str = "softmax",
+        factors: int = 2,
+        order: int = 3,
+        neighbours: int | None = None,
+        present_feature: int = 0,
+        position_features: tuple[int, int] = (1, 2),
+    ):
+        if family not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+        for name, value in (("num_features", num_features), ("width", width), ("blocks", blocks)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if neighbours is not None and (not isinstance(neighbours, int) or neighbours < 1):
+            raise ValueError(f"neighbours must be None or an int >= 1, got {neighbours!r}")
+        super().__init__(observation_space, features_dim=width)
+        self.num_features, self.neighbours = num_features, neighbours
+        self.present_feature, self.position_features = present_feature, tuple(position_features)
+        self.embed = nn.Sequential(nn.Linear(num_features, width), nn.ReLU(), nn.Linear(width, width))
+        self.blocks = nn.ModuleList(
+            Block(make_attention(family, width, heads, kind, factors, order), width) for _ in range(blocks)
+        )
+
+    def forward(self, observations: Tensor, return_tokens: bool = False) -> Tensor:
+        tokens = split_tokens(observations, self.num_features)  # (B, L, F)
+        mask = real_mask(tokens, self.present_feature)  # (B, L)
+        if self.neighbours is not None and tokens.shape[1] > self.neighbours + 1:
+            keep = nearest_order(tokens, mask, self.position_features)[:, : self.neighbours + 1]  # (B, k+1)
+            tokens = torch.gather(tokens, 1, keep[..., None].expand(-1, -1, self.num_features))
+            mask = torch.gather(mask, 1, keep)
+        x = self.embed(tokens) * mask[..., None]  # (B, L, d)
+        for block in self.blocks:
+            x = block(x, mask)
+        return x if return_tokens else x[:, 0]  # self token, (B, d)
+
+
+class NearestMLPExtractor(BaseFeaturesExtractor):
+    """MLP over a fixed-size view: self + the k nearest real tokens, zero-padded. (B, L*F) -> (B, d).
+
+    :param observation_space: flat Box (L*F,).
+    :param num_features: F.
+    :param k: neighbours kept (fixed input width (k+1)*F, whatever L is).
+    :param width: d, hidden and output width.
+    :param present_feature: index of the ``present`` flag.
+    :param position_features: indices of the (dx, dy) offsets.
+    """
+
+    def __init__(
+        self,
+        observation_space: gym.spaces.Box,
+        num_features: int = 8,
+        k: int = 6,
+        width: int = 64,
+        present_feature: int = 0,
+        position_features: tuple[int, int] = (1, 2),
+    ):
+        for name, value in (("num_features", num_features), ("k", k), ("width", width)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        super().__init__(observation_space, features_dim=width)
+        self.num_features, self.k = num_features, k
+        self.present_feature, self.position_features = present_feature, tuple(position_features)
+        self.net = nn.Sequential(
+            nn.Linear((k + 1) * num_features, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU()
+        )
+
+    def forward(self, observations: Tensor) -> Tensor:
+        tokens = split_tokens(observations, self.num_features)  # (B, L, F)
+        mask = real_mask(tokens, self.present_feature)
+        B, L, F = tokens.shape
+        if L < self.k + 1:  # pad with empty tokens up to k + 1
+            tokens = torch.cat([tokens, tokens.new_zeros(B, self.k + 1 - L, F)], 1)
+            mask = torch.cat([mask, mask.new_zeros(B, self.k + 1 - L)], 1)
+        keep = nearest_order(tokens, mask, self.position_features)[:, : self.k + 1]  # (B, k+1)
+        view = torch.gather(tokens * mask[..., None], 1, keep[..., None].expand(-1, -1, F))
+        return self.net(view.reshape(B, -1))
