@@ -66,7 +66,7 @@ def nearest_order(tokens: Tensor, mask: Tensor, position_features: tuple[int, in
     dist = tokens[..., list(position_features)].pow(2).sum(-1)  # (B, L)
     dist = dist.masked_fill(~mask, float("inf"))
     dist[:, 0] = -1.0
-    return dist.argsort(-1, stable=True)
+    return dist.argsort(dim=-1, stable=True)
 
 
 class Block(nn.Module):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import tyro
 
-from training import demo
+from training import demo, marl, ood
 
 COMMANDS = {
     "demo": (demo.DemoConfig, demo.main),
+    "train": (marl.TrainConfig, marl.main),
+    "ood": (ood.OODConfig, ood.main),
 }
 
 

@@ -1,0 +1,108 @@
+"""The crossing task: closed form of MOVE_RIGHT, parking, starts, rewards, bad input."""
+
+import pytest
+import torch
+
+from envs.crossing import DOWN, LEFT, POLICIES, RIGHT, STAY, UP, Crossing, move_right_policy
+from envs.scenarios import near_y
+
+
+def rollout(env, policy, gen=None):
+    total = torch.zeros(env.B, env.L)
+    while not env.done.all():
+        total += env.step(policy(env, gen))
+    return total
+
+
+@pytest.mark.parametrize("L", [2, 8, 24])
+def test_move_right_matches_closed_form(L):
+    env = Crossing(num_worlds=16, num_agents=L, seed=L)
+    env.reset()
+    start = env.positions.clone()
+    closed = -(near_y(start, env.N, env.R) & ~torch.eye(L, dtype=torch.bool)).sum(-1).float()
+    assert torch.equal(rollout(env, move_right_policy), closed)
+    assert env.parked.all()
+
+
+def test_starts_do_not_overlap_and_respect_counts():
+    env = Crossing(num_worlds=64, num_agents=(3, 40), seed=0)
+    env.reset()
+    counts = env.mask.sum(1)
+    assert counts.min() >= 3 and counts.max() <= 40 and len(set(counts.tolist())) > 5
+    pos = env.positions
+    touch = env.world.touching(pos.unsqueeze(2), pos.unsqueeze(1))
+    real = env.mask.unsqueeze(1) & env.mask.unsqueeze(2) & ~torch.eye(40, dtype=torch.bool)
+    assert not (touch & real).any()
+    assert (pos[..., 0][env.mask] < env.start_width).all()
+    assert (pos[~env.mask] == 0).all()
+
+
+def test_step_costs_and_parked_collisions_still_rewarded():
+    env = Crossing(num_worlds=1, num_agents=2, grid_size=16, radius=1, max_steps=20)
+    # Agent 0 parks after one step; agent 1 follows in its lane and touches it 2 steps later.
+    env.reset(positions=torch.tensor([[[14, 5], [10, 5]]]), mask=torch.ones(1, 2, dtype=torch.bool))
+    r = env.step(torch.tensor([[RIGHT, RIGHT]]))
+    assert env.parked.tolist() == [[True, False]] and r.tolist() == [[0.0, 0.0]]
+    r = env.step(torch.tensor([[LEFT, RIGHT]]))  # parked: LEFT is replaced by STAY, no cost
+    assert env.positions[0, 0, 0] == 15 and r.tolist() == [[0.0, 0.0]]
+    r = env.step(torch.tensor([[UP, RIGHT]]))  # agent 1 reaches x = 13, 2 cells from the parked agent
+    assert r.tolist() == [[-1.0, -1.0]]
+    r = env.step(torch.tensor([[STAY, STAY]]))
+    assert torch.allclose(r, torch.tensor([[0.0, -0.05]]))
+    r = env.step(torch.tensor([[STAY, LEFT]]))
+    assert torch.allclose(r, torch.tensor([[0.0, -0.1]]))
+    r = env.step(torch.tensor([[STAY, DOWN]]))
+    assert torch.allclose(r, torch.tensor([[0.0, -0.05]]))
+
+
+def test_left_into_wall_costs_like_staying():
+    env = Crossing(num_worlds=1, num_agents=1, grid_size=16)
+    env.reset(positions=torch.tensor([[[0, 3]]]), mask=torch.ones(1, 1, dtype=torch.bool))
+    assert torch.allclose(env.step(torch.tensor([[LEFT]])), torch.tensor([[-0.05]]))
+
+
+def test_observation_layout_self_first():
+    env = Crossing(num_worlds=2, num_agents=(2, 4), seed=1)
+    env.reset()
+    obs = env.observations()  # (B, L, L, F)
+    assert obs.shape == (2, 4, 4, 8)
+    real = env.mask
+    assert torch.equal(obs[:, :, 0, 0] > 0, real)  # self token present iff the agent is real
+    assert (obs[:, :, 0, 1:3] == 0).all()  # self offset is 0
+    assert (obs[~real] == 0).all()  # padded agents see nothing
+    assert torch.equal(obs[..., 0].sum(-1)[real], real.sum(1, keepdim=True).expand_as(real)[real].float())
+
+
+def test_greedy_beats_move_right_which_beats_random():
+    env = Crossing(num_worlds=32, num_agents=8, seed=3)
+    means = {}
+    for name, pol in POLICIES.items():
+        env.seed(3)
+        env.reset()
+        means[name] = rollout(env, pol, torch.Generator().manual_seed(0)).mean().item()
+    assert means["greedy"] > means["move_right"] > means["random"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(num_agents=0), "num_agents"),
+        (dict(num_agents=(5, 2)), "num_agents"),
+        (dict(num_agents=2.5), "num_agents"),
+        (dict(num_worlds=0), "num_worlds"),
+        (dict(max_steps=0), "max_steps"),
+        (dict(start_width=100), "start_width"),
+    ],
+)
+def test_bad_arguments_raise(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        Crossing(**kwargs)
+
+
+def test_bad_actions_raise():
+    env = Crossing(num_worlds=2, num_agents=3)
+    env.reset()
+    with pytest.raises(ValueError, match="actions"):
+        env.step(torch.zeros(2, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="actions"):
+        env.step(torch.full((2, 3), 7))

@@ -1,0 +1,118 @@
+"""Training entry point: resume with no lost steps, bad config, and "can it learn"."""
+
+import json
+
+import numpy as np
+import pytest
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+
+from envs.crossing import POLICIES, Crossing
+from training.marl import TrainConfig, main
+from training.ood import OODConfig, iqm, paired_gain_ci, play, policy_actor, stratified_bootstrap
+from training.ood import main as ood_main
+
+TINY = dict(
+    width=8,
+    blocks=1,
+    heads=2,
+    net_arch=(8,),
+    num_agents=(2, 3),
+    num_worlds=4,
+    grid_size=16,
+    max_steps=12,
+    start_width=4,
+    n_steps=12,
+    batch_size=48,
+    n_epochs=1,
+    progress=False,
+)
+
+
+class StopAfter(BaseCallback):
+    """Interrupt training once ``n`` timesteps were collected (as a crash or Ctrl-C would)."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n = n
+
+    def _on_step(self) -> bool:
+        return self.num_timesteps < self.n
+
+
+def test_resume_continues_with_no_lost_steps(tmp_path):
+    # One rollout = 4 worlds * 3 slots * 12 steps = 144 timesteps; checkpoints at rollout boundaries.
+    cfg = TrainConfig(
+        **TINY, total_timesteps=144 * 6, checkpoint_every=144, runs_dir=str(tmp_path), run_name="r"
+    )
+    first = main(cfg, callbacks=[StopAfter(400)])
+    assert not first["finished"] and first["checkpoint_timesteps"] == 288
+    assert PPO.load(tmp_path / "r" / "checkpoint.zip").num_timesteps == 288
+    second = main(cfg)
+    assert second["finished"] and second["resumed_from"] == 288
+    assert second["num_timesteps"] == cfg.total_timesteps
+    assert PPO.load(tmp_path / "r" / "checkpoint.zip").num_timesteps == cfg.total_timesteps
+    saved = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert saved["num_timesteps"] == cfg.total_timesteps
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["family"] == "sa"
+    assert main(cfg)["num_timesteps"] == cfg.total_timesteps  # a finished run trains no more
+
+
+@pytest.mark.parametrize(
+    "change, name",
+    [
+        (dict(family="gru"), "family"),
+        (dict(num_agents=(0, 3)), "num_agents"),
+        (dict(num_agents=(4, 2)), "num_agents"),
+        (dict(width=0), "width"),
+        (dict(total_timesteps=0), "total_timesteps"),
+    ],
+)
+def test_bad_config_raises(tmp_path, change, name):
+    with pytest.raises(ValueError, match=name):
+        main(TrainConfig(**{**TINY, **change}, runs_dir=str(tmp_path)))
+
+
+def test_ood_rejects_bad_counts_and_runs(tmp_path):
+    with pytest.raises(ValueError, match="counts"):
+        ood_main(OODConfig(counts=(0, 2)))
+    with pytest.raises(ValueError, match="run"):
+        ood_main(OODConfig(run=(str(tmp_path),), counts=(2,)))
+
+
+def test_statistics():
+    x = np.arange(8.0)
+    assert iqm(x) == pytest.approx(3.5)  # mean of 2..5
+    lo, hi = stratified_bootstrap([np.zeros(10), np.ones(10)], np.mean, 2000)
+    assert 0.3 < lo <= 0.5 <= hi < 0.7
+    ref = -np.ones(20)
+    assert paired_gain_ci(np.full((1, 20), -0.5), ref, 500) == pytest.approx((0.5, 0.5))
+
+
+@pytest.mark.slow
+def test_ppo_learns_to_beat_random(tmp_path):
+    cfg = TrainConfig(
+        family="sa",
+        width=16,
+        blocks=1,
+        num_agents=(3, 3),
+        num_worlds=16,
+        grid_size=16,
+        max_steps=24,
+        start_width=4,
+        n_steps=24,
+        batch_size=384,
+        n_epochs=4,
+        learning_rate=1e-3,
+        total_timesteps=30_000,
+        runs_dir=str(tmp_path),
+        run_name="learn",
+        progress=False,
+    )
+    main(cfg)
+    model = PPO.load(tmp_path / "learn" / "checkpoint.zip")
+    env = Crossing(num_worlds=64, num_agents=3, grid_size=16, max_steps=24, start_width=4)
+    policy = play(env, policy_actor(model, True, 1024), 99, 0).mean()
+    rand = play(env, POLICIES["random"], 99, 0).mean()
+    right = play(env, POLICIES["move_right"], 99, 0).mean()
+    assert policy > rand + 0.75 * (right - rand), (policy, rand, right)

@@ -1,0 +1,285 @@
+"""``hyperagents train``: shared-parameter PPO (SB3) with attention policies on the crossing task.
+
+One SB3 ``PPO`` over :class:`envs.vec.CrossingVecEnv` (one slot per agent) with a features
+extractor from ``policies/actor_critic.py`` (SA, HFA, HA, or the nearest-k MLP baseline).
+A run lives in ``runs/<name>/``: ``config.json``, ``metrics.json``, TensorBoard events
+(``tb_1/``) and ``checkpoint.zip``, written atomically (temp file, then ``os.replace``) every
+``checkpoint_every`` steps at a rollout boundary and at the end. Running the same command again
+resumes from the checkpoint and trains only the missing steps, so an interrupted run loses none
+of the steps it learned from. Evaluate at other agent counts with ``hyperagents ood``.
+
+Example::
+
+    hyperagents train --family sa --total-timesteps 1000000 --run-name sa_s0
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from tqdm import tqdm
+
+from envs.crossing import NUM_FEATURES, parse_count
+from envs.vec import CrossingVecEnv
+from policies.actor_critic import FAMILIES, AttentionExtractor, NearestMLPExtractor
+
+ALL_FAMILIES = (*FAMILIES, "mlp")
+
+
+@dataclass
+class TrainConfig:
+    """Train a shared-parameter PPO policy on the crossing task."""
+
+    # Policy
+    family: Literal["sa", "hfa", "ha", "mlp"] = "sa"
+    """attention family of the features extractor (mlp: nearest-k MLP baseline)"""
+    width: int = 32
+    """embedding width d"""
+    blocks: int = 2
+    """attention blocks"""
+    heads: int = 2
+    """attention heads H"""
+    kind: Literal["softmax", "linear"] = "softmax"
+    """attention kind"""
+    neighbours: int | None = None
+    """attention sees self + this many nearest agents (None: all agents)"""
+    mlp_k: int = 6
+    """nearest agents in the MLP baseline's fixed-size observation"""
+    net_arch: tuple[int, ...] = (64,)
+    """hidden layers of the actor and critic heads after the extractor"""
+
+    # Task
+    num_agents: tuple[int, int] = (8, 8)
+    """agents per world, a (low, high) range sampled per world at each reset"""
+    num_worlds: int = 32
+    """worlds B stepped together; SB3 sees B * high env slots"""
+    grid_size: int = 64
+    """grid side N"""
+    radius: int = 1
+    """agent radius R"""
+    max_steps: int = 96
+    """episode length T"""
+    start_width: int = 16
+    """starts have x uniform in [0, start_width)"""
+
+    # Run
+    total_timesteps: int = 1_000_000
+    """agent-steps to train for (SB3 timesteps: one per env slot per step)"""
+    seed: int = 0
+    """seed of PPO (torch, numpy) and of the task's start configurations"""
+    run_name: str | None = None
+    """run directory name under runs_dir (default crossing__<family>__<seed>)"""
+    runs_dir: str = "runs"
+    """parent directory of runs"""
+    checkpoint_every: int = 100_000
+    """write runs/<name>/checkpoint.zip every this many timesteps"""
+    threads: int = 1
+    """torch CPU threads"""
+    progress: bool = True
+    """show a progress bar"""
+
+    # PPO
+    learning_rate: float = 3e-4
+    """Adam learning rate"""
+    n_steps: int = 32
+    """steps per env slot per rollout"""
+    batch_size: int = 1024
+    """minibatch size"""
+    n_epochs: int = 4
+    """epochs per rollout"""
+    gamma: float = 0.99
+    """discount"""
+    gae_lambda: float = 0.95
+    """GAE lambda"""
+    clip_range: float = 0.2
+    """PPO clip range"""
+    ent_coef: float = 0.01
+    """entropy bonus"""
+    vf_coef: float = 0.5
+    """value loss weight"""
+
+    @property
+    def name(self) -> str:
+        return self.run_name or f"crossing__{self.family}__{self.seed}"
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Raise ValueError naming the bad field."""
+    if cfg.family not in ALL_FAMILIES:
+        raise ValueError(f"family must be one of {ALL_FAMILIES}, got {cfg.family!r}")
+    parse_count(tuple(cfg.num_agents), "num_agents")
+    for name in (
+        "width",
+        "blocks",
+        "heads",
+        "num_worlds",
+        "total_timesteps",
+        "n_steps",
+        "batch_size",
+        "n_epochs",
+        "checkpoint_every",
+        "threads",
+        "mlp_k",
+    ):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+
+
+def policy_kwargs(cfg: TrainConfig) -> dict:
+    """SB3 ``policy_kwargs`` for the configured extractor; valid for observations of any L."""
+    if cfg.family == "mlp":
+        extractor, kwargs = (
+            NearestMLPExtractor,
+            dict(num_features=NUM_FEATURES, k=cfg.mlp_k, width=2 * cfg.width),
+        )
+    else:
+        extractor = AttentionExtractor
+        kwargs = dict(
+            num_features=NUM_FEATURES,
+            family=cfg.family,
+            width=cfg.width,
+            blocks=cfg.blocks,
+            heads=cfg.heads,
+            kind=cfg.kind,
+            neighbours=cfg.neighbours,
+        )
+    return dict(
+        features_extractor_class=extractor, features_extractor_kwargs=kwargs, net_arch=list(cfg.net_arch)
+    )
+
+
+def make_env(cfg: TrainConfig, seed: int | None = None) -> CrossingVecEnv:
+    """The training VecEnv of ``cfg``."""
+    return CrossingVecEnv(
+        num_worlds=cfg.num_worlds,
+        num_agents=tuple(cfg.num_agents),
+        grid_size=cfg.grid_size,
+        radius=cfg.radius,
+        max_steps=cfg.max_steps,
+        start_width=cfg.start_width,
+        seed=seed,
+    )
+
+
+def save_atomic(model: PPO, path: Path) -> None:
+    """Write ``model`` to ``path`` via a temp file and ``os.replace`` (never a half-written zip)."""
+    tmp = path.with_name(path.stem + ".tmp.zip")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+class RunCallback(BaseCallback):
+    """Progress bar, return history, and checkpoints at rollout boundaries (after each update)."""
+
+    def __init__(self, path: Path, every: int, total: int, progress: bool):
+        super().__init__()
+        self.path, self.every, self.total, self.progress = path, every, total, progress
+        self.history: list[tuple[int, float]] = []
+        self.bar = None
+        self.last_saved = 0
+
+    def _on_training_start(self) -> None:
+        self.last_saved = self.num_timesteps
+        if self.progress:
+            self.bar = tqdm(total=self.total, initial=self.num_timesteps, unit="step", dynamic_ncols=True)
+
+    def _on_rollout_start(self) -> None:
+        # Called after the previous rollout was learned from: num_timesteps counts learned steps only.
+        if self.num_timesteps - self.last_saved >= self.every:
+            save_atomic(self.model, self.path)
+            self.last_saved = self.num_timesteps
+
+    def _on_rollout_end(self) -> None:
+        buf = self.model.ep_info_buffer
+        if buf:
+            value = float(np.mean([ep["r"] for ep in buf]))
+            self.history.append((int(self.num_timesteps), value))
+            if self.bar is not None:
+                self.bar.set_postfix(ep_return=f"{value:.3f}")
+
+    def _on_step(self) -> bool:
+        if self.bar is not None:
+            self.bar.update(self.model.n_envs)
+        return True
+
+    def _on_training_end(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def main(cfg: TrainConfig, callbacks: list[BaseCallback] | None = None) -> dict:
+    """Train (or resume) the run of ``cfg``; returns the metrics also written to metrics.json.
+
+    ``callbacks`` are extra SB3 callbacks (a test stops training early with one).
+    """
+    check_config(cfg)
+    torch.set_num_threads(cfg.threads)
+    run_dir = Path(cfg.runs_dir) / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = run_dir / "checkpoint.zip"
+    (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+
+    if ckpt.exists():
+        model = PPO.load(ckpt, device="cpu", tensorboard_log=str(run_dir))
+        # A fresh env stream for the resumed part, reproducible from (seed, steps done).
+        model.set_env(make_env(cfg, seed=cfg.seed + model.num_timesteps))
+        resumed_from = int(model.num_timesteps)
+    else:
+        model = PPO(
+            "MlpPolicy",
+            make_env(cfg),
+            learning_rate=cfg.learning_rate,
+            n_steps=cfg.n_steps,
+            batch_size=cfg.batch_size,
+            n_epochs=cfg.n_epochs,
+            gamma=cfg.gamma,
+            gae_lambda=cfg.gae_lambda,
+            clip_range=cfg.clip_range,
+            ent_coef=cfg.ent_coef,
+            vf_coef=cfg.vf_coef,
+            policy_kwargs=policy_kwargs(cfg),
+            tensorboard_log=str(run_dir),
+            seed=cfg.seed,
+            device="cpu",
+            verbose=0,
+        )
+        resumed_from = 0
+    remaining = cfg.total_timesteps - model.num_timesteps
+    run_cb = RunCallback(ckpt, cfg.checkpoint_every, cfg.total_timesteps, cfg.progress)
+    start = time.perf_counter()
+    if remaining > 0:
+        model.learn(
+            remaining,
+            callback=CallbackList([run_cb, *(callbacks or [])]),
+            tb_log_name="tb",
+            reset_num_timesteps=resumed_from == 0,
+        )
+    seconds = time.perf_counter() - start
+    finished = model.num_timesteps >= cfg.total_timesteps
+    if finished:
+        save_atomic(model, ckpt)
+    old = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
+    history = [h for h in old.get("return_history", []) if h[0] <= resumed_from] + run_cb.history
+    metrics = {
+        "num_timesteps": int(model.num_timesteps),
+        "finished": finished,
+        "checkpoint_timesteps": int(model.num_timesteps) if finished else run_cb.last_saved,
+        "resumed_from": resumed_from,
+        "train_seconds": old.get("train_seconds", 0.0) * (resumed_from > 0) + seconds,
+        "steps_per_second": (model.num_timesteps - resumed_from) / max(seconds, 1e-9),
+        "final_ep_return": history[-1][1] if history else None,
+        "return_history": history,
+        "checkpoint": str(ckpt),
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics

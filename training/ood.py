@@ -1,0 +1,274 @@
+"""``hyperagents ood``: evaluate trained crossing policies at agent counts never seen in training.
+
+For every agent count L in ``counts`` it samples ``episodes`` start configurations once (seeded by
+``seed`` and L) and plays them with every trained run and with the scripted baselines
+(MOVE_RIGHT, greedy, uniform random), so all algorithms face the SAME starts. One episode's
+score is the mean return of its L agents.
+
+Trained policies run at any L through the torch policy (``policy.get_distribution``), which does
+not check observation shapes; the extractors in ``policies/actor_critic.py`` read L per batch.
+
+Reported per (L, algorithm): mean and IQM (mean of the middle 50% of episodes) with 95%
+percentile stratified-bootstrap CIs (strata = runs/seeds; episodes resampled within each), and
+the gain relative to MOVE_RIGHT, ``(mean return - mean return_MR) / |mean return_MR|``, whose CI
+comes from a paired bootstrap over the shared starts.
+
+Outputs in ``out_dir`` (default: the first run's directory):
+- ``ood.json``: marl-eval format ``env -> task -> algorithm -> run -> step_0 {step_count, return}``
+  plus ``absolute_metrics {return}`` per run (the same per-episode values: no separate bigger
+  evaluation is done). env = "crossing", task = "L=<count>".
+- ``ood_summary.json``: the aggregated statistics above.
+- ``ood.png``: return and gain against agent count, baselines drawn in.
+
+Example::
+
+    hyperagents ood --run runs/crossing__sa__0 --counts 2 4 8 16 32 64 --episodes 30
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+
+from envs.crossing import NUM_FEATURES, POLICIES, Crossing
+
+TASK_KEYS = ("grid_size", "radius", "max_steps", "start_width")
+
+
+@dataclass
+class OODConfig:
+    """Evaluate checkpoints at several agent counts against the scripted baselines."""
+
+    run: tuple[str, ...] = ()
+    """run directories (runs/<name>) holding checkpoint.zip and config.json; several = seeds"""
+    counts: tuple[int, ...] = (2, 4, 8, 16, 32, 64)
+    """agent counts L to evaluate at"""
+    episodes: int = 30
+    """episodes (start configurations) per agent count"""
+    seed: int = 12345
+    """seed of the evaluation starts (independent of training seeds)"""
+    deterministic: bool = True
+    """trained policies take their most likely action"""
+    reps: int = 20_000
+    """bootstrap resamples"""
+    chunk: int = 512
+    """agents per policy forward pass (bounds memory at large L)"""
+    out_dir: str | None = None
+    """where outputs go (default: the first run's directory)"""
+    threads: int = 1
+    """torch CPU threads"""
+
+
+# ---------------------------------------------------------------- statistics (numpy)
+
+
+def iqm(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Interquartile mean: mean of the middle 50% (drops floor(n/4) values at each end)."""
+    x = np.sort(np.asarray(x, dtype=float), axis=axis)
+    n = x.shape[axis]
+    cut = n // 4
+    return np.take(x, np.arange(cut, n - cut), axis=axis).mean(axis=axis)
+
+
+def stratified_bootstrap(strata: list[np.ndarray], stat: Callable, reps: int, seed: int = 0) -> tuple:
+    """95% percentile CI of ``stat`` over the pooled values, resampling within each stratum."""
+    rng = np.random.default_rng(seed)
+    samples = [s[rng.integers(0, len(s), size=(reps, len(s)))] for s in strata]  # (reps, n_s) each
+    values = stat(np.concatenate(samples, axis=1), axis=1)
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def paired_gain_ci(ret: np.ndarray, ref: np.ndarray, reps: int, seed: int = 0) -> tuple:
+    """95% CI of (mean ret - mean ref) / |mean ref|, resampling the shared starts in pairs.
+
+    ret: (S, E) per seed and episode; ref: (E,) the reference on the same starts.
+    """
+    rng = np.random.default_rng(seed)
+    S, E = ret.shape
+    idx = rng.integers(0, E, size=(reps, E))  # (reps, E), the same draw for every seed
+    r = ret[:, idx].mean(axis=(0, 2))  # (reps,)
+    m = ref[idx].mean(axis=1)
+    gains = (r - m) / np.maximum(np.abs(m), 1e-12)
+    lo, hi = np.percentile(gains, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+# ---------------------------------------------------------------- rollouts
+
+
+def policy_actor(model: PPO, deterministic: bool, chunk: int) -> Callable:
+    """Crossing -> (B, L) actions from an SB3 policy, for any L (see module docstring)."""
+    policy = model.policy.eval()
+
+    def act(env: Crossing, gen: torch.Generator | None = None) -> torch.Tensor:
+        obs = env.observations().reshape(env.B * env.L, env.L * NUM_FEATURES)  # (B*L, L*F)
+        with torch.no_grad():
+            out = [
+                policy.get_distribution(o).get_actions(deterministic=deterministic) for o in obs.split(chunk)
+            ]
+        return torch.cat(out).reshape(env.B, env.L)
+
+    return act
+
+
+def play(env: Crossing, actor: Callable, start_seed: int, act_seed: int) -> np.ndarray:
+    """One batch of episodes from the starts of ``start_seed``; (B,) mean return per world."""
+    env.seed(start_seed)
+    env.reset()
+    gen = torch.Generator().manual_seed(act_seed)
+    total = torch.zeros(env.B, env.L)
+    while not env.done.all():
+        total += env.step(actor(env, gen))
+    return (total.sum(1) / env.mask.sum(1)).numpy()
+
+
+def load_runs(paths: tuple[str, ...]) -> list[dict]:
+    """[{algo, seed, model, steps, path}] for each run directory."""
+    runs = []
+    for p in paths:
+        path = Path(p)
+        ckpt, cfg_file = path / "checkpoint.zip", path / "config.json"
+        if not ckpt.exists() or not cfg_file.exists():
+            raise ValueError(f"run must be a directory with checkpoint.zip and config.json, got {p!r}")
+        cfg = json.loads(cfg_file.read_text())
+        model = PPO.load(ckpt, device="cpu")
+        runs.append(
+            dict(
+                algo=cfg["family"],
+                seed=cfg["seed"],
+                model=model,
+                steps=int(model.num_timesteps),
+                path=str(path),
+                task={k: cfg[k] for k in TASK_KEYS if k in cfg},
+            )
+        )
+    return runs
+
+
+# ---------------------------------------------------------------- main
+
+
+def evaluate(cfg: OODConfig, runs: list[dict]) -> dict:
+    """Per-episode returns: {L: {algo: {seed: (step_count, np.ndarray (E,))}}}."""
+    task = runs[0]["task"] if runs else {}  # every run is evaluated on the first run's task
+    results: dict = {}
+    for L in cfg.counts:
+        env = Crossing(num_worlds=cfg.episodes, num_agents=L, **task)
+        starts = cfg.seed + 1000 * L
+        res: dict = {name: {0: (0, play(env, fn, starts, cfg.seed))} for name, fn in POLICIES.items()}
+        for run in runs:
+            actor = policy_actor(run["model"], cfg.deterministic, cfg.chunk)
+            res.setdefault(run["algo"], {})[run["seed"]] = (run["steps"], play(env, actor, starts, cfg.seed))
+        results[L] = res
+        line = ", ".join(f"{a} {np.mean([v[1].mean() for v in s.values()]):.3f}" for a, s in res.items())
+        print(f"L={L}: {line}", flush=True)
+    return results
+
+
+def summarise(results: dict, reps: int) -> dict:
+    """{L: {algo: mean, iqm, ci_mean, ci_iqm, gain, ci_gain, episodes, seeds}}."""
+    summary: dict = {}
+    for L, res in results.items():
+        ref = res["move_right"][0][1]
+        summary[L] = {}
+        for algo, seeds in res.items():
+            strata = [v[1] for v in seeds.values()]
+            pooled = np.concatenate(strata)
+            mean = float(pooled.mean())
+            summary[L][algo] = {
+                "mean": mean,
+                "iqm": float(iqm(pooled)),
+                "ci_mean": stratified_bootstrap(strata, np.mean, reps),
+                "ci_iqm": stratified_bootstrap(strata, iqm, reps),
+                "gain": (mean - float(ref.mean())) / max(abs(float(ref.mean())), 1e-12),
+                "ci_gain": paired_gain_ci(np.stack(strata), ref, reps),
+                "episodes": int(pooled.size),
+                "seeds": len(strata),
+            }
+    return summary
+
+
+def marl_eval_json(results: dict) -> dict:
+    """marl-eval layout: env -> task -> algorithm -> run -> step_0 / absolute_metrics."""
+    out: dict = {"crossing": {}}
+    for L, res in results.items():
+        task = out["crossing"][f"L={L}"] = {}
+        for algo, seeds in res.items():
+            task[algo] = {}
+            for seed, (steps, values) in seeds.items():
+                task[algo][f"seed_{seed}"] = {
+                    "step_0": {"step_count": steps, "return": values.tolist()},
+                    "absolute_metrics": {"return": values.tolist()},
+                }
+    return out
+
+
+def plot(summary: dict, path: Path) -> None:
+    """Return (left) and gain over MOVE_RIGHT (right) against L, 95% CIs as bands."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = sorted(summary)
+    algos = list(summary[counts[0]])
+    styles = {"move_right": ("k", "--"), "greedy": ("tab:gray", "-."), "random": ("tab:red", ":")}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    for algo in algos:
+        color, ls = styles.get(algo, (None, "-"))
+        for ax, key, ci in ((axes[0], "mean", "ci_mean"), (axes[1], "gain", "ci_gain")):
+            if key == "gain" and algo == "random":
+                continue  # far below the others; its returns are in the left panel
+            y = [summary[L][algo][key] for L in counts]
+            lo, hi = zip(*(summary[L][algo][ci] for L in counts), strict=True)
+            label = algo if algo in styles else f"{algo.upper()} ({summary[counts[0]][algo]['seeds']} seeds)"
+            (line,) = ax.plot(counts, y, ls, marker="o", color=color, label=label, lw=2)
+            ax.fill_between(counts, lo, hi, color=line.get_color(), alpha=0.15)
+    axes[0].set_yscale("symlog", linthresh=1.0)
+    axes[0].set_ylabel("mean return per agent (symlog)")
+    axes[1].set_ylabel("gain over MOVE_RIGHT: (R - R_MR) / |R_MR|")
+    axes[1].axhline(0, color="k", lw=0.8)
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(counts, [str(c) for c in counts])
+        ax.set_xlabel("agents per world L")
+        ax.grid(alpha=0.3)
+    axes[0].set_title("Crossing: return vs agent count (95% bootstrap CI)")
+    axes[1].set_title("Gain relative to MOVE_RIGHT (paired 95% CI)")
+    axes[1].legend(loc="lower left", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(cfg: OODConfig) -> dict:
+    """Evaluate, write ood.json / ood_summary.json / ood.png; returns the summary."""
+    if not cfg.counts or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in cfg.counts):
+        raise ValueError(f"counts must be agent counts >= 1, got {cfg.counts!r}")
+    if cfg.episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {cfg.episodes}")
+    torch.set_num_threads(cfg.threads)
+    runs = load_runs(tuple(cfg.run))
+    out_dir = Path(cfg.out_dir or (cfg.run[0] if cfg.run else "runs/ood"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = evaluate(cfg, runs)
+    summary = summarise(results, cfg.reps)
+    (out_dir / "ood.json").write_text(json.dumps(marl_eval_json(results)))
+    (out_dir / "ood_summary.json").write_text(json.dumps({str(L): s for L, s in summary.items()}, indent=1))
+    plot(summary, out_dir / "ood.png")
+    if len(runs) == 1:  # a run's metrics.json holds every figure it reports
+        metrics_file = Path(runs[0]["path"]) / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+        metrics["ood"] = {str(L): s for L, s in summary.items()}
+        metrics_file.write_text(json.dumps(metrics, indent=2))
+    for L, s in summary.items():
+        print(f"L={L:3d} " + "  ".join(f"{a}: {v['mean']:.3f} gain {v['gain']:+.2f}" for a, v in s.items()))
+    print(f"wrote {out_dir / 'ood.json'}, {out_dir / 'ood_summary.json'}, {out_dir / 'ood.png'}")
+    return summary
