@@ -1,0 +1,113 @@
+"""Shared pieces of the attention modules: the scores record, argument checks, masks.
+
+Shapes use the legend of `policies/__init__.py`: B batch, L tokens, d width, H heads,
+A HFA factors, n HA order, d_h head width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+KINDS = ("linear", "softmax")
+
+
+@dataclass(frozen=True)
+class AttentionScores:
+    """The interaction strengths a module used for one forward pass.
+
+    Attributes:
+        kind: "linear" or "softmax", the kind of the module that made them.
+        scores: SA and HFA (B, H, L, L); HA (B, H, L, *[L] * (n - 1)), one key axis per key.
+            Post-softmax weights for softmax modules, raw multilinear scores for linear ones.
+        logits: softmax modules only: the pre-softmax scores, same shape as `scores`.
+        factors: HFA only: the per-factor raw scores (B, H, A, L, L) whose product forms the logits.
+
+    Entries that involve a padded token, or a key after its query when causal, are zero.
+    """
+
+    kind: str
+    scores: Tensor
+    logits: Tensor | None = None
+    factors: Tensor | None = None
+
+
+# ---------------------------------------------------------------- argument checks
+
+
+def check_choice(name: str, value: object, allowed: tuple) -> None:
+    """Raise ValueError unless `value` is one of `allowed`."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+def check_int(name: str, value: object, minimum: int) -> int:
+    """Return `value` if it is an int >= minimum; raise TypeError/ValueError naming `name` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+    return value
+
+
+def check_divisible(dim: int, by: int, what: str) -> int:
+    """Return dim // by, raising ValueError when `by` does not divide `dim`."""
+    if dim % by:
+        raise ValueError(f"dim={dim} must be divisible by {what}={by}")
+    return dim // by
+
+
+def check_input(x: Tensor, mask: Tensor | None, dim: int) -> Tensor:
+    """Validate `x: (B, L, dim)` and `mask: (B, L) bool | None`; return the mask (all True if None).
+
+    NaN or inf in a real (unmasked) token is an error; padding may hold anything.
+    """
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point torch.Tensor of shape (B, L, dim={dim}), got {_desc(x)}")
+    if x.dim() != 3 or x.shape[-1] != dim:
+        raise ValueError(f"x must have shape (B, L, dim={dim}), got {tuple(x.shape)}")
+    if mask is None:
+        mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+    elif not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        raise TypeError(f"mask must be a bool torch.Tensor of shape (B, L) or None, got {_desc(mask)}")
+    elif mask.shape != x.shape[:2]:
+        raise ValueError(
+            f"mask must have shape (B, L) = {tuple(x.shape[:2])} like x, got {tuple(mask.shape)}"
+        )
+    if not torch.isfinite(x[mask]).all():
+        raise ValueError("x must be finite at unmasked tokens, got NaN or inf")
+    return mask
+
+
+def _desc(obj: object) -> str:
+    if isinstance(obj, Tensor):
+        return f"Tensor(dtype={obj.dtype}, shape={tuple(obj.shape)})"
+    return type(obj).__name__
+
+
+# ---------------------------------------------------------------- masks
+
+
+def zero_padding(x: Tensor, mask: Tensor) -> Tensor:
+    """(B, L, d) with padded tokens set to zero, so multilinear scores and values vanish there."""
+    return x.masked_fill(~mask[..., None], 0.0)
+
+
+def pair_mask(mask: Tensor, causal: bool) -> Tensor:
+    """(B, L, L) bool: True where query i and key j are both real (and j <= i if causal)."""
+    L = mask.shape[1]
+    ok = mask[:, :, None] & mask[:, None, :]
+    if causal:
+        ok = ok & torch.ones(L, L, dtype=torch.bool, device=mask.device).tril()
+    return ok
+
+
+def key_mask(mask: Tensor, causal: bool) -> Tensor:
+    """(B, L, L) bool: which keys j a query i may attend to under softmax.
+
+    Same as `pair_mask`, except that padded queries may attend everywhere: their rows then
+    never are empty (no NaN from softmax), and their outputs are zeroed afterwards anyway.
+    """
+    return pair_mask(mask, causal) | ~mask[:, :, None]

@@ -1,0 +1,140 @@
+"""Self-attention (SA): the paper's linear form (X C X^T) X W_V and standard softmax multi-head.
+
+Linear (paper Eq. 1): out_i = sum_h sum_j (x_i^T C_h x_j)(x_j^T W_V,h). C_h is a full d x d
+matrix, so with d = N and orthonormal embeddings any pairwise interaction table is exact
+(Theorem 3.1). No softmax and no normalisation.
+
+Softmax: Q, K, V = X W_Q, X W_K, X W_V split into H heads of width d_h = d / H,
+softmax(Q K^T / sqrt(d_h)) V, heads concatenated, then W_O: d -> out_dim.
+
+Each kernel has a `_reference` twin: the formula written as plain einsums, kept for tests.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from policies.base import (
+    KINDS,
+    AttentionScores,
+    check_choice,
+    check_divisible,
+    check_input,
+    check_int,
+    key_mask,
+    pair_mask,
+    zero_padding,
+)
+
+# ---------------------------------------------------------------- linear kernels
+
+
+def linear_sa_reference(x: Tensor, C: Tensor, W_V: Tensor, ok: Tensor) -> tuple[Tensor, Tensor]:
+    """Eq. 1 verbatim: x (B, L, d), C (H, d, d), W_V (H, d, o), ok (B, L, L) -> (B, L, o), (B, H, L, L)."""
+    scores = torch.einsum("bid,hde,bje->bhij", x, C, x) * ok[:, None]  # (B, H, L, L)
+    values = torch.einsum("bjd,hdo->bhjo", x, W_V)  # (B, H, L, o)
+    return torch.einsum("bhij,bhjo->bio", scores, values), scores
+
+
+def linear_sa(x: Tensor, C: Tensor, W_V: Tensor, causal: bool) -> Tensor:
+    """Fast linear SA; padded tokens of x must already be zero. x (B, L, d) -> (B, L, o)."""
+    if causal:
+        # A prefix sum would carry a d x o state per token, usually bigger than the L x L
+        # scores, so the causal path stays quadratic: mask the scores, then matmul.
+        xc = torch.einsum("bid,hde->bhie", x, C)  # (B, H, L, d)
+        scores = (xc @ x.transpose(1, 2)[:, None]).tril()  # (B, H, L, d) x (B, 1, d, L) -> (B, H, L, L)
+        values = x[:, None] @ W_V  # (B, 1, L, d) x (H, d, o) -> (B, H, L, o)
+        return (scores @ values).sum(1)
+    # (X C X^T) X W_V = X [C (X^T X) W_V]: O(L d^2) instead of O(L^2 d), no L x L matrix at all.
+    gram = x.transpose(1, 2) @ x  # (B, d, L) x (B, L, d) -> (B, d, d)
+    G = torch.einsum("hde,bef,hfo->bdo", C, gram, W_V)  # (B, d, o), summed over heads
+    return x @ G  # (B, L, o)
+
+
+# ---------------------------------------------------------------- softmax kernels
+
+
+def softmax_sa_reference(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """q, k, v (B, H, L, d_h); allowed (B, L, L) -> out (B, H, L, d_h), logits and weights (B, H, L, L)."""
+    logits = torch.einsum("bhis,bhjs->bhij", q, k) / math.sqrt(q.shape[-1])
+    att = logits.masked_fill(~allowed[:, None], float("-inf")).softmax(-1)
+    return torch.einsum("bhij,bhjs->bhis", att, v), logits, att
+
+
+def softmax_sa(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None, causal: bool) -> Tensor:
+    """Fused torch kernel; `allowed` None means no padding (then `causal` picks the built-in mask)."""
+    if allowed is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None])
+
+
+# ---------------------------------------------------------------- module
+
+
+class SelfAttention(nn.Module):
+    """Self-attention over a set (or sequence) of tokens.
+
+    Args:
+        dim: token width d.
+        heads: H. Linear: H full d x d matrices C_h whose outputs are summed.
+            Softmax: H heads of width d_h = dim / heads.
+        kind: "linear" (paper Eq. 1) or "softmax".
+        causal: token i only sees tokens j <= i.
+        out_dim: output width (default dim); 1 gives one scalar per token.
+
+    `forward(x (B, L, dim), mask (B, L) bool | None, return_scores)` -> (B, L, out_dim),
+    plus `AttentionScores` with scores (B, H, L, L) when `return_scores`.
+    mask True marks real tokens; padded tokens never influence real ones and output zero.
+    """
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        heads: int = 1,
+        kind: str = "softmax",
+        causal: bool = False,
+        out_dim: int | None = None,
+    ):
+        super().__init__()
+        check_choice("kind", kind, KINDS)
+        self.dim, self.heads = check_int("dim", dim, 1), check_int("heads", heads, 1)
+        self.out_dim = dim if out_dim is None else check_int("out_dim", out_dim, 1)
+        self.kind, self.causal = kind, bool(causal)
+        if kind == "linear":
+            # Small init so (X C X^T) X W_V starts O(1) for unit-norm tokens; the paper uses N(0, 1).
+            self.C = nn.Parameter(torch.randn(heads, dim, dim) / dim)
+            self.W_V = nn.Parameter(torch.randn(heads, dim, self.out_dim) / math.sqrt(dim))
+        else:
+            self.head_dim = check_divisible(dim, heads, "heads")
+            self.qkv = nn.Linear(dim, 3 * dim, bias=False)  # W_Q, W_K, W_V side by side
+            self.proj = nn.Linear(dim, self.out_dim, bias=False)  # W_O
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, return_scores: bool = False):
+        given = mask is not None
+        mask = check_input(x, mask, self.dim)
+        x = zero_padding(x, mask)
+        if self.kind == "linear":
+            if not return_scores:
+                return linear_sa(x, self.C, self.W_V, self.causal)
+            out, scores = linear_sa_reference(x, self.C, self.W_V, pair_mask(mask, self.causal))
+            return out, AttentionScores("linear", scores)
+        return self._softmax(x, mask, given, return_scores)
+
+    def _softmax(self, x: Tensor, mask: Tensor, given: bool, return_scores: bool):
+        B, L, d = x.shape
+        q, k, v = (t.view(B, L, self.heads, self.head_dim).transpose(1, 2) for t in self.qkv(x).split(d, -1))
+        allowed = key_mask(mask, self.causal)  # (B, L, L)
+        if return_scores:
+            y, logits, att = softmax_sa_reference(q, k, v, allowed)
+        else:
+            y = softmax_sa(q, k, v, allowed if given else None, self.causal)  # (B, H, L, d_h)
+        out = self.proj(y.transpose(1, 2).reshape(B, L, d)) * mask[..., None]  # padded tokens output zero
+        if not return_scores:
+            return out
+        ok = pair_mask(mask, self.causal)[:, None]
+        return out, AttentionScores("softmax", att * ok, logits=logits * ok)
