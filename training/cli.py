@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import tyro
 
-from training import demo, marl, ood
+from training import demo, lm, marl, ood
 
 COMMANDS = {
     "demo": (demo.DemoConfig, demo.main),
     "train": (marl.TrainConfig, marl.main),
     "ood": (ood.OODConfig, ood.main),
+    "lm": (lm.LMTrainConfig, lm.main),
 }
 
 
