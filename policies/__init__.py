@@ -37,13 +37,12 @@ from policies.embeddings import (
     OneHotEmbedding,
     SinusoidalEmbedding,
     TokenEmbedding,
+    make_embedding,
 )
 from policies.ha import HyperAttention
 from policies.hfa import HyperFeatureAttention
-from policies.predictor import Predictor
+from policies.predictor import ATTENTION, Predictor, make_attention
 from policies.sa import SelfAttention
-
-ATTENTION = {"sa": SelfAttention, "hfa": HyperFeatureAttention, "ha": HyperAttention}
 
 __all__ = [
     "ATTENTION",
@@ -62,6 +61,8 @@ __all__ = [
     "genotype_parameters",
     "genotype_target",
     "load_linear_sa",
+    "make_attention",
+    "make_embedding",
     "one_hot_band",
     "sinusoidal_diagonal",
 ]

@@ -183,3 +183,24 @@ class FeatureProductEmbedding(TokenEmbedding):
         grid = list(itertools.product(*(range(s) for s in self.sizes)))
         device = self.position.table().device
         return self(torch.tensor(grid, device=device)[None])[0]
+
+
+EMBEDDINGS = ("onehot", "sinusoidal", "sinusoidal_normalized", "learned")
+
+
+def make_embedding(name: str, domain: int | Sequence[int], dim: int | None = None) -> TokenEmbedding:
+    """Embedding by name over `domain`: N, or (label sizes..., N) for labelled tokens (B, L, F).
+
+    name: "onehot" | "sinusoidal" | "sinusoidal_normalized" (d = N) | "learned" (d = dim). With labels
+    the position embedding is Kronecker-multiplied by the labels' one-hots (FeatureProductEmbedding).
+    """
+    check_choice("name", name, EMBEDDINGS)
+    sizes = [domain] if isinstance(domain, int) else list(domain)
+    N = sizes[-1]
+    if name == "learned":
+        position = LearnedEmbedding(N, check_int("dim", dim, 1) if dim is not None else N)
+    elif name == "onehot":
+        position = OneHotEmbedding(N)
+    else:
+        position = SinusoidalEmbedding(N, normalized=name == "sinusoidal_normalized")
+    return position if len(sizes) == 1 else FeatureProductEmbedding(sizes[:-1], position)

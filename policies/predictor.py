@@ -13,9 +13,23 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from policies.base import check_int, pair_mask
+from policies.base import check_choice, check_int, pair_mask
 from policies.embeddings import TokenEmbedding
+from policies.ha import HyperAttention
+from policies.hfa import HyperFeatureAttention
 from policies.sa import SelfAttention
+
+ATTENTION = {"sa": SelfAttention, "hfa": HyperFeatureAttention, "ha": HyperAttention}
+
+
+def make_attention(name: str, *, dim: int, factors: int = 2, order: int = 3, **kwargs) -> nn.Module:
+    """Attention module by name ("sa" | "hfa" | "ha"); `factors` goes to HFA only, `order` to HA only.
+
+    Other keyword arguments (heads, kind, causal, out_dim, share_kv, ...) go to the constructor.
+    """
+    check_choice("name", name, tuple(ATTENTION))
+    extra = {"hfa": {"factors": factors}, "ha": {"order": order}}.get(name, {})
+    return ATTENTION[name](dim=dim, **extra, **kwargs)
 
 
 class Predictor(nn.Module):
@@ -76,13 +90,17 @@ class Predictor(nn.Module):
             y = self.mlp(y)
         return y[..., 0] * mask  # (B, L)
 
+    def has_table_path(self) -> bool:
+        """True when `pair_table` / `forward_table` apply (a linear SelfAttention)."""
+        return isinstance(self.attention, SelfAttention) and self.attention.kind == "linear"
+
     def pair_table(self) -> Tensor:
         """G[mu, nu] = sum_h x(mu)^T C_h x(nu) * x(nu)^T W_V,h: (N, N), or (N, N, o) if out_dim o > 1.
 
         Needs a linear SelfAttention; y_i = sum_j G[t_i, t_j] (before the MLP head, if any).
         """
         att = self.attention
-        if not isinstance(att, SelfAttention) or att.kind != "linear":
+        if not self.has_table_path():
             raise TypeError("pair_table needs attention=SelfAttention(kind='linear')")
         P = self.embedding.table()  # (N, d)
         scores = P @ att.C @ P.T  # (N, d) x (H, d, d) x (d, N) -> (H, N, N)
