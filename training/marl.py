@@ -88,7 +88,7 @@ class TrainConfig:
     """show a progress bar"""
 
     # PPO
-    learning_rate: float = 3e-4
+    learning_rate: float = 1e-3
     """Adam learning rate"""
     n_steps: int = 32
     """steps per env slot per rollout"""
@@ -102,7 +102,7 @@ class TrainConfig:
     """GAE lambda"""
     clip_range: float = 0.2
     """PPO clip range"""
-    ent_coef: float = 0.01
+    ent_coef: float = 0.003
     """entropy bonus"""
     vf_coef: float = 0.5
     """value loss weight"""

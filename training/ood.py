@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from stable_baselines3 import PPO
 
-from envs.crossing import NUM_FEATURES, POLICIES, Crossing
+from envs.crossing import NUM_FEATURES, POLICIES, STAY, Crossing
 
 TASK_KEYS = ("grid_size", "radius", "max_steps", "start_width")
 
@@ -59,6 +59,9 @@ class OODConfig:
     """bootstrap resamples"""
     chunk: int = 512
     """agents per policy forward pass (bounds memory at large L)"""
+    neighbours: int | None = None
+    """cap attention at self + this many nearest agents at evaluation (None: as trained). A cap >=
+    L_train - 1 changes nothing at the training count, so it equals training with that cap"""
     out_dir: str | None = None
     """where outputs go (default: the first run's directory)"""
     threads: int = 1
@@ -104,32 +107,44 @@ def paired_gain_ci(ret: np.ndarray, ref: np.ndarray, reps: int, seed: int = 0) -
 
 
 def policy_actor(model: PPO, deterministic: bool, chunk: int) -> Callable:
-    """Crossing -> (B, L) actions from an SB3 policy, for any L (see module docstring)."""
+    """Crossing -> (B, L) actions from an SB3 policy, for any L (see module docstring).
+
+    Only agents that can still move are fed to the policy: parked and padded agents get STAY,
+    which the task would substitute anyway.
+    """
     policy = model.policy.eval()
 
     def act(env: Crossing, gen: torch.Generator | None = None) -> torch.Tensor:
-        obs = env.observations().reshape(env.B * env.L, env.L * NUM_FEATURES)  # (B*L, L*F)
+        active = (env.mask & ~env.parked).reshape(-1)  # (B*L,)
+        obs = env.observations().reshape(env.B * env.L, env.L * NUM_FEATURES)[active]  # (M, L*F)
+        actions = torch.full((env.B * env.L,), STAY, dtype=torch.long)
         with torch.no_grad():
             out = [
                 policy.get_distribution(o).get_actions(deterministic=deterministic) for o in obs.split(chunk)
             ]
-        return torch.cat(out).reshape(env.B, env.L)
+        if out:
+            actions[active] = torch.cat(out).long()
+        return actions.reshape(env.B, env.L)
 
     return act
 
 
 def play(env: Crossing, actor: Callable, start_seed: int, act_seed: int) -> np.ndarray:
-    """One batch of episodes from the starts of ``start_seed``; (B,) mean return per world."""
+    """One batch of episodes from the starts of ``start_seed``; (B,) mean return per world.
+
+    Stops early once every real agent of every world is parked: nobody moves after that, so no
+    new collision (and no reward) can happen before the time limit.
+    """
     env.seed(start_seed)
     env.reset()
     gen = torch.Generator().manual_seed(act_seed)
     total = torch.zeros(env.B, env.L)
-    while not env.done.all():
+    while not env.done.all() and not (env.parked | ~env.mask).all():
         total += env.step(actor(env, gen))
     return (total.sum(1) / env.mask.sum(1)).numpy()
 
 
-def load_runs(paths: tuple[str, ...]) -> list[dict]:
+def load_runs(paths: tuple[str, ...], neighbours: int | None = None) -> list[dict]:
     """[{algo, seed, model, steps, path}] for each run directory."""
     runs = []
     for p in paths:
@@ -139,6 +154,9 @@ def load_runs(paths: tuple[str, ...]) -> list[dict]:
             raise ValueError(f"run must be a directory with checkpoint.zip and config.json, got {p!r}")
         cfg = json.loads(cfg_file.read_text())
         model = PPO.load(ckpt, device="cpu")
+        extractor = model.policy.features_extractor
+        if neighbours is not None and hasattr(extractor, "neighbours"):
+            extractor.neighbours = neighbours
         runs.append(
             dict(
                 algo=cfg["family"],
@@ -255,13 +273,14 @@ def main(cfg: OODConfig) -> dict:
     if cfg.episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {cfg.episodes}")
     torch.set_num_threads(cfg.threads)
-    runs = load_runs(tuple(cfg.run))
+    runs = load_runs(tuple(cfg.run), cfg.neighbours)
     out_dir = Path(cfg.out_dir or (cfg.run[0] if cfg.run else "runs/ood"))
     out_dir.mkdir(parents=True, exist_ok=True)
     results = evaluate(cfg, runs)
     summary = summarise(results, cfg.reps)
     (out_dir / "ood.json").write_text(json.dumps(marl_eval_json(results)))
-    (out_dir / "ood_summary.json").write_text(json.dumps({str(L): s for L, s in summary.items()}, indent=1))
+    record = {"config": asdict(cfg), "summary": {str(L): s for L, s in summary.items()}}
+    (out_dir / "ood_summary.json").write_text(json.dumps(record, indent=1))
     plot(summary, out_dir / "ood.png")
     if len(runs) == 1:  # a run's metrics.json holds every figure it reports
         metrics_file = Path(runs[0]["path"]) / "metrics.json"

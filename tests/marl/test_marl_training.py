@@ -58,6 +58,18 @@ def test_resume_continues_with_no_lost_steps(tmp_path):
     assert main(cfg)["num_timesteps"] == cfg.total_timesteps  # a finished run trains no more
 
 
+def test_ood_writes_marl_eval_json_and_png(tmp_path):
+    cfg = TrainConfig(**TINY, total_timesteps=144, runs_dir=str(tmp_path), run_name="o")
+    main(cfg)
+    summary = ood_main(OODConfig(run=(str(tmp_path / "o"),), counts=(2, 5), episodes=4, reps=200))
+    assert set(summary[5]) == {"move_right", "greedy", "random", "sa"}
+    assert summary[5]["move_right"]["gain"] == 0.0
+    data = json.loads((tmp_path / "o" / "ood.json").read_text())
+    run = data["crossing"]["L=5"]["sa"]["seed_0"]
+    assert len(run["step_0"]["return"]) == 4 and run["step_0"]["step_count"] == 144
+    assert "absolute_metrics" in run and (tmp_path / "o" / "ood.png").stat().st_size > 0
+
+
 @pytest.mark.parametrize(
     "change, name",
     [
