@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import platform
 import statistics
 import time
@@ -117,8 +118,26 @@ def verdict(summary: dict) -> str:
         f"Mean validation perplexity orders the variants {order}. The paper's ordering HA < HFA < SA "
         f"(best of each family) {'holds' if holds else 'does not hold'} here: best HA is "
         f"{100 * (ha / sa - 1):+.1f}% and best HFA {100 * (hfa / sa - 1):+.1f}% against SA "
-        f"(the paper: HA {100 * (48.50 / 62.28 - 1):+.1f}%, HFA {100 * (60.22 / 62.28 - 1):+.1f}%)."
+        f"(the paper: HA {100 * (48.50 / 62.28 - 1):+.1f}%, HFA {100 * (60.22 / 62.28 - 1):+.1f}%). "
+        + paired(summary)
     )
+
+
+def paired(summary: dict) -> str:
+    """Per-seed differences against SA (a seed fixes the batches, so differences pair up by seed)."""
+    sa = {r["seed"]: r["val_perplexity"] for r in summary["SA"]["runs"]}
+    parts = []
+    for name, s in summary.items():
+        diffs = [r["val_perplexity"] - sa[r["seed"]] for r in s["runs"] if r["seed"] in sa]
+        if name == "SA" or len(diffs) < 2:
+            continue
+        mean, sd = mean_std(diffs)
+        se = sd / math.sqrt(len(diffs))
+        beyond = "beyond" if abs(mean) > 2 * se else "within"
+        parts.append(f"{name} {mean:+.3f} ± {se:.3f} ({beyond} 2 standard errors)")
+    if not parts:
+        return ""
+    return "Perplexity minus SA's, paired by seed (mean ± standard error): " + "; ".join(parts) + "."
 
 
 def table(summary: dict, cfg: LMTrainConfig, command: str, seeds: list[int]) -> str:
