@@ -13,9 +13,12 @@ Fast paths (each beside its `_reference`, the formula as plain einsums over all 
   * linear: the sums factor per key (App. F.3): M_m[s,t] = sum_j K_m[j,s] V_m[j,t], then
     out = Q (prod_m M_m) W_Vn^T in O(L d_h^2); causal uses prefix sums of M_m over j.
   * softmax, exact: queries in chunks, so only chunk * L^(n-1) scores exist at once.
-  * softmax, approximate (`approx_features=r`): positive random features with
-    exp(<q, k_1 * ... * k_{n-1}>) = E[phi_q phi_1 ... phi_{n-1}] (see `_log_features`),
-    after which the linear reordering applies: O(L r d_h) time, no tuple axis at all.
+  * softmax, approximate: exp(score) ~ sum_r phi_q[r] phi_1[r] ... phi_{n-1}[r] (App. F.3), after
+    which the linear reordering applies: O(L r d_h) time, no tuple axis at all. Two feature maps:
+    `approx_features=r`, r positive random features, unbiased (`_log_features`) but with a
+    variance that grows fast with the scores' size; `approx_features="taylor"`, the exact
+    features of 1 + t + t^2/2 (r = 1 + d_h + d_h^2), accurate while |t| < ~1.
+    benchmarks/bench_attention.py measures both against the exact kernel.
 """
 
 from __future__ import annotations
@@ -42,11 +45,11 @@ _KEY_LETTERS = "jklmnpqruvwxyz"  # einsum letters of the key axes (b h i s t o a
 
 
 def tuple_mask(ok: Tensor, m: int) -> Tensor:
-    """(B, L, L) pair mask ok[b, i, j] -> (B, 1, L, L, ..., L) with m key axes: every j_m is ok for i."""
-    B, L, _ = ok.shape
-    out = torch.ones((B, 1, L) + (1,) * m, dtype=torch.bool, device=ok.device)
+    """Pair mask ok[b, i, j] (B, L_q, L) -> (B, 1, L_q, L, ..., L) with m key axes: every j_m ok for i."""
+    B, Lq, L = ok.shape
+    out = torch.ones((B, 1, Lq) + (1,) * m, dtype=torch.bool, device=ok.device)
     for a in range(m):
-        out = out & ok.view((B, 1, L) + (1,) * a + (L,) + (1,) * (m - 1 - a))
+        out = out & ok.view((B, 1, Lq) + (1,) * a + (L,) + (1,) * (m - 1 - a))
     return out
 
 
@@ -79,15 +82,12 @@ def linear_ha_reference(q: Tensor, ks: list[Tensor], vs: list[Tensor], w_vn: Ten
 
 def linear_ha(q: Tensor, ks: list[Tensor], vs: list[Tensor], w_vn: Tensor, causal: bool) -> Tensor:
     """O(L d_h^2) linear HA; padded tokens must already be zero in q, ks, vs. Returns (B, L, o)."""
+    pairs = list(zip(ks, vs, strict=True))
     if not causal:
-        P = math.prod(
-            k.transpose(-1, -2) @ v for k, v in zip(ks, vs, strict=True)
-        )  # prod_m (B, H, d_h, L) x (B, H, L, d_h)
+        P = math.prod(k.transpose(-1, -2) @ v for k, v in pairs)  # prod_m of (B, H, d_h, L) x (B, H, L, d_h)
         return (q @ P @ w_vn.transpose(-1, -2)).sum(1)  # (B, H, L, d_h) x (d_h, d_h) x (d_h, o) -> (B, L, o)
     # Tuples with all j_m <= i: each factor becomes its prefix sum up to i.
-    P = math.prod(
-        (k[..., :, None] * v[..., None, :]).cumsum(2) for k, v in zip(ks, vs, strict=True)
-    )  # (B, H, L, d_h, d_h)
+    P = math.prod((k[..., :, None] * v[..., None, :]).cumsum(2) for k, v in pairs)  # (B, H, L, d_h, d_h)
     y = (q[..., None, :] @ P).squeeze(-2)  # (B, H, L, 1, d_h) x (B, H, L, d_h, d_h) -> (B, H, L, d_h)
     return (y @ w_vn.transpose(-1, -2)).sum(1)
 
@@ -115,27 +115,36 @@ def softmax_ha(
     w_vn: Tensor,
     allowed: Tensor | None,
     chunk: int | None = None,
+    causal: bool = False,
 ) -> Tensor:
     """Exact softmax HA, `chunk` queries at a time: peak memory O(chunk * L^(n-1)), not O(L^n).
 
-    Shapes as in `softmax_ha_reference`; allowed None means every tuple is allowed. Returns (B, H, L, d_h).
+    Shapes as in `softmax_ha_reference`; allowed None means every tuple is allowed. With `causal`
+    (allowed must then hold the causal mask) chunk i0:i1 only builds tuples of keys < i1, which
+    skips about (n-1)/n of the work. Returns (B, H, L, d_h).
     """
     B, H, L, d_h = q.shape
     m = len(ks)
     chunk = chunk or max(1, CHUNK_ELEMENTS // (B * H * L**m))
     q = q / math.sqrt(d_h)
-    # Products over the first m-1 keys/values do not depend on the query: build them once.
-    kk, vv = _outer(ks[:-1], q), _outer(vs[:-1], q)  # (B, H, P, d_h), P = L^(m-1)
-    k_last, v_last = ks[-1].transpose(-1, -2)[:, :, None], vs[-1][:, :, None]  # (B,H,1,d_h,L), (B,H,1,L,d_h)
-    log_ok = (
-        None if allowed is None else torch.zeros_like(allowed, dtype=q.dtype).masked_fill(~allowed, -math.inf)
-    )
+    log_ok = None  # 0 where a key is allowed, -inf where not: added to the scores of every tuple
+    if allowed is not None:
+        log_ok = torch.zeros_like(allowed, dtype=q.dtype).masked_fill(~allowed, -math.inf)
+    # Products over the first m-1 keys/values do not depend on the query: (B, H, P, d_h), P = L^(m-1).
+    full = None if causal else (_outer(ks[:-1], q), _outer(vs[:-1], q))
     outs = []
     for i0 in range(0, L, chunk):  # a loop over query chunks, not over tokens
-        qc = q[:, :, i0 : i0 + chunk, None]  # (B, H, c, 1, d_h)
-        logits = (qc * kk[:, :, None]) @ k_last  # (B, H, c, P, d_h) x (B, H, 1, d_h, L) -> (B, H, c, P, L)
+        i1 = min(L, i0 + chunk)
+        K = i1 if causal else L  # keys this chunk may see
+        kk, vv = full or (
+            _outer([k[:, :, :K] for k in ks[:-1]], q),
+            _outer([v[:, :, :K] for v in vs[:-1]], q),
+        )
+        k_last = ks[-1][:, :, None, :K].transpose(-1, -2)  # (B, H, 1, d_h, K)
+        v_last = vs[-1][:, :, None, :K]  # (B, H, 1, K, d_h)
+        logits = (q[:, :, i0:i1, None] * kk[:, :, None]) @ k_last  # (B, H, c, P, d_h) x (B, H, 1, d_h, K)
         if log_ok is not None:
-            logits = logits + _tuple_bias(log_ok[:, i0 : i0 + chunk], m)
+            logits = logits + _tuple_bias(log_ok[:, i0:i1, :K], m)  # (B, H, c, P, K)
         att = logits.flatten(3).softmax(-1).view_as(logits)
         u = ((att @ v_last) * vv[:, :, None]).sum(3)  # (B, H, c, P, d_h) summed over P -> (B, H, c, d_h)
         outs.append(u)
@@ -257,10 +266,8 @@ def _feature_softmax(
     phks = [pk * mask[:, None, :, None] for pk in phks]  # padded keys weigh nothing
     pairs = list(zip(phks, vs, strict=True))
     if causal:  # prefix sums over j, as in causal linear attention
-        num = math.prod(
-            (pk[..., :, None] * v[..., None, :]).cumsum(2) for pk, v in pairs
-        )  # (B, H, L, r, d_h)
-        num = (phq[..., None, :] @ num).squeeze(-2)  # (B, H, L, d_h)
+        prefix = math.prod((pk[..., :, None] * v[..., None, :]).cumsum(2) for pk, v in pairs)  # (B,H,L,r,d_h)
+        num = (phq[..., None, :] @ prefix).squeeze(-2)  # (B, H, L, d_h)
         den = (phq * math.prod(pk.cumsum(2) for pk in phks)).sum(-1)  # (B, H, L)
     else:
         num = phq @ math.prod(pk.transpose(-1, -2) @ v for pk, v in pairs)  # (B, H, L, r) x (B, H, r, d_h)
@@ -367,7 +374,7 @@ class HyperAttention(nn.Module):
             return (*res, None) if return_scores else (res, None, None)
         if not return_scores:
             allowed = key_mask(mask, self.causal) if (given or self.causal) else None
-            return softmax_ha(q, ks, vs, self.W_Vn, allowed), None, None
+            return softmax_ha(q, ks, vs, self.W_Vn, allowed, causal=self.causal), None, None
         y, logits, att = softmax_ha_reference(q, ks, vs, self.W_Vn, key_mask(mask, self.causal))
         ok = tuple_mask(pair_mask(mask, self.causal), m)
         return y, att * ok, logits * ok

@@ -31,6 +31,8 @@ from policies.base import (
     zero_padding,
 )
 
+QUERY_BLOCK = 2**22  # scores per block of queries in the fast softmax path (about cache-sized)
+
 # ---------------------------------------------------------------- linear kernels
 
 
@@ -74,14 +76,34 @@ def softmax_hfa_reference(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor):
     return torch.einsum("bhij,bhjs->bhis", att, v.prod(2)), logits, att, factors
 
 
-def softmax_hfa(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None) -> Tensor:
-    """Fast path: a loop over the A factors multiplies (B, H, L, L) matrices, never stacking A of them."""
-    logits = q.shape[-1] ** (-q.shape[2] / 2)  # prod_a of 1/sqrt(d_h)
-    for a in range(q.shape[2]):
-        logits = logits * (q[:, :, a] @ k[:, :, a].transpose(-1, -2))  # (B, H, L, d_h) x (B, H, d_h, L)
-    if allowed is not None:
-        logits = logits.masked_fill(~allowed[:, None], float("-inf"))
-    return logits.softmax(-1) @ v.prod(2)  # (B, H, L, L) x (B, H, L, d_h) -> (B, H, L, d_h)
+def softmax_hfa(
+    q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None, causal: bool, block: int | None = None
+) -> Tensor:
+    """Fast path over blocks of queries (shapes as in the reference; allowed None = no padding).
+
+    A (B, H, c, L) block stays in cache through the factor product, mask and softmax, which are
+    memory-bound; on the full (B, H, L, L) they cost more than the matmuls. When causal, block
+    i0:i1 reads keys :i1 only, skipping about half the work (as fused SDPA kernels do), and
+    without padding only its last c x c corner needs masking.
+    """
+    B, H, A, L, d_h = q.shape
+    c = block or min(L, max(16, QUERY_BLOCK // (B * H * L)))  # queries per block
+    q = q * d_h**-0.5  # prod_a of 1/sqrt(d_h), applied to the small tensor
+    kt, values = k.transpose(-1, -2), v.prod(2)  # (B, H, A, d_h, L), (B, H, L, d_h)
+    outs = []
+    for i0 in range(0, L, c):  # a loop over query blocks, and inside it over the A factors
+        i1 = min(L, i0 + c)
+        keys = i1 if causal else L
+        logits = q[:, :, 0, i0:i1] @ kt[:, :, 0, :, :keys]  # (B, H, c, d_h) x (B, H, d_h, keys)
+        for a in range(1, A):
+            logits = logits * (q[:, :, a, i0:i1] @ kt[:, :, a, :, :keys])
+        if allowed is not None:
+            logits = logits.masked_fill_(~allowed[:, None, i0:i1, :keys], float("-inf"))
+        elif causal:  # keys i0:i1 against queries i0:i1: mask j > i
+            future = torch.ones(i1 - i0, i1 - i0, dtype=torch.bool, device=q.device).triu(1)
+            logits[..., i0:i1].masked_fill_(future, float("-inf"))
+        outs.append(logits.softmax(-1) @ values[:, :, :keys])  # (B, H, c, keys) x (B, H, keys, d_h)
+    return torch.cat(outs, 2)  # (B, H, L, d_h)
 
 
 # ---------------------------------------------------------------- module
@@ -147,7 +169,9 @@ class HyperFeatureAttention(nn.Module):
         if return_scores:
             y, logits, att, factors = softmax_hfa_reference(q, k, v, allowed)
         else:
-            y = softmax_hfa(q, k, v, allowed if (given or self.causal) else None)  # (B, H, L, d_h)
+            y = softmax_hfa(
+                q, k, v, allowed if (given or self.causal) else None, self.causal
+            )  # (B, H, L, d_h)
         out = self.proj(y.transpose(1, 2).reshape(B, L, H * d_h)) * mask[..., None]
         if not return_scores:
             return out

@@ -62,7 +62,7 @@ def test_chunked_softmax_equals_reference(n, causal, chunk):
     w = torch.randn(2, 3, 3, dtype=torch.float64)
     allowed = key_mask(mask, causal)
     ref, logits, att = softmax_ha_reference(q, ks, vs, w, allowed)
-    out = softmax_ha(q, ks, vs, w, allowed, chunk=chunk)
+    out = softmax_ha(q, ks, vs, w, allowed, chunk=chunk, causal=causal)
     torch.testing.assert_close(out[mask[:, None].expand(2, 2, 6)], ref[mask[:, None].expand(2, 2, 6)])
     if not causal:  # no mask at all: the kernel's unmasked branch
         torch.testing.assert_close(

@@ -62,15 +62,19 @@ def test_linear_kernel_equals_reference(causal, A):
 
 
 @pytest.mark.parametrize("masked", [False, True])
-def test_softmax_kernel_equals_reference(masked):
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("block", [1, 3, None])
+def test_softmax_kernel_equals_reference(masked, causal, block):
     gen = torch.Generator().manual_seed(9)
     B, H, A, L, d_h = 2, 2, 3, 8, 4
     q, k, v = (torch.randn(B, H, A, L, d_h, generator=gen, dtype=torch.float64) for _ in range(3))
     mask = torch.rand(B, L, generator=gen) > 0.3 if masked else torch.ones(B, L, dtype=torch.bool)
     mask[:, 0] = True
-    allowed = key_mask(mask, causal=True)
+    allowed = key_mask(mask, causal)
     ref, logits, att, factors = softmax_hfa_reference(q, k, v, allowed)
-    torch.testing.assert_close(softmax_hfa(q, k, v, allowed), ref, rtol=1e-10, atol=1e-10)
+    fast = softmax_hfa(q, k, v, allowed if masked else None, causal, block)
+    real = mask[:, None].expand(B, H, L)  # padded queries' outputs are zeroed later by the module
+    torch.testing.assert_close(fast[real], ref[real], rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(logits, factors.prod(2))
     torch.testing.assert_close(factors[:, :, 1], q[:, :, 1] @ k[:, :, 1].transpose(-1, -2) / 2.0)
 
@@ -81,3 +85,31 @@ def test_softmax_scores_record_factors():
     _, sc = m(x, return_scores=True)
     torch.testing.assert_close(sc.logits, sc.factors.prod(2))
     torch.testing.assert_close(sc.scores, sc.logits.softmax(-1))
+
+
+@pytest.mark.parametrize("A", [1, 2])
+@pytest.mark.parametrize("masked", [False, True])
+def test_fast_and_reference_gradients_agree(A, masked):
+    """The fast path masks in place, per block of queries; autograd must see the reference's function."""
+    gen = torch.Generator().manual_seed(A)
+    B, H, L, d_h = 2, 2, 11, 3
+    mask = torch.rand(B, L, generator=gen) > 0.3 if masked else torch.ones(B, L, dtype=torch.bool)
+    mask[:, 0] = True
+    allowed = key_mask(mask, causal=True)
+    real = mask[:, None, :, None].double()  # padded queries are zeroed by the module
+    grads = []
+    for fast in (True, False):
+        qkv = [
+            torch.randn(B, H, A, L, d_h, generator=torch.Generator().manual_seed(i), dtype=torch.float64)
+            for i in range(3)
+        ]
+        qkv = [t.requires_grad_() for t in qkv]
+        out = (
+            softmax_hfa(*qkv, allowed if masked else None, True, 4)
+            if fast
+            else softmax_hfa_reference(*qkv, allowed)[0]
+        )
+        (out * real).square().sum().backward()
+        grads.append([t.grad for t in qkv])
+    for fast, ref in zip(*grads, strict=True):
+        torch.testing.assert_close(fast, ref)
