@@ -78,8 +78,11 @@ class Block(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
         self.ff = nn.Sequential(nn.Linear(width, 2 * width), nn.ReLU(), nn.Linear(2 * width, width))
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor, first_only: bool = False) -> Tensor:
+        """(B, L, d) -> (B, L, d), or (B, 1, d) for token 0 only (ff and norms are per token)."""
         x = self.norm1(x + self.attention(x, mask))
+        if first_only:
+            x = x[:, :1]
         return self.norm2(x + self.ff(x))
 
 
@@ -139,8 +142,9 @@ class AttentionExtractor(BaseFeaturesExtractor):
             tokens = torch.gather(tokens, 1, keep[..., None].expand(-1, -1, self.num_features))
             mask = torch.gather(mask, 1, keep)
         x = self.embed(tokens) * mask[..., None]  # (B, L, d)
-        for block in self.blocks:
-            x = block(x, mask)
+        last = len(self.blocks) - 1
+        for k, block in enumerate(self.blocks):
+            x = block(x, mask, first_only=k == last and not return_tokens)  # only the self token leaves
         return x if return_tokens else x[:, 0]  # self token, (B, d)
 
 
