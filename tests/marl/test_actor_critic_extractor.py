@@ -61,3 +61,10 @@ def test_bad_inputs_raise_naming_the_argument():
         ext(torch.zeros(3, 4 * F + 1))
     with pytest.raises(ValueError, match="observations"):
         ext(torch.zeros(3, 4, F))
+
+
+def test_self_token_shortcut_matches_full_pass():
+    torch.manual_seed(0)
+    ext = AttentionExtractor(space(6), family="hfa").eval()
+    obs = obs_at(6)
+    assert torch.allclose(ext(obs), ext(obs, return_tokens=True)[:, 0], atol=1e-6)
