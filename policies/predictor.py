@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from policies.base import check_choice, check_int, pair_mask
-from policies.embeddings import TokenEmbedding
+from policies.embeddings import OneHotEmbedding, TokenEmbedding
 from policies.ha import HyperAttention
 from policies.hfa import HyperFeatureAttention
 from policies.sa import SelfAttention
@@ -102,9 +102,12 @@ class Predictor(nn.Module):
         att = self.attention
         if not self.has_table_path():
             raise TypeError("pair_table needs attention=SelfAttention(kind='linear')")
-        P = self.embedding.table()  # (N, d)
-        scores = P @ att.C @ P.T  # (N, d) x (H, d, d) x (d, N) -> (H, N, N)
-        values = P @ att.W_V  # (H, N, o)
+        if isinstance(self.embedding, OneHotEmbedding):  # P = I: skip two N^3 matmuls per training step
+            scores, values = att.C, att.W_V  # (H, N, N), (H, N, o)
+        else:
+            P = self.embedding.table()  # (N, d)
+            scores = P @ att.C @ P.T  # (N, d) x (H, d, d) x (d, N) -> (H, N, N)
+            values = P @ att.W_V  # (H, N, o)
         G = (scores[..., None] * values[:, None]).sum(0)  # (N, N, o)
         return G[..., 0] if G.shape[-1] == 1 else G
 

@@ -41,17 +41,22 @@ def linear_sa_reference(x: Tensor, C: Tensor, W_V: Tensor, ok: Tensor) -> tuple[
 
 
 def linear_sa(x: Tensor, C: Tensor, W_V: Tensor, causal: bool) -> Tensor:
-    """Fast linear SA; padded tokens of x must already be zero. x (B, L, d) -> (B, L, o)."""
-    if causal:
-        # A prefix sum would carry a d x o state per token, usually bigger than the L x L
-        # scores, so the causal path stays quadratic: mask the scores, then matmul.
+    """Fast linear SA; padded tokens of x must already be zero. x (B, L, d) -> (B, L, o).
+
+    Two orders of the same product, picked by which intermediate is smaller:
+    - L <= d or causal: the (B, H, L, L) scores (X C) X^T, masked when causal, times X W_V. A causal
+      prefix sum would carry a d x o state per token, usually bigger than the L x L scores.
+    - L > d: (X C X^T) X W_V = X [C (X^T X) W_V], O(L d^2) with no L x L matrix at all.
+    """
+    B, L, d = x.shape
+    if causal or L <= d:
         xc = torch.einsum("bid,hde->bhie", x, C)  # (B, H, L, d)
-        scores = (xc @ x.transpose(1, 2)[:, None]).tril()  # (B, H, L, d) x (B, 1, d, L) -> (B, H, L, L)
+        scores = xc @ x.transpose(1, 2)[:, None]  # (B, H, L, d) x (B, 1, d, L) -> (B, H, L, L)
         values = x[:, None] @ W_V  # (B, 1, L, d) x (H, d, o) -> (B, H, L, o)
-        return (scores @ values).sum(1)
-    # (X C X^T) X W_V = X [C (X^T X) W_V]: O(L d^2) instead of O(L^2 d), no L x L matrix at all.
+        return ((scores.tril() if causal else scores) @ values).sum(1)
     gram = x.transpose(1, 2) @ x  # (B, d, L) x (B, L, d) -> (B, d, d)
-    G = torch.einsum("hde,bef,hfo->bdo", C, gram, W_V)  # (B, d, o), summed over heads
+    # Contract W_V first: C (gram W_V) costs O(B H d^2 o); einsum's left-to-right (C gram) W_V is O(B H d^3).
+    G = (C @ (gram[:, None] @ W_V)).sum(1)  # (H, d, d) x (B, H, d, o) -> (B, d, o), summed over heads
     return x @ G  # (B, L, o)
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import tyro
 
-from training import demo, lm, marl, ood
+from training import demo, fit, lm, marl, ood
 
 COMMANDS = {
     "demo": (demo.DemoConfig, demo.main),
+    "fit": (fit.FitConfig, fit.main),
     "train": (marl.TrainConfig, marl.main),
     "ood": (ood.OODConfig, ood.main),
     "lm": (lm.LMTrainConfig, lm.main),

@@ -1,0 +1,300 @@
+"""``hyperagents fit``: train an attention predictor of agents' values and test it at unseen L.
+
+Defaults are the paper's setting (arXiv 2506.06179 section 7): N = 360 positions, R = 5, training
+worlds of L* = 20 agents, 100k training sequences, one-hot embedding with d = N, single-layer
+linear SA with C and W_V initialised N(0, 1), MSE. The target is each agent's return under
+MOVE_RIGHT, plus the paper's -1 self term. Test sets at other agent counts measure length
+generalisation; ``product_mse`` compares the learned interaction table C_{mu nu} W_nu with the
+devised one (Corollary D.5: only that product is identified).
+
+Writes ``runs/<name>/``: config.json, metrics.json, TensorBoard events, checkpoint.pt (atomic,
+resumed automatically) and PNG figures (learned vs devised C and C.W, the Figure-1 diagonal,
+test MSE against L, the loss curve).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from envs.datasets import Dataset, make_dataset, versatility_report
+from envs.genotype import make_genotype_dataset, sample_rules
+from policies import devised
+from policies.embeddings import make_embedding
+from policies.predictor import Predictor, make_attention
+from training.checkpoint import load, save_atomic, write_json
+
+
+@dataclass
+class FitConfig:
+    """Train a predictor of per-agent values; the defaults reproduce the paper's main experiment."""
+
+    scenario: Literal["pairwise", "alliances", "predator_prey", "genotype"] = "pairwise"
+    """what to predict: agents' MOVE_RIGHT returns, a labelled scenario, or genotype phenotypes"""
+    grid_size: int = 360
+    """N, also the position domain size"""
+    radius: int = 5
+    """R"""
+    train_agents: int = 20
+    """L*, the agent count of every training world"""
+    num_train: int = 100_000
+    """training sequences"""
+    num_test: int = 2_000
+    """test sequences per evaluated agent count"""
+    eval_agents: tuple[int, ...] = (2, 5, 10, 20, 30, 40)
+    """agent counts to test at (any list)"""
+    unique_positions: bool = False
+    """draw training y without repeats (breaks versatility: the paper's Remark D.3 control)"""
+    attention: Literal["sa", "hfa", "ha"] = "sa"
+    """attention family"""
+    kind: Literal["linear", "softmax"] = "linear"
+    """linear (paper Eq. 1) or softmax attention"""
+    embedding: Literal["onehot", "sinusoidal", "sinusoidal_normalized", "learned"] = "onehot"
+    """token embedding; 'sinusoidal' is the paper's p(n) with p.p = N/2, '_normalized' scales it to p.p = 1"""
+    dim: int | None = None
+    """embedding width d (None: the domain size, which makes linear SA exact)"""
+    heads: int = 1
+    """attention heads H"""
+    factors: int = 2
+    """HFA factors A"""
+    order: int = 3
+    """HA order n"""
+    mlp_hidden: int | None = None
+    """width of a ReLU layer after attention (None: none, the paper's model)"""
+    init_std: float = 1.0
+    """attention parameters start i.i.d. N(0, init_std^2) (the paper: 1); 0 keeps the module's own init"""
+    steps: int = 1500
+    """optimisation steps"""
+    batch_size: int = 1000
+    """sequences per step"""
+    lr: float = 0.1
+    """Adam learning rate (cosine-decayed to 0)"""
+    dtype: Literal["float64", "float32"] = "float64"
+    """float64 reaches MSE far below 1e-8"""
+    num_alleles: int = 40
+    """genotype only: domain size"""
+    seed: int = 0
+    """seed of data, initialisation and batches"""
+    name: str | None = None
+    """run folder name under out_dir (default: derived from the config)"""
+    out_dir: str = "runs"
+    """where run folders go"""
+    checkpoint_every: int = 250
+    """steps between atomic checkpoints"""
+    resume: bool = True
+    """continue from runs/<name>/checkpoint.pt when it exists"""
+    figures: bool = True
+    """write PNG figures"""
+    progress: bool = True
+    """show a progress bar"""
+
+    def run_name(self) -> str:
+        return self.name or f"fit_{self.scenario}_{self.attention}-{self.kind}_{self.embedding}_s{self.seed}"
+
+
+def validate(cfg: FitConfig) -> None:
+    """Stop at once, with a clear message, on a config that cannot run."""
+    if any(L < 1 for L in cfg.eval_agents) or not cfg.eval_agents:
+        raise ValueError(f"eval_agents must be a non-empty list of counts >= 1, got {cfg.eval_agents}")
+    if cfg.train_agents < 1:
+        raise ValueError(f"train_agents must be >= 1, got {cfg.train_agents}")
+    if cfg.num_train < 1 or cfg.num_test < 1 or cfg.batch_size < 1 or cfg.steps < 0:
+        raise ValueError("num_train, num_test and batch_size must be >= 1 and steps >= 0")
+    domain = cfg.num_alleles if cfg.scenario == "genotype" else cfg.grid_size
+    if cfg.embedding == "onehot" and cfg.dim is not None and cfg.dim != domain and cfg.scenario in (
+            "pairwise", "genotype"):
+        raise ValueError(f"embedding='onehot' needs dim = domain size {domain} (or None), got dim={cfg.dim}")
+    if cfg.scenario == "genotype" and max(cfg.train_agents, *cfg.eval_agents) > cfg.num_alleles:
+        raise ValueError(f"genotype sequences hold distinct alleles: agent counts must be <= num_alleles="
+                         f"{cfg.num_alleles}")
+
+
+# ---------------------------------------------------------------------------- data
+def draw(cfg: FitConfig, num: int, L: int, seed: int, rules=None) -> Dataset:
+    """A set of ``num`` sequences of ``L`` tokens; single-feature tokens come as (B, L), others (B, L, F)."""
+    if cfg.scenario == "genotype":
+        tokens, targets = make_genotype_dataset(rules, num, L, seed=seed)
+        mask = torch.ones(num, L, dtype=torch.bool)
+        data = Dataset(tokens, targets, mask, (cfg.num_alleles,), torch.zeros(num, L, 2, dtype=torch.long))
+    else:
+        unique = cfg.unique_positions and seed == cfg.seed  # only the training set follows the control
+        data = make_dataset(cfg.scenario, num, L, cfg.grid_size, cfg.radius, seed=seed, unique=unique)
+    if data.tokens.shape[-1] == 1:
+        data.tokens = data.tokens[..., 0]
+    return data
+
+
+# ---------------------------------------------------------------------------- model
+def build_model(cfg: FitConfig, domain: tuple[int, ...]) -> Predictor:
+    """Embedding -> attention (scalar per token) -> optional ReLU MLP, initialised as configured."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    emb = make_embedding(cfg.embedding, domain, cfg.dim)
+    att = make_attention(cfg.attention, dim=emb.dim, heads=cfg.heads, kind=cfg.kind, factors=cfg.factors,
+                         order=cfg.order, out_dim=1 if cfg.mlp_hidden is None else cfg.mlp_hidden)
+    model = Predictor(emb, att, mlp_hidden=cfg.mlp_hidden)
+    if cfg.init_std > 0:
+        with torch.no_grad():
+            for p in model.attention.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * cfg.init_std)
+    return model.to(getattr(torch, cfg.dtype))
+
+
+def mse(model: Predictor, data: Dataset, batch: int = 4096) -> float:
+    """Mean squared error over real tokens, computed in batches without gradients."""
+    total, count = 0.0, 0
+    forward = model.forward_table if model.has_table_path() else model
+    with torch.no_grad():
+        for i in range(0, len(data), batch):
+            tok, y, m = data.tokens[i : i + batch], data.targets[i : i + batch], data.mask[i : i + batch]
+            pred = forward(tok, m)
+            total += float(((pred - y.to(pred.dtype)) ** 2 * m).sum())
+            count += int(m.sum())
+    return total / count
+
+
+def devised_table(cfg: FitConfig, rules=None) -> np.ndarray | None:
+    """The exact C_{mu nu} W_nu over the domain, where the paper gives one."""
+    if cfg.scenario == "pairwise":
+        return -devised.one_hot_band(cfg.grid_size, cfg.radius)[0].numpy()  # C W with W = -1
+    if cfg.scenario == "genotype":
+        C, W = devised.genotype_parameters(rules.as_dict(), cfg.num_alleles, cfg.train_agents)
+        return (C * W[:, 0][None, :]).numpy()
+    return None
+
+
+# ---------------------------------------------------------------------------- loop
+def train(cfg: FitConfig, model: Predictor, data: Dataset, run: Path, writer) -> dict[int, float]:
+    """Adam + cosine decay on minibatches; atomic checkpoints; returns {step: batch MSE}."""
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(s, cfg.steps) /
+                                                                              max(cfg.steps, 1))))
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    history: dict[int, float] = {}
+    step = 0
+    ckpt = run / "checkpoint.pt"
+    if cfg.resume and ckpt.exists():
+        state = load(ckpt)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        gen.set_state(state["gen"])
+        step, history = state["step"], state["history"]
+        print(f"resumed {run} at step {step}")
+    fast = model.has_table_path()  # G = P C P^T once per step, then a gather: O(N^2 d) not O(B L^2 d)
+    bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, desc="fit", unit="step")
+    while step < cfg.steps:
+        idx = torch.randint(0, len(data), (min(cfg.batch_size, len(data)),), generator=gen)
+        tok, y, m = data.tokens[idx], data.targets[idx], data.mask[idx]
+        pred = model.forward_table(tok, m) if fast else model(tok, m)
+        loss = ((pred - y.to(pred.dtype)) ** 2 * m).sum() / m.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        step += 1
+        history[step] = value = loss.item()
+        if step % 10 == 0 or step == cfg.steps:
+            writer.add_scalar("losses/train_mse_batch", value, step)
+            bar.set_postfix(mse=f"{value:.2e}")
+        bar.update(1)
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            save_atomic({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                         "gen": gen.get_state(), "step": step, "history": history}, ckpt)
+    bar.close()
+    return history
+
+
+def main(cfg: FitConfig) -> dict:
+    """Run the experiment end to end; returns (and writes) the metrics."""
+    validate(cfg)
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    run = Path(cfg.out_dir) / cfg.run_name()
+    run.mkdir(parents=True, exist_ok=True)
+    write_json(dataclasses.asdict(cfg), run / "config.json")
+    rules = sample_rules(cfg.num_alleles, seed=cfg.seed) if cfg.scenario == "genotype" else None
+    data = draw(cfg, cfg.num_train, cfg.train_agents, cfg.seed, rules)
+    versatility = versatility_report(data.tokens, data.domain[0]) if data.tokens.dim() == 2 else None
+    if versatility is not None:
+        print(f"training data versatility (rank of S_B_mu for every mu): ok={versatility['ok']} "
+              f"min rank {versatility['min_rank']}/{versatility['domain_size']}")
+    model = build_model(cfg, data.domain)
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(run)) as writer:
+        history = train(cfg, model, data, run, writer)
+        metrics = evaluate(cfg, model, data, rules)
+        for L, v in metrics["test_mse"].items():
+            writer.add_scalar("eval/test_mse", v, L)
+    metrics.update(versatility_rank_ok=None if versatility is None else versatility["ok"], versatility=versatility,
+                   num_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+                   seconds=time.perf_counter() - t0, steps=cfg.steps, run=str(run))
+    if cfg.figures:
+        metrics["figures"] = write_figures(cfg, model, history, metrics, run, rules)
+    write_json(metrics, run / "metrics.json")
+    print_table(metrics)
+    return metrics
+
+
+def evaluate(cfg: FitConfig, model: Predictor, data: Dataset, rules) -> dict:
+    """train_mse, test_mse per agent count (fresh sets), and product_mse against the devised table."""
+    out = {"train_mse": mse(model, data), "test_mse": {}}
+    for L in cfg.eval_agents:
+        out["test_mse"][int(L)] = mse(model, draw(cfg, cfg.num_test, int(L), cfg.seed + 1000 + int(L), rules))
+    target = devised_table(cfg, rules)
+    with torch.no_grad():
+        learned = model.pair_table() if model.has_table_path() and model.mlp is None else None
+    out["product_mse"] = (None if target is None or learned is None
+                          else float(((learned.double().numpy() - target) ** 2).mean()))
+    return out
+
+
+def print_table(metrics: dict) -> None:
+    print(f"train MSE {metrics['train_mse']:.3e}   product MSE {metrics['product_mse']}")
+    print(f"{'agents L':>9} {'test MSE':>11}")
+    for L, v in metrics["test_mse"].items():
+        print(f"{L:>9} {v:>11.3e}")
+
+
+@torch.no_grad()
+def write_figures(cfg: FitConfig, model: Predictor, history: dict, metrics: dict, run: Path, rules) -> dict:
+    """The paper's Figures 1-4 for this run, plus test MSE against L and the loss curve."""
+    from viz import figures
+
+    out = {"ood": str(figures.ood_curve({f"{cfg.attention}-{cfg.kind}": metrics["test_mse"]}, run / "ood.png",
+                                        train_agents=cfg.train_agents)),
+           "loss": str(figures.loss_curve(history, run / "loss.png"))}
+    target = devised_table(cfg, rules)
+    if model.has_table_path() and model.mlp is None and target is not None:
+        C = model.attention.C[0].detach().double().numpy()
+        panels = {"learned C": C, "learned C.W (domain basis)": model.pair_table().double().numpy(),
+                  "devised C.W": target}
+        if cfg.scenario == "pairwise":
+            panels = {"learned C": C, "devised C": devised_C(cfg), **dict(list(panels.items())[1:])}
+        out["matrices"] = str(figures.matrix_panels(panels, run / "interaction_matrices.png",
+                                                    title=f"{cfg.embedding} embedding, {cfg.scenario}"))
+    if cfg.scenario == "pairwise":
+        diag = {"devised (Dirichlet kernel)": devised.sinusoidal_diagonal(cfg.grid_size, cfg.radius)[0].diagonal()}
+        if cfg.embedding.startswith("sinusoidal") and model.has_table_path():
+            diag["learned"] = model.attention.C[0].detach().diagonal()
+        out["diagonal"] = str(figures.diagonal_plot({k: v.numpy() for k, v in diag.items()}, run / "figure1.png",
+                                                    title=f"diag of C, N={cfg.grid_size}, R={cfg.radius}"))
+    return out
+
+
+def devised_C(cfg: FitConfig) -> np.ndarray:
+    """The devised C in this run's embedding basis (band for one-hot, diagonal for sinusoidal)."""
+    if cfg.embedding == "onehot":
+        return devised.one_hot_band(cfg.grid_size, cfg.radius)[0].numpy()
+    if cfg.embedding.startswith("sinusoidal"):
+        return devised.sinusoidal_diagonal(cfg.grid_size, cfg.radius,
+                                           normalized=cfg.embedding.endswith("normalized"))[0].numpy()
+    return np.zeros((1, 1))
