@@ -53,8 +53,9 @@ class OODConfig:
     """episodes (start configurations) per agent count"""
     seed: int = 12345
     """seed of the evaluation starts (independent of training seeds)"""
-    deterministic: bool = True
-    """trained policies take their most likely action"""
+    deterministic: bool = False
+    """trained policies take their most likely action instead of sampling (PPO's policy samples;
+    argmax can collapse to always-RIGHT when avoidance lives in the action probabilities)"""
     reps: int = 20_000
     """bootstrap resamples"""
     chunk: int = 512
@@ -141,6 +142,7 @@ def play(env: Crossing, actor: Callable, start_seed: int, act_seed: int) -> np.n
     env.seed(start_seed)
     env.reset()
     gen = torch.Generator().manual_seed(act_seed)
+    torch.manual_seed(act_seed)  # SB3 samples actions from torch's global generator
     total = torch.zeros(env.B, env.L)
     while not env.done.all() and not (env.parked | ~env.mask).all():
         total += env.step(actor(env, gen))
