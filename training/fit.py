@@ -298,3 +298,25 @@ def devised_C(cfg: FitConfig) -> np.ndarray:
         return devised.sinusoidal_diagonal(cfg.grid_size, cfg.radius,
                                            normalized=cfg.embedding.endswith("normalized"))[0].numpy()
     return np.zeros((1, 1))
+
+
+def load_run(run: str | Path) -> tuple[FitConfig, Predictor]:
+    """Rebuild a finished (or checkpointed) fit run's config and trained predictor from its folder.
+
+    Raises:
+        FileNotFoundError: the folder, its config.json or its checkpoint.pt is missing.
+    """
+    import json
+
+    run = Path(run)
+    for need in (run, run / "config.json", run / "checkpoint.pt"):
+        if not need.exists():
+            raise FileNotFoundError(f"{need} does not exist: is {run} a `hyperagents fit` run folder?")
+    raw = json.loads((run / "config.json").read_text())
+    raw["eval_agents"] = tuple(raw["eval_agents"])
+    cfg = FitConfig(**raw)
+    domain = draw(cfg, 1, min(cfg.train_agents, 2), cfg.seed + 7,
+                  sample_rules(cfg.num_alleles, seed=cfg.seed) if cfg.scenario == "genotype" else None).domain
+    model = build_model(cfg, domain)
+    model.load_state_dict(load(run / "checkpoint.pt")["model"])
+    return cfg, model.eval()
