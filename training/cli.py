@@ -5,6 +5,7 @@ from __future__ import annotations
 import tyro
 
 from training import demo, fit, lm, marl, ood
+from viz import viewer
 
 COMMANDS = {
     "demo": (demo.DemoConfig, demo.main),
@@ -12,6 +13,7 @@ COMMANDS = {
     "train": (marl.TrainConfig, marl.main),
     "ood": (ood.OODConfig, ood.main),
     "lm": (lm.LMTrainConfig, lm.main),
+    "view": (viewer.ViewConfig, viewer.main),
 }
 
 
