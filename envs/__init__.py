@@ -7,8 +7,7 @@ Importing this package registers ``hyperagents/colliding_agents-v0`` in PettingZ
     env = pettingzoo.make("parallel", "hyperagents/colliding_agents-v0", num_agents=5)
 """
 
-from pettingzoo import register
-from pettingzoo import aec_registry, parallel_registry
+from pettingzoo import aec_registry, parallel_registry, register
 
 from envs.world import DOWN, LEFT, MOVE_RIGHT, RIGHT, STAY, UP, World
 

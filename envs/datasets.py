@@ -54,8 +54,9 @@ class Dataset:
         return self.tokens.shape[0]
 
 
-def sample_positions(gen: torch.Generator, num: int, num_agents: int, grid_size: int,
-                     unique: bool = False) -> torch.Tensor:
+def sample_positions(
+    gen: torch.Generator, num: int, num_agents: int, grid_size: int, unique: bool = False
+) -> torch.Tensor:
     """(B, L, 2) uniform start cells; with ``unique`` no two agents of a world share a y."""
     x = torch.randint(0, grid_size, (num, num_agents), generator=gen)
     if unique:
@@ -75,8 +76,17 @@ def _tokens(scenario: str, positions: torch.Tensor, labels: torch.Tensor, grid_s
     return torch.cat([labels, positions], -1), (*label_sizes, grid_size, grid_size)
 
 
-def make_dataset(scenario: str, num: int, num_agents: int, grid_size: int = 360, radius: int = 5, *,
-                 seed: int = 0, unique: bool = False, self_term: bool = True) -> Dataset:
+def make_dataset(
+    scenario: str,
+    num: int,
+    num_agents: int,
+    grid_size: int = 360,
+    radius: int = 5,
+    *,
+    seed: int = 0,
+    unique: bool = False,
+    self_term: bool = True,
+) -> Dataset:
     """Draw ``num`` worlds of ``num_agents`` agents and their exact values.
 
     Raises:
@@ -92,9 +102,14 @@ def make_dataset(scenario: str, num: int, num_agents: int, grid_size: int = 360,
     mask = torch.ones(num, num_agents, dtype=torch.bool)
     targets = sc.closed_form(positions, labels, mask, grid_size, radius)
     if targets is None:
-        targets = torch.cat([rollout_returns(sc, positions[i : i + 4096], labels[i : i + 4096],
-                                             grid_size=grid_size, radius=radius)
-                             for i in range(0, num, 4096)])
+        targets = torch.cat(
+            [
+                rollout_returns(
+                    sc, positions[i : i + 4096], labels[i : i + 4096], grid_size=grid_size, radius=radius
+                )
+                for i in range(0, num, 4096)
+            ]
+        )
     else:
         k = min(num, CROSS_CHECK)
         sim = rollout_returns(sc, positions[:k], labels[:k], grid_size=grid_size, radius=radius)
@@ -112,8 +127,9 @@ def count_vectors(tokens: torch.Tensor, domain_size: int) -> torch.Tensor:
     return counts.scatter_add_(1, tokens, torch.ones_like(tokens, dtype=torch.float64))
 
 
-def versatility_ranks(tokens: torch.Tensor, domain_size: int, max_rows: int | None = None,
-                      chunk: int = 40) -> torch.Tensor:
+def versatility_ranks(
+    tokens: torch.Tensor, domain_size: int, max_rows: int | None = None, chunk: int = 40
+) -> torch.Tensor:
     """rank(S_{B_mu}) for every domain element mu (paper Assumption 4.2), (N,) long.
 
     S_{B_mu} stacks the count vectors of the sequences containing mu. To keep the check cheap each
@@ -149,6 +165,10 @@ def versatility_report(tokens: torch.Tensor, domain_size: int) -> dict:
     """Whether every S_{B_mu} has full column rank N; the few worst elements if not."""
     ranks = versatility_ranks(tokens, domain_size)
     worst = torch.argsort(ranks)[:5]
-    return {"ok": bool((ranks == domain_size).all()), "min_rank": int(ranks.min()), "domain_size": domain_size,
-            "deficient_elements": int((ranks < domain_size).sum()),
-            "worst": {int(m): int(ranks[m]) for m in worst}}
+    return {
+        "ok": bool((ranks == domain_size).all()),
+        "min_rank": int(ranks.min()),
+        "domain_size": domain_size,
+        "deficient_elements": int((ranks < domain_size).sum()),
+        "worst": {int(m): int(ranks[m]) for m in worst},
+    }

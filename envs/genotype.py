@@ -56,8 +56,9 @@ class ActivationRules:
         return out
 
 
-def sample_rules(num_alleles: int, seed: int = 0, p_always: float = 0.2, p_junk: float = 0.2,
-                 max_activators: int = 3) -> ActivationRules:
+def sample_rules(
+    num_alleles: int, seed: int = 0, p_always: float = 0.2, p_junk: float = 0.2, max_activators: int = 3
+) -> ActivationRules:
     """Random dictionary: each allele is always active, junk, or activated by 1..max_activators others."""
     if num_alleles < 2:
         raise ValueError(f"num_alleles must be >= 2, got {num_alleles}")
@@ -78,7 +79,9 @@ def phenotype(rules: ActivationRules, tokens: torch.Tensor, mask: torch.Tensor |
     """P_i for alleles ``tokens`` (B, L) long (distinct per row); returns (B, L) float64, 0 at padding."""
     if mask is None:
         mask = torch.ones(tokens.shape, dtype=torch.bool)
-    act = rules.activates[tokens.unsqueeze(2), tokens.unsqueeze(1)] & mask.unsqueeze(1)  # (B, L, L): j activates i
+    act = rules.activates[tokens.unsqueeze(2), tokens.unsqueeze(1)] & mask.unsqueeze(
+        1
+    )  # (B, L, L): j activates i
     m = rules.activates.sum(-1).clamp(min=1)[tokens]  # (B, L)
     kind = rules.kind[tokens]
     value = torch.where(kind == ALWAYS, 1.0, act.sum(-1).double() / m)
@@ -86,7 +89,10 @@ def phenotype(rules: ActivationRules, tokens: torch.Tensor, mask: torch.Tensor |
 
 
 def make_genotype_dataset(rules: ActivationRules, num: int, length: int, seed: int = 0):
-    """``num`` sequences of ``length`` distinct alleles and their phenotypes: (tokens (B, L, 1), targets (B, L))."""
+    """``num`` sequences of ``length`` distinct alleles and their phenotypes.
+
+    Returns (tokens (B, L, 1) long, targets (B, L) float64).
+    """
     N = rules.num_alleles
     if not 1 <= length <= N:
         raise ValueError(f"length must lie in [1, num_alleles={N}] (alleles do not repeat), got {length}")

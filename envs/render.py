@@ -128,8 +128,9 @@ class Renderer:
         surf.blit(note, (v.margin + v.canvas - note.get_width(), top + v.canvas + 4))
         return surf
 
-    def draw(self, world: World, labels: torch.Tensor | None = None, scenario=None, returns=None,
-             overlay=None) -> np.ndarray | None:
+    def draw(
+        self, world: World, labels: torch.Tensor | None = None, scenario=None, returns=None, overlay=None
+    ) -> np.ndarray | None:
         """Draw world 0; returns an (H, W, 3) uint8 frame for ``rgb_array``, None for ``human``.
 
         ``overlay(surface, view, positions, mask)``, if given, is called after the background and

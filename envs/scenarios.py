@@ -39,8 +39,9 @@ class Scenario:
         """Reward of one step, (B, L) float32."""
         raise NotImplementedError
 
-    def closed_form(self, positions: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
-                    grid_size: int, radius: int) -> torch.Tensor | None:
+    def closed_form(
+        self, positions: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, grid_size: int, radius: int
+    ) -> torch.Tensor | None:
         """Return of the scripted policy over ``grid_size`` steps without simulating, if known."""
         return None
 
@@ -134,13 +135,17 @@ class Alliances(Scenario):
 
     @staticmethod
     def triangles(touched: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """(B, L): allied triangles through each agent, 0.5 * sum_jk M_ij M_jk M_ki with M = allied & touched."""
+        """(B, L) allied triangles through each agent: 0.5 sum_jk M_ij M_jk M_ki, M = allied & touched."""
         a = labels[..., 0]
         m = (touched & (a.unsqueeze(2) == a.unsqueeze(1))).double()  # (B, L, L), zero diagonal
         return 0.5 * ((m @ m) * m).sum(-1)
 
     def rewards(self, world: World, labels: torch.Tensor, contacts: Contacts) -> torch.Tensor:
-        new = contacts.new if contacts.new.shape[-1] == world.L and not world.use_grid else contacts.dense(world.L)
+        new = (
+            contacts.new
+            if contacts.new.shape[-1] == world.L and not world.use_grid
+            else contacts.dense(world.L)
+        )
         gained = self.triangles(world.collided, labels) - self.triangles(world.collided & ~new, labels)
         return (self.bonus * gained - contacts.count()).float()
 
@@ -162,9 +167,16 @@ def make_scenario(name: str | Scenario) -> Scenario:
 
 
 @torch.no_grad()
-def rollout_returns(scenario: Scenario | str, positions: torch.Tensor, labels: torch.Tensor | None = None,
-                    mask: torch.Tensor | None = None, grid_size: int = 360, radius: int = 5,
-                    steps: int | None = None, device: str | torch.device = "cpu") -> torch.Tensor:
+def rollout_returns(
+    scenario: Scenario | str,
+    positions: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    grid_size: int = 360,
+    radius: int = 5,
+    steps: int | None = None,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
     """Simulate the scenario's scripted policy in B worlds at once and return each agent's return.
 
     Args:

@@ -37,8 +37,12 @@ class DemoConfig:
 
 def run_simulation(cfg: DemoConfig) -> dict:
     """Play the episode; returns returns, closed forms, y positions and the GIF path (or None)."""
-    env = parallel_env(num_agents=cfg.num_agents, grid_size=cfg.grid_size, radius=cfg.radius,
-                       render_mode="rgb_array" if cfg.frame_every else None)
+    env = parallel_env(
+        num_agents=cfg.num_agents,
+        grid_size=cfg.grid_size,
+        radius=cfg.radius,
+        render_mode="rgb_array" if cfg.frame_every else None,
+    )
     _, infos = env.reset(seed=cfg.seed)
     start = np.array([infos[a]["position"] for a in env.agents])
     returns = dict.fromkeys(env.agents, 0.0)
@@ -51,21 +55,28 @@ def run_simulation(cfg: DemoConfig) -> dict:
             frames.append(env.render())
     env.close()
     L = len(start)
-    closed = make_scenario("pairwise").closed_form(torch.as_tensor(start)[None], None,
-                                                   torch.ones(1, L, dtype=torch.bool), cfg.grid_size, cfg.radius)
+    closed = make_scenario("pairwise").closed_form(
+        torch.as_tensor(start)[None], None, torch.ones(1, L, dtype=torch.bool), cfg.grid_size, cfg.radius
+    )
     gif = None
     if frames:
         from viz.video import save_video
 
         gif = save_video(frames, Path(cfg.out_dir) / "simulation.gif", fps=20)
-    return {"start": start, "returns": np.array(list(returns.values())), "closed_form": closed[0].numpy() + 0.0,
-            "gif": gif}
+    return {
+        "start": start,
+        "returns": np.array(list(returns.values())),
+        "closed_form": closed[0].numpy() + 0.0,
+        "gif": gif,
+    }
 
 
 def main(cfg: DemoConfig) -> dict:
     out = run_simulation(cfg)
-    print(f"colliding agents: N={cfg.grid_size}, R={cfg.radius}, L={cfg.num_agents}, every agent MOVE_RIGHT "
-          f"for {cfg.grid_size} steps")
+    print(
+        f"colliding agents: N={cfg.grid_size}, R={cfg.radius}, L={cfg.num_agents}, every agent MOVE_RIGHT "
+        f"for {cfg.grid_size} steps"
+    )
     print(f"{'agent':>5} {'x0':>4} {'y0':>4} {'return':>7} {'closed form':>11}")
     for i, ((x, y), r, c) in enumerate(zip(out["start"], out["returns"], out["closed_form"], strict=True)):
         print(f"{i:>5} {x:>4} {y:>4} {r:>7.0f} {c:>11.0f}" + ("" if r == c else "  MISMATCH"))

@@ -108,12 +108,17 @@ def validate(cfg: FitConfig) -> None:
     if cfg.num_train < 1 or cfg.num_test < 1 or cfg.batch_size < 1 or cfg.steps < 0:
         raise ValueError("num_train, num_test and batch_size must be >= 1 and steps >= 0")
     domain = cfg.num_alleles if cfg.scenario == "genotype" else cfg.grid_size
-    if cfg.embedding == "onehot" and cfg.dim is not None and cfg.dim != domain and cfg.scenario in (
-            "pairwise", "genotype"):
+    if (
+        cfg.embedding == "onehot"
+        and cfg.dim is not None
+        and cfg.dim != domain
+        and cfg.scenario in ("pairwise", "genotype")
+    ):
         raise ValueError(f"embedding='onehot' needs dim = domain size {domain} (or None), got dim={cfg.dim}")
     if cfg.scenario == "genotype" and max(cfg.train_agents, *cfg.eval_agents) > cfg.num_alleles:
-        raise ValueError(f"genotype sequences hold distinct alleles: agent counts must be <= num_alleles="
-                         f"{cfg.num_alleles}")
+        raise ValueError(
+            f"genotype sequences hold distinct alleles: agent counts must be <= num_alleles={cfg.num_alleles}"
+        )
 
 
 # ---------------------------------------------------------------------------- data
@@ -137,8 +142,15 @@ def build_model(cfg: FitConfig, domain: tuple[int, ...]) -> Predictor:
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     emb = make_embedding(cfg.embedding, domain, cfg.dim)
-    att = make_attention(cfg.attention, dim=emb.dim, heads=cfg.heads, kind=cfg.kind, factors=cfg.factors,
-                         order=cfg.order, out_dim=1 if cfg.mlp_hidden is None else cfg.mlp_hidden)
+    att = make_attention(
+        cfg.attention,
+        dim=emb.dim,
+        heads=cfg.heads,
+        kind=cfg.kind,
+        factors=cfg.factors,
+        order=cfg.order,
+        out_dim=1 if cfg.mlp_hidden is None else cfg.mlp_hidden,
+    )
     model = Predictor(emb, att, mlp_hidden=cfg.mlp_hidden)
     if cfg.init_std > 0:
         with torch.no_grad():
@@ -174,8 +186,9 @@ def devised_table(cfg: FitConfig, rules=None) -> np.ndarray | None:
 def train(cfg: FitConfig, model: Predictor, data: Dataset, run: Path, writer) -> dict[int, float]:
     """Adam + cosine decay on minibatches; atomic checkpoints; returns {step: batch MSE}."""
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(s, cfg.steps) /
-                                                                              max(cfg.steps, 1))))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(s, cfg.steps) / max(cfg.steps, 1)))
+    )
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     history: dict[int, float] = {}
     step = 0
@@ -206,8 +219,17 @@ def train(cfg: FitConfig, model: Predictor, data: Dataset, run: Path, writer) ->
             bar.set_postfix(mse=f"{value:.2e}")
         bar.update(1)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            save_atomic({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                         "gen": gen.get_state(), "step": step, "history": history}, ckpt)
+            save_atomic(
+                {
+                    "model": model.state_dict(),
+                    "opt": opt.state_dict(),
+                    "sched": sched.state_dict(),
+                    "gen": gen.get_state(),
+                    "step": step,
+                    "history": history,
+                },
+                ckpt,
+            )
     bar.close()
     return history
 
@@ -224,8 +246,10 @@ def main(cfg: FitConfig) -> dict:
     data = draw(cfg, cfg.num_train, cfg.train_agents, cfg.seed, rules)
     versatility = versatility_report(data.tokens, data.domain[0]) if data.tokens.dim() == 2 else None
     if versatility is not None:
-        print(f"training data versatility (rank of S_B_mu for every mu): ok={versatility['ok']} "
-              f"min rank {versatility['min_rank']}/{versatility['domain_size']}")
+        print(
+            f"training data versatility (rank of S_B_mu for every mu): ok={versatility['ok']} "
+            f"min rank {versatility['min_rank']}/{versatility['domain_size']}"
+        )
     model = build_model(cfg, data.domain)
     from torch.utils.tensorboard import SummaryWriter
 
@@ -234,9 +258,14 @@ def main(cfg: FitConfig) -> dict:
         metrics = evaluate(cfg, model, data, rules)
         for L, v in metrics["test_mse"].items():
             writer.add_scalar("eval/test_mse", v, L)
-    metrics.update(versatility_rank_ok=None if versatility is None else versatility["ok"], versatility=versatility,
-                   num_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
-                   seconds=time.perf_counter() - t0, steps=cfg.steps, run=str(run))
+    metrics.update(
+        versatility_rank_ok=None if versatility is None else versatility["ok"],
+        versatility=versatility,
+        num_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        seconds=time.perf_counter() - t0,
+        steps=cfg.steps,
+        run=str(run),
+    )
     if cfg.figures:
         metrics["figures"] = write_figures(cfg, model, history, metrics, run, rules)
     write_json(metrics, run / "metrics.json")
@@ -252,8 +281,11 @@ def evaluate(cfg: FitConfig, model: Predictor, data: Dataset, rules) -> dict:
     target = devised_table(cfg, rules)
     with torch.no_grad():
         learned = model.pair_table() if model.has_table_path() and model.mlp is None else None
-    out["product_mse"] = (None if target is None or learned is None
-                          else float(((learned.double().numpy() - target) ** 2).mean()))
+    out["product_mse"] = (
+        None
+        if target is None or learned is None
+        else float(((learned.double().numpy() - target) ** 2).mean())
+    )
     return out
 
 
@@ -269,24 +301,44 @@ def write_figures(cfg: FitConfig, model: Predictor, history: dict, metrics: dict
     """The paper's Figures 1-4 for this run, plus test MSE against L and the loss curve."""
     from viz import figures
 
-    out = {"ood": str(figures.ood_curve({f"{cfg.attention}-{cfg.kind}": metrics["test_mse"]}, run / "ood.png",
-                                        train_agents=cfg.train_agents)),
-           "loss": str(figures.loss_curve(history, run / "loss.png"))}
+    out = {
+        "ood": str(
+            figures.ood_curve(
+                {f"{cfg.attention}-{cfg.kind}": metrics["test_mse"]},
+                run / "ood.png",
+                train_agents=cfg.train_agents,
+            )
+        ),
+        "loss": str(figures.loss_curve(history, run / "loss.png")),
+    }
     target = devised_table(cfg, rules)
     if model.has_table_path() and model.mlp is None and target is not None:
         C = model.attention.C[0].detach().double().numpy()
-        panels = {"learned C": C, "learned C.W (domain basis)": model.pair_table().double().numpy(),
-                  "devised C.W": target}
+        panels = {
+            "learned C": C,
+            "learned C.W (domain basis)": model.pair_table().double().numpy(),
+            "devised C.W": target,
+        }
         if cfg.scenario == "pairwise":
             panels = {"learned C": C, "devised C": devised_C(cfg), **dict(list(panels.items())[1:])}
-        out["matrices"] = str(figures.matrix_panels(panels, run / "interaction_matrices.png",
-                                                    title=f"{cfg.embedding} embedding, {cfg.scenario}"))
+        out["matrices"] = str(
+            figures.matrix_panels(
+                panels, run / "interaction_matrices.png", title=f"{cfg.embedding} embedding, {cfg.scenario}"
+            )
+        )
     if cfg.scenario == "pairwise":
-        diag = {"devised (Dirichlet kernel)": devised.sinusoidal_diagonal(cfg.grid_size, cfg.radius)[0].diagonal()}
+        diag = {
+            "devised (Dirichlet kernel)": devised.sinusoidal_diagonal(cfg.grid_size, cfg.radius)[0].diagonal()
+        }
         if cfg.embedding.startswith("sinusoidal") and model.has_table_path():
             diag["learned"] = model.attention.C[0].detach().diagonal()
-        out["diagonal"] = str(figures.diagonal_plot({k: v.numpy() for k, v in diag.items()}, run / "figure1.png",
-                                                    title=f"diag of C, N={cfg.grid_size}, R={cfg.radius}"))
+        out["diagonal"] = str(
+            figures.diagonal_plot(
+                {k: v.numpy() for k, v in diag.items()},
+                run / "figure1.png",
+                title=f"diag of C, N={cfg.grid_size}, R={cfg.radius}",
+            )
+        )
     return out
 
 
@@ -295,8 +347,9 @@ def devised_C(cfg: FitConfig) -> np.ndarray:
     if cfg.embedding == "onehot":
         return devised.one_hot_band(cfg.grid_size, cfg.radius)[0].numpy()
     if cfg.embedding.startswith("sinusoidal"):
-        return devised.sinusoidal_diagonal(cfg.grid_size, cfg.radius,
-                                           normalized=cfg.embedding.endswith("normalized"))[0].numpy()
+        return devised.sinusoidal_diagonal(
+            cfg.grid_size, cfg.radius, normalized=cfg.embedding.endswith("normalized")
+        )[0].numpy()
     return np.zeros((1, 1))
 
 
@@ -315,8 +368,13 @@ def load_run(run: str | Path) -> tuple[FitConfig, Predictor]:
     raw = json.loads((run / "config.json").read_text())
     raw["eval_agents"] = tuple(raw["eval_agents"])
     cfg = FitConfig(**raw)
-    domain = draw(cfg, 1, min(cfg.train_agents, 2), cfg.seed + 7,
-                  sample_rules(cfg.num_alleles, seed=cfg.seed) if cfg.scenario == "genotype" else None).domain
+    domain = draw(
+        cfg,
+        1,
+        min(cfg.train_agents, 2),
+        cfg.seed + 7,
+        sample_rules(cfg.num_alleles, seed=cfg.seed) if cfg.scenario == "genotype" else None,
+    ).domain
     model = build_model(cfg, domain)
     model.load_state_dict(load(run / "checkpoint.pt")["model"])
     return cfg, model.eval()

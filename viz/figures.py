@@ -27,9 +27,15 @@ def _save(fig, path: str | os.PathLike) -> Path:
     return path
 
 
-def matrix_panels(panels: Mapping[str, np.ndarray], path: str | os.PathLike, title: str = "",
-                  symmetric: bool = True, cols: int | None = None, xlabel: str = "nu (key)",
-                  ylabel: str = "mu (query)") -> Path:
+def matrix_panels(
+    panels: Mapping[str, np.ndarray],
+    path: str | os.PathLike,
+    title: str = "",
+    symmetric: bool = True,
+    cols: int | None = None,
+    xlabel: str = "nu (key)",
+    ylabel: str = "mu (query)",
+) -> Path:
     """Heatmaps side by side, each with its own colour bar (the paper's Figures 2-4).
 
     ``symmetric`` centres each colour map on zero (blue negative, red positive).
@@ -70,8 +76,14 @@ def diagonal_plot(diagonals: Mapping[str, np.ndarray], path: str | os.PathLike, 
     return _save(fig, path)
 
 
-def ood_curve(curves: Mapping[str, Mapping[int, float]], path: str | os.PathLike, train_agents=None,
-              ylabel: str = "test MSE", log: bool = True, title: str = "") -> Path:
+def ood_curve(
+    curves: Mapping[str, Mapping[int, float]],
+    path: str | os.PathLike,
+    train_agents=None,
+    ylabel: str = "test MSE",
+    log: bool = True,
+    title: str = "",
+) -> Path:
     """A metric against agent count L, one line per model; the training L marked."""
     fig, ax = plt.subplots(figsize=(6.0, 3.8))
     for name, pts in curves.items():

@@ -20,9 +20,11 @@ def edge_case_positions(gen: torch.Generator, B: int, L: int, N: int) -> torch.T
     pos = torch.randint(0, N, (B, L, 2), generator=gen)
     third = B // 3
     pos[:third, 1] = pos[:third, 0]  # agent 1 on top of agent 0: coincident
-    pos[third:2 * third, :, 1] = torch.randint(0, 2 * max(1, N // 20), (third, L), generator=gen) - N // 20
-    pos[third:2 * third, :, 1] %= N  # bunched around the y seam: wrap-around
-    pos[2 * third:, ::2, 0] = torch.tensor([0, N - 1])[torch.randint(0, 2, (B - 2 * third, 1), generator=gen)]
+    pos[third : 2 * third, :, 1] = torch.randint(0, 2 * max(1, N // 20), (third, L), generator=gen) - N // 20
+    pos[third : 2 * third, :, 1] %= N  # bunched around the y seam: wrap-around
+    pos[2 * third :, ::2, 0] = torch.tensor([0, N - 1])[
+        torch.randint(0, 2, (B - 2 * third, 1), generator=gen)
+    ]
     return pos
 
 

@@ -31,23 +31,32 @@ def test_parallel_and_aec_api(num_agents, scenario):
 @pytest.mark.parametrize("scenario", SCENARIOS)
 @pytest.mark.parametrize("num_agents", COUNTS, ids=str)
 def test_seed(num_agents, scenario):
-    parallel_seed_test(functools.partial(mod.parallel_env, num_agents=num_agents, scenario=scenario,
-                                         grid_size=60, radius=2, max_cycles=30))
+    parallel_seed_test(
+        functools.partial(
+            mod.parallel_env, num_agents=num_agents, scenario=scenario, grid_size=60, radius=2, max_cycles=30
+        )
+    )
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 @pytest.mark.parametrize("num_agents", [1, 2, 5, 20, (2, 7)], ids=str)
 def test_max_cycles(num_agents, scenario):
     kw = dict(num_agents=num_agents, scenario=scenario, grid_size=40, radius=1)
-    max_cycles_test(types.SimpleNamespace(parallel_env=functools.partial(mod.parallel_env, **kw),
-                                          env=functools.partial(mod.env, **kw)))
+    max_cycles_test(
+        types.SimpleNamespace(
+            parallel_env=functools.partial(mod.parallel_env, **kw), env=functools.partial(mod.env, **kw)
+        )
+    )
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 @pytest.mark.parametrize("num_agents", [1, 2, 5, 20, (2, 7)], ids=str)
 def test_render(num_agents, scenario):
-    render_test(functools.partial(mod.env, num_agents=num_agents, scenario=scenario, grid_size=40,
-                                  radius=1, max_cycles=8))
+    render_test(
+        functools.partial(
+            mod.env, num_agents=num_agents, scenario=scenario, grid_size=40, radius=1, max_cycles=8
+        )
+    )
 
 
 @pytest.mark.parametrize("kind", ["parallel", "aec"])

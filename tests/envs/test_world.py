@@ -34,8 +34,13 @@ def test_padded_agents_never_collide_or_move():
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), n_cells=st.integers(3, 12), radius=st.integers(0, 4),
-       num_agents=st.integers(1, 60), worlds=st.integers(1, 3))
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n_cells=st.integers(3, 12),
+    radius=st.integers(0, 4),
+    num_agents=st.integers(1, 60),
+    worlds=st.integers(1, 3),
+)
 def test_neighbour_grid_equals_dense(seed, n_cells, radius, num_agents, worlds):
     N = max(4 * radius + 1, n_cells * max(2 * radius, 1) + seed % 3)  # uneven last cell too
     gen = torch.Generator().manual_seed(seed)
@@ -87,9 +92,13 @@ def test_reset_of_selected_worlds_leaves_others_running():
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [(dict(num_agents=0), "num_agents must be >= 1"), (dict(radius=-1), "radius must be >= 0"),
-     (dict(grid_size=20, radius=5), "4\\*radius\\+1 <= grid_size"), (dict(num_agents=2.5), "num_agents must be an int"),
-     (dict(num_worlds=0), "num_worlds")],
+    [
+        (dict(num_agents=0), "num_agents must be >= 1"),
+        (dict(radius=-1), "radius must be >= 0"),
+        (dict(grid_size=20, radius=5), "4\\*radius\\+1 <= grid_size"),
+        (dict(num_agents=2.5), "num_agents must be an int"),
+        (dict(num_worlds=0), "num_worlds"),
+    ],
 )
 def test_bad_world_arguments(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
@@ -115,5 +124,7 @@ def test_nearest_valid_world_works():
     w = World(1, 1, grid_size=9, radius=2)  # 4R+1 = N, one agent
     w.reset(torch.zeros(1, 1, 2, dtype=torch.long))
     assert w.step(torch.tensor([[RIGHT]])).count().tolist() == [[0]]
-    np.testing.assert_array_equal(rollout_returns("pairwise", torch.tensor([[[0, 0], [0, 4]]]), grid_size=9,
-                                                  radius=2).numpy(), [[-1, -1]])
+    np.testing.assert_array_equal(
+        rollout_returns("pairwise", torch.tensor([[[0, 0], [0, 4]]]), grid_size=9, radius=2).numpy(),
+        [[-1, -1]],
+    )

@@ -10,20 +10,38 @@ from policies.devised import genotype_target
 from training import fit
 from training.checkpoint import load
 
-TINY = dict(grid_size=16, radius=1, train_agents=6, num_train=3000, num_test=300, eval_agents=(2, 6, 12),
-            batch_size=500, lr=0.3, progress=False)
+TINY = dict(
+    grid_size=16,
+    radius=1,
+    train_agents=6,
+    num_train=3000,
+    num_test=300,
+    eval_agents=(2, 6, 12),
+    batch_size=500,
+    lr=0.3,
+    progress=False,
+)
 
 
 def test_tiny_fit_learns_and_generalises_in_length(tmp_path):
     cfg = fit.FitConfig(**TINY, steps=600, out_dir=str(tmp_path), name="tiny")
-    untrained = fit.main(fit.FitConfig(**TINY, steps=0, out_dir=str(tmp_path), name="untrained", figures=False))
+    untrained = fit.main(
+        fit.FitConfig(**TINY, steps=0, out_dir=str(tmp_path), name="untrained", figures=False)
+    )
     m = fit.main(cfg)
     assert m["versatility_rank_ok"] is True
     for L, before in untrained["test_mse"].items():
         assert m["test_mse"][L] < 1e-3 * before, (L, m["test_mse"][L], before)  # orders of magnitude
     assert m["product_mse"] < 1e-4
     saved = json.loads((tmp_path / "tiny" / "metrics.json").read_text())
-    assert set(saved) >= {"train_mse", "test_mse", "product_mse", "versatility_rank_ok", "num_params", "seconds"}
+    assert set(saved) >= {
+        "train_mse",
+        "test_mse",
+        "product_mse",
+        "versatility_rank_ok",
+        "num_params",
+        "seconds",
+    }
     for name in ("interaction_matrices.png", "figure1.png", "ood.png", "loss.png", "config.json"):
         assert (tmp_path / "tiny" / name).stat().st_size > 0
 
@@ -44,8 +62,12 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [(dict(eval_agents=(0, 5)), "eval_agents"), (dict(embedding="onehot", dim=10), "dim = domain size"),
-     (dict(train_agents=0), "train_agents"), (dict(scenario="genotype", num_alleles=10), "num_alleles")],
+    [
+        (dict(eval_agents=(0, 5)), "eval_agents"),
+        (dict(embedding="onehot", dim=10), "dim = domain size"),
+        (dict(train_agents=0), "train_agents"),
+        (dict(scenario="genotype", num_alleles=10), "num_alleles"),
+    ],
 )
 def test_bad_configs_stop_at_once(kwargs, match, tmp_path):
     with pytest.raises(ValueError, match=match):
