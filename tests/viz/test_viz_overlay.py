@@ -1,0 +1,176 @@
+"""viz.overlay and viz.viewer, headless: edges between the right agents, mode toggles, videos, errors."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from policies import devised
+from training import fit
+from training.checkpoint import save_atomic
+from viz import overlay as ov
+from viz import viewer as vw
+
+N, R = 16, 1
+TINY = dict(
+    grid_size=N,
+    radius=R,
+    train_agents=6,
+    num_train=50,
+    num_test=10,
+    eval_agents=(6,),
+    steps=1,
+    progress=False,
+    figures=False,
+)
+
+
+@pytest.fixture(scope="module")
+def exact_run(tmp_path_factory):
+    """A pairwise fit run folder whose checkpoint holds the paper's exact one-hot parameters."""
+    out = tmp_path_factory.mktemp("runs")
+    fit.main(fit.FitConfig(**TINY, out_dir=str(out), name="exact"))
+    run = out / "exact"
+    _, model = fit.load_run(run)
+    devised.load_linear_sa(model.attention, *devised.one_hot_band(N, R))
+    save_atomic({"model": model.state_dict()}, run / "checkpoint.pt")
+    return run
+
+
+def viewer_at(run, positions, mode="learned"):
+    cfg, model = vw.open_run(run)
+    v = vw.Viewer(cfg, model, len(positions))
+    v.start, v.start_labels = np.asarray(positions), np.zeros((len(positions), 0), np.int64)
+    v.restart()
+    v.overlay.mode = mode
+    return v
+
+
+def pixel_on(v, frame, a, b, t):
+    """The frame's pixel at fraction t along the screen segment from cell a to cell b."""
+    pa, pb = v.renderer.view.world_to_screen(*a), v.renderer.view.world_to_screen(*b)
+    col, row = (round(pa[k] + t * (pb[k] - pa[k])) for k in range(2))
+    return frame[row, col]
+
+
+def is_edge(px, color=ov.NEGATIVE, tol=12):
+    return bool(np.abs(px.astype(int) - np.asarray(color)).max() <= tol)
+
+
+# A and B interact (|dy| = 1 <= 2R) without touching (x 10 apart); C interacts with neither.
+A, B, C = (2, 5), (12, 6), (7, 12)
+
+
+def test_exact_model_learned_strengths_equal_the_truth(exact_run):
+    v = viewer_at(exact_run, [A, B, C])
+    assert v.overlay.learned.units == "value"
+    torch.testing.assert_close(v.overlay.learned.pairs, v.overlay.truth.pairs)
+    assert v.overlay.learned.pairs[0, 1] == -1 and v.overlay.learned.pairs[0, 2] == 0
+
+
+def test_edges_appear_between_interacting_agents_only(exact_run):
+    v = viewer_at(exact_run, [A, B, C])
+    frame = v.frame()
+    for t in (0.3, 0.5, 0.7):  # between the discs, on both halves of the edge
+        assert is_edge(pixel_on(v, frame, A, B, t)), t
+    for a, b in ((A, C), (B, C)):
+        assert not is_edge(pixel_on(v, frame, a, b, 0.5)), (a, b)
+
+
+def test_toggle_changes_what_is_drawn_and_exact_difference_is_empty(exact_run):
+    v = viewer_at(exact_run, [A, B, C])
+    w, h = v.renderer.view.size
+    worlds = {}
+    for mode in ov.MODES:
+        assert v.overlay.mode == mode
+        worlds[mode] = v.frame()[:h, :w]
+        v.overlay.cycle_mode()
+    assert np.array_equal(worlds["learned"], worlds["truth"])  # the exact model is the truth
+    assert not is_edge(pixel_on(v, worlds["difference"], A, B, 0.5))
+    edge_px = lambda f: int((np.abs(f.astype(int) - np.asarray(ov.NEGATIVE)).max(-1) <= 12).sum())  # noqa: E731
+    assert edge_px(worlds["learned"]) > 100 and edge_px(worlds["difference"]) == 0
+
+
+def test_edges_cross_the_seam_the_short_way(exact_run):
+    a, b = (2, 0), (12, 15)  # |dy| = 1 around the cylinder, 15 the long way
+    v = viewer_at(exact_run, [a, b])
+    frame = v.frame()
+    assert not is_edge(pixel_on(v, frame, a, b, 0.5))  # nothing through the middle of the view
+    assert is_edge(pixel_on(v, frame, a, (7, -0.5), 0.8))  # the half from a leaves through the seam
+    assert is_edge(pixel_on(v, frame, b, (7, 15.5), 0.8))
+
+
+def test_record_overlay_writes_the_requested_frames(exact_run, tmp_path):
+    import imageio.v3 as iio
+
+    path = vw.record_overlay(exact_run, tmp_path / "o.gif", steps=5, num_agents=8, seed=1)
+    frames = iio.imread(path, index=None)
+    assert frames.shape[0] == 5 and frames.shape[-1] in (3, 4)
+
+
+def test_resize_keeps_start_cells_and_updates_strengths(exact_run):
+    v = viewer_at(exact_run, [A, B, C])
+    v.resize(+2)
+    assert v.num_agents == 5 and v.overlay.learned.pairs.shape == (5, 5)
+    assert np.array_equal(v.start[:3], np.asarray([A, B, C]))
+    v.resize(-4)
+    assert v.num_agents == 1
+    v.frame()  # one agent: nothing to draw, no error
+
+
+def test_clear_errors(exact_run, tmp_path, monkeypatch):
+    with pytest.raises(SystemExit, match="does not exist"):
+        vw.main(vw.ViewConfig(run=str(tmp_path / "missing"), record=str(tmp_path / "x.gif")))
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    with pytest.raises(SystemExit, match="no display.*--record"):
+        vw.main(vw.ViewConfig(run=str(exact_run)))
+    with pytest.raises(ValueError, match="scenarios"):
+        ov.InteractionOverlay(None, "genotype", N, R)
+    fit.main(
+        fit.FitConfig(
+            **{**TINY, "train_agents": 4, "eval_agents": (4,)},
+            scenario="genotype",
+            num_alleles=8,
+            out_dir=str(tmp_path),
+            name="geno",
+        )
+    )
+    with pytest.raises(SystemExit, match="genotype"):
+        vw.main(vw.ViewConfig(run=str(tmp_path / "geno"), record=str(tmp_path / "g.gif")))
+    assert os.environ.get("SDL_VIDEODRIVER") == "dummy"
+
+
+def _model(attention, scenario, **kw):
+    from envs.scenarios import make_scenario
+    from policies.embeddings import make_embedding
+    from policies.predictor import Predictor, make_attention
+
+    sizes = {"predator_prey": (2, 2, N, N), "alliances": (3, N)}[scenario]
+    assert make_scenario(scenario).label_sizes == sizes[: len(make_scenario(scenario).label_sizes)]
+    torch.manual_seed(0)
+    emb = make_embedding("learned", sizes, 8)
+    return Predictor(emb, make_attention(attention, dim=emb.dim, out_dim=1, **kw)).double()
+
+
+def test_hfa_factors_and_ha_triangles_draw():
+    pos = torch.tensor([[1, 2], [5, 3], [9, 4], [3, 12]])
+    hfa = ov.InteractionOverlay(
+        _model("hfa", "predator_prey", heads=2, kind="softmax", factors=2), "predator_prey", N, R
+    )
+    hfa.update(pos, torch.tensor([[0, 0], [1, 1], [0, 1], [1, 0]]))
+    assert hfa.learned.factors.shape == (2, 4, 4) and hfa.truth.units == "value"
+    assert [hfa.cycle_factor() for _ in range(3)] == [0, 1, None]
+    ha = ov.InteractionOverlay(_model("ha", "alliances", kind="linear"), "alliances", N, R)
+    ha.update(pos, torch.tensor([[0], [0], [0], [1]]))
+    assert ha.learned.triples.shape == (4, 4, 4) and ha.truth.triples is not None
+    import pygame
+
+    from envs.render import View
+
+    surf = pygame.Surface(View(N).size)
+    for o in (hfa, ha):
+        for mode in ov.MODES:
+            o.mode = mode
+            o(surf, View(N), pos, torch.ones(4, dtype=torch.bool))
