@@ -65,6 +65,9 @@ class OODConfig:
     L_train - 1 changes nothing at the training count, so it equals training with that cap"""
     out_dir: str | None = None
     """where outputs go (default: the first run's directory)"""
+    merge: tuple[str, ...] = ()
+    """instead of evaluating, merge these ood.json files (e.g. seeds evaluated one by one with the
+    same counts, episodes and seed) and write the combined outputs"""
     threads: int = 1
     """torch CPU threads"""
 
@@ -218,6 +221,26 @@ def summarise(results: dict, reps: int) -> dict:
     return summary
 
 
+def load_merged(paths: tuple[str, ...]) -> dict:
+    """Results dict from several ood.json files; baselines must agree (same starts)."""
+    results: dict = {}
+    for p in paths:
+        for task, algos in json.loads(Path(p).read_text())["crossing"].items():
+            L = int(task.removeprefix("L="))
+            for algo, seeds in algos.items():
+                for seed, record in seeds.items():
+                    values = np.asarray(record["step_0"]["return"])
+                    entry = (record["step_0"]["step_count"], values)
+                    old = results.setdefault(L, {}).setdefault(algo, {}).setdefault(int(seed[5:]), entry)
+                    if not np.array_equal(old[1], values) and algo in POLICIES:
+                        raise ValueError(
+                            f"merge: {p} has different {algo} returns at L={L}; evaluations "
+                            "must share counts, episodes and seed"
+                        )
+                    results[L][algo][int(seed[5:])] = entry
+    return dict(sorted(results.items()))
+
+
 def marl_eval_json(results: dict) -> dict:
     """marl-eval layout: env -> task -> algorithm -> run -> step_0 / absolute_metrics."""
     out: dict = {"crossing": {}}
@@ -295,10 +318,10 @@ def main(cfg: OODConfig) -> dict:
     if cfg.episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {cfg.episodes}")
     torch.set_num_threads(cfg.threads)
-    runs = load_runs(tuple(cfg.run), cfg.neighbours)
+    runs = [] if cfg.merge else load_runs(tuple(cfg.run), cfg.neighbours)
     out_dir = Path(cfg.out_dir or (cfg.run[0] if cfg.run else "runs/ood"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = evaluate(cfg, runs)
+    results = load_merged(tuple(cfg.merge)) if cfg.merge else evaluate(cfg, runs)
     summary = summarise(results, cfg.reps)
     (out_dir / "ood.json").write_text(json.dumps(marl_eval_json(results)))
     record = {"config": asdict(cfg), "summary": {str(L): s for L, s in summary.items()}}
@@ -308,7 +331,8 @@ def main(cfg: OODConfig) -> dict:
     if len(runs) == 1:  # a run's metrics.json holds every figure it reports
         metrics_file = Path(runs[0]["path"]) / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
-        metrics["ood"] = {str(L): s for L, s in summary.items()}
+        mode = f"{'det' if cfg.deterministic else 'sto'}_{f'k{cfg.neighbours}' if cfg.neighbours else 'full'}"
+        metrics[f"ood_{mode}"] = {str(L): s for L, s in summary.items()}
         metrics_file.write_text(json.dumps(metrics, indent=2))
     for L, s in summary.items():
         print(f"L={L:3d} " + "  ".join(f"{a}: {v['mean']:.3f} gain {v['gain']:+.2f}" for a, v in s.items()))

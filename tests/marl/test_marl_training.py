@@ -68,6 +68,10 @@ def test_ood_writes_marl_eval_json_and_png(tmp_path):
     run = data["crossing"]["L=5"]["sa"]["seed_0"]
     assert len(run["step_0"]["return"]) == 4 and run["step_0"]["step_count"] == 144
     assert "absolute_metrics" in run and (tmp_path / "o" / "ood.png").stat().st_size > 0
+    merged = ood_main(
+        OODConfig(merge=(str(tmp_path / "o" / "ood.json"),), out_dir=str(tmp_path / "m"), reps=200)
+    )
+    assert merged[5]["sa"]["mean"] == summary[5]["sa"]["mean"]
 
 
 @pytest.mark.parametrize(
