@@ -173,6 +173,12 @@ def table(summary: dict, cfg: LMTrainConfig, command: str, seeds: list[int]) -> 
             "",
             setup,
             "",
+            "Caveats: one learning rate for every family (not tuned per family) and about 1M training "
+            "bytes: "
+            "early training of tiny models, so the ordering may change with size and steps "
+            "(`--preset gpu` trains larger models longer). At equal steps HA also costs about 4x the "
+            "wall time here (O(L^3) softmax).",
+            "",
             "```",
             command,
             "```",
