@@ -113,3 +113,55 @@ def loss_curve(history: Mapping[int, float], path: str | os.PathLike, title: str
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def hfa_factor_maps(
+    factors: np.ndarray,
+    path: str | os.PathLike,
+    product: np.ndarray | None = None,
+    truth: np.ndarray | None = None,
+    title: str = "",
+    labels: str = "domain",
+) -> Path:
+    """One heatmap per HFA factor (A, n, n), then their Hadamard product and the truth, if given.
+
+    ``labels="domain"`` labels the axes as token values (mu, nu: a linear HFA's X C_a X^T over the
+    domain); ``labels="agents"`` as agents (i, j: one configuration's attention factors).
+    """
+    factors = np.asarray(factors, dtype=float)
+    panels = {f"factor {a + 1} of {len(factors)}": f for a, f in enumerate(factors)}
+    if product is not None:
+        panels["product over factors"] = product
+    if truth is not None:
+        panels["truth"] = truth
+    axes = ("nu (key)", "mu (query)") if labels == "domain" else ("j (acting agent)", "i (agent)")
+    return matrix_panels(
+        panels,
+        path,
+        title=title or "HyperFeatureAttention: per-factor interaction maps",
+        xlabel=axes[0],
+        ylabel=axes[1],
+        cols=min(len(panels), 4),
+    )
+
+
+def strength_panels(
+    learned: np.ndarray, truth: np.ndarray, path: str | os.PathLike, title: str = "", comparable: bool = True
+) -> Path:
+    """Learned, true and difference (L, L) interaction strengths of one configuration of agents.
+
+    With ``comparable=False`` (attention scores against value-unit truths) each side is scaled to
+    max |S| = 1 before the difference, as in the viewer.
+    """
+    learned, truth = np.asarray(learned, dtype=float), np.asarray(truth, dtype=float)
+    if not comparable:
+        learned = learned / (np.abs(learned).max() or 1.0)
+        truth = truth / (np.abs(truth).max() or 1.0)
+    panels = {"learned S[i, j]": learned, "truth S[i, j]": truth, "learned - truth": learned - truth}
+    return matrix_panels(
+        panels,
+        path,
+        title=title or "interaction strength of agent j on agent i",
+        xlabel="j (acting agent)",
+        ylabel="i (agent)",
+    )

@@ -350,6 +350,39 @@ def _wrap(text: str) -> list[str]:
     return lines
 
 
+@functools.lru_cache(maxsize=1)
+def _fonts():
+    import pygame
+
+    return pygame.font.Font(None, FONT_SIZE), pygame.font.Font(None, SMALL_FONT_SIZE)
+
+
+@functools.lru_cache(maxsize=8)
+def _static_panel(scale: float, what: str, legend: tuple, keys: tuple, height: int):
+    """The parts of the panel that change only with the mode: description, colour bar, legend, keys."""
+    import pygame
+
+    font, small = _fonts()
+    surface = pygame.Surface((PANEL_WIDTH, height))
+    surface.fill(PANEL_BACKGROUND)
+    x, y = PANEL_PAD, 0
+    for line in _wrap(what):
+        surface.blit(small.render(line, True, PANEL_MUTED), (x, y))
+        y += LINE_HEIGHT
+    y += LINE_HEIGHT // 2
+    _colour_bar(surface, pygame, small, x, y, scale)
+    y += BAR_HEIGHT + 2 * LINE_HEIGHT
+    for color, name in legend:
+        pygame.draw.rect(surface, color, (x, y + (LINE_HEIGHT - SWATCH) // 2 - 2, SWATCH, SWATCH))
+        surface.blit(small.render(name, True, PANEL_TEXT), (x + SWATCH + PANEL_PAD // 2, y))
+        y += LINE_HEIGHT
+    y += LINE_HEIGHT // 2
+    for line in keys:
+        surface.blit(small.render(line, True, PANEL_MUTED), (x, y))
+        y += LINE_HEIGHT
+    return surface
+
+
 def draw_panel(
     surface,
     left: int,
@@ -362,31 +395,15 @@ def draw_panel(
     strengths (with the threshold band that draws nothing), the agent-colour legend and key help."""
     import pygame
 
-    font, small = pygame.font.Font(None, FONT_SIZE), pygame.font.Font(None, SMALL_FONT_SIZE)
+    font, _ = _fonts()
     pygame.draw.rect(surface, PANEL_BACKGROUND, (left, 0, PANEL_WIDTH, surface.get_height()))
     x, y = left + PANEL_PAD, PANEL_PAD
-
-    def text(s, f=font, color=PANEL_TEXT):
-        nonlocal y
-        surface.blit(f.render(s, True, color), (x, y))
+    for line in hud:  # changes every frame
+        surface.blit(font.render(line, True, PANEL_TEXT), (x, y))
         y += LINE_HEIGHT
-
-    for line in hud:
-        text(line)
     _, _, scale, what = overlay.selected()
-    y += LINE_HEIGHT // 2
-    for line in _wrap(what):
-        text(line, small, PANEL_MUTED)
-    y += LINE_HEIGHT // 2
-    _colour_bar(surface, pygame, small, x, y, scale)
-    y += BAR_HEIGHT + 2 * LINE_HEIGHT
-    for color, name in legend:
-        pygame.draw.rect(surface, color, (x, y + (LINE_HEIGHT - SWATCH) // 2 - 2, SWATCH, SWATCH))
-        surface.blit(small.render(name, True, PANEL_TEXT), (x + SWATCH + PANEL_PAD // 2, y))
-        y += LINE_HEIGHT
-    y += LINE_HEIGHT // 2
-    for line in keys:
-        text(line, small, PANEL_MUTED)
+    static = _static_panel(round(scale, 6), what, tuple(legend), tuple(keys), surface.get_height() - y)
+    surface.blit(static, (left, y + LINE_HEIGHT // 2))
 
 
 def _colour_bar(surface, pygame, font, x: int, y: int, scale: float) -> None:
@@ -404,3 +421,23 @@ def _colour_bar(surface, pygame, font, x: int, y: int, scale: float) -> None:
         surface.blit(label, (x + BAR_WIDTH + 8, row - label.get_height() // 2))
     note = font.render(f"|S| < {EDGE_THRESHOLD:g} x scale: no edge", True, PANEL_MUTED)
     surface.blit(note, (x, y + BAR_HEIGHT + LINE_HEIGHT // 2))
+
+
+@torch.no_grad()
+def hfa_factor_tables(model) -> tuple[Tensor, Tensor]:
+    """A linear HFA predictor over one token column as domain tables, summed over heads.
+
+    Returns (factors (A, n, n) = P C_a P^T, product (n, n) = sum_h prod_a (P C_ha P^T)[mu, nu] *
+    prod_a (P W_V,ha)[nu]): the HFA counterpart of ``Predictor.pair_table``, with y_i = sum_j
+    product[t_i, t_j]. P is the embedding table (n, d).
+    """
+    from policies.hfa import HyperFeatureAttention
+
+    att = model.attention
+    if not isinstance(att, HyperFeatureAttention) or att.kind != "linear":
+        raise TypeError("hfa_factor_tables needs a HyperFeatureAttention(kind='linear') predictor")
+    P = model.embedding.table().to(att.C.dtype)  # (n, d)
+    tables = torch.einsum("md,hade,ne->hamn", P, att.C, P)  # (H, A, n, n)
+    values = torch.einsum("nd,hado->hano", P, att.W_V)[..., 0].prod(1)  # (H, n)
+    product = (tables.prod(1) * values[:, None, :]).sum(0)  # (n, n)
+    return tables.mean(0).double(), product.double()

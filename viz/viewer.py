@@ -31,7 +31,8 @@ KEYS_HELP = [
     "f HFA factor   + / - agents",
     "s screenshot   r reset   q quit",
 ]
-MAX_AGENTS = 400  # slots of the env; +/- stops here
+MAX_AGENTS = 400  # +/- stops here
+SLOT_GROWTH = 2  # the env is rebuilt with this many times the slots when +/- outgrows it
 
 
 @dataclass
@@ -54,6 +55,8 @@ class ViewConfig:
     """seed of the start configurations"""
     screenshot_dir: str = "screenshots"
     """where the s key writes PNGs"""
+    screenshot: str | None = None
+    """write one PNG of the view after --steps steps (default 0) and exit, without a window"""
 
 
 class Viewer:
@@ -77,9 +80,9 @@ class Viewer:
             raise ValueError(f"num_agents must be in [1, {MAX_AGENTS}], got {num_agents}")
         import pygame
 
-        self.cfg, self.pg = fit_cfg, pygame
+        self.cfg, self.pg, self._make_env = fit_cfg, pygame, parallel_env
         N, R = fit_cfg.grid_size, fit_cfg.radius
-        self.env = parallel_env(num_agents=(1, MAX_AGENTS), grid_size=N, radius=R, scenario=fit_cfg.scenario)
+        self.env = parallel_env(num_agents=(1, num_agents), grid_size=N, radius=R, scenario=fit_cfg.scenario)
         self.renderer = Renderer(N, R, mode="rgb_array")
         self.overlay = InteractionOverlay(model, fit_cfg.scenario, N, R)
         self.rng = np.random.default_rng(seed)
@@ -113,6 +116,12 @@ class Viewer:
 
     def restart(self) -> None:
         """Run the episode again from the current start configuration; recompute the strengths."""
+        if len(self.start) > self.env.high:  # env slots cost every frame, so grow them only on demand
+            high = min(MAX_AGENTS, SLOT_GROWTH * len(self.start))
+            c = self.cfg
+            self.env = self._make_env(
+                num_agents=(1, high), grid_size=c.grid_size, radius=c.radius, scenario=c.scenario
+            )
         self.env.reset(options={"positions": self.start, "labels": self.start_labels})
         self.overlay.update(torch.as_tensor(self.start), torch.as_tensor(self.start_labels))
 
@@ -154,7 +163,12 @@ class Viewer:
         return [(palette[k % len(palette)], names[k] if names else f"alliance {k}") for k in range(sizes)]
 
     def frame(self) -> np.ndarray:
-        """Draw the world, the overlay and the panel on the canvas; (H, W, 3) uint8."""
+        """Draw the canvas (:meth:`draw`) and return it as an (H, W, 3) uint8 array."""
+        self.draw()
+        return np.ascontiguousarray(self.pg.surfarray.pixels3d(self.canvas).transpose(1, 0, 2)).copy()
+
+    def draw(self) -> None:
+        """Draw the world, the overlay and the panel on the canvas."""
         env = self.env
         self.renderer.draw(
             env.world, env.labels, scenario=env.scenario, returns=env.returns, overlay=self.overlay
@@ -163,7 +177,6 @@ class Viewer:
         draw_panel(
             self.canvas, self.renderer.view.size[0], self.overlay, self.hud(), self.legend(), KEYS_HELP
         )
-        return np.ascontiguousarray(self.pg.surfarray.pixels3d(self.canvas).transpose(1, 0, 2)).copy()
 
     def screenshot(self, folder: str | os.PathLike) -> Path:
         """Save the canvas as PNG in ``folder``; returns the path."""
@@ -249,7 +262,7 @@ def interactive(viewer: Viewer, cfg: ViewConfig) -> None:
                 paused, advance = _on_key(viewer, cfg, event, paused, advance)
         if advance:
             viewer.step()
-        viewer.frame()
+        viewer.draw()
         screen.blit(viewer.canvas, (0, 0))
         pg.display.flip()
         clock.tick(cfg.fps)
@@ -278,7 +291,7 @@ def _on_key(viewer: Viewer, cfg: ViewConfig, event, paused: bool, advance: bool)
 
 def main(cfg: ViewConfig) -> Path | None:
     """Open the window, or record a video with ``--record``; one-line SystemExit on user errors."""
-    if cfg.record is None and not has_display():
+    if cfg.record is None and cfg.screenshot is None and not has_display():
         raise SystemExit(
             "hyperagents view: no display found (DISPLAY unset or SDL_VIDEODRIVER=dummy); record a "
             f"video instead: hyperagents view --run {cfg.run} --record view.gif"
@@ -289,6 +302,14 @@ def main(cfg: ViewConfig) -> Path | None:
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"hyperagents view: {err}") from None
     viewer.overlay.mode = cfg.mode
+    if cfg.screenshot is not None:
+        for _ in range(cfg.steps or 0):
+            viewer.step()
+        viewer.draw()
+        Path(cfg.screenshot).parent.mkdir(parents=True, exist_ok=True)
+        viewer.pg.image.save(viewer.canvas, cfg.screenshot)
+        print(f"wrote {cfg.screenshot}")
+        return Path(cfg.screenshot)
     if cfg.record is not None:
         try:
             path = record(viewer, cfg.record, cfg.steps or fit_cfg.grid_size + 1, cfg.fps)

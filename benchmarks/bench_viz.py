@@ -1,0 +1,135 @@
+"""Frame rate of ``hyperagents view`` with the interaction overlay on (issue #7), headless.
+
+    python benchmarks/bench_viz.py            # 100 agents, ~1 min on 2 loaded CPU cores
+    python benchmarks/bench_viz.py --quick    # 10 frames per case (a smoke run)
+
+A frame is what the viewer does per tick: one env step of the scripted policy, the world drawn by
+``envs.render.Renderer`` on an off-screen surface (SDL dummy driver), the overlay's edges, the side
+panel, and the canvas copied out as an (H, W, 3) uint8 array. Cases:
+
+* ``cached``: strengths computed once per episode (what the viewer does: the predictor reads the
+  episode's start configuration); ``recomputed``: learned + true strengths recomputed every frame.
+* two worlds: the paper's N = 360, R = 5 (about 6 neighbours per agent at L = 100) and a dense
+  N = 60, R = 2 (about 15), with the exact devised one-hot linear SA loaded as "the trained model"
+  (its strengths are those of a converged run; no run folder needed).
+
+Both wall-clock fps and CPU-time fps (frames / process CPU seconds: what the machine would give
+with the cores to itself) are reported; the machine is shared, so the best of ``repeats`` runs is
+kept. Results go to benchmarks/results/viz.json; the table in benchmarks/README_viz.md.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import tyro
+
+ROOT = Path(__file__).resolve().parents[1]
+WORLDS = {"paper N=360 R=5": (360, 5), "dense N=60 R=2": (60, 2)}
+
+
+@dataclass
+class BenchVizConfig:
+    """What to measure."""
+
+    agents: int = 100
+    """L, agents in the world"""
+    frames: int = 150
+    """frames per timed run"""
+    repeats: int = 3
+    """timed runs per case; the best is kept"""
+    threads: int = 2
+    """torch threads"""
+    quick: bool = False
+    """10 frames, 1 repeat: a smoke run"""
+    out: Path = ROOT / "benchmarks" / "results" / "viz.json"
+    """where the JSON goes"""
+
+
+def exact_viewer(grid_size: int, radius: int, agents: int):
+    """A Viewer over the devised one-hot linear SA (the converged pairwise predictor)."""
+    from policies import devised
+    from policies.embeddings import make_embedding
+    from policies.predictor import Predictor, make_attention
+    from training.fit import FitConfig
+    from viz.viewer import Viewer
+
+    emb = make_embedding("onehot", (grid_size,))
+    model = Predictor(emb, make_attention("sa", dim=grid_size, kind="linear", out_dim=1)).double()
+    devised.load_linear_sa(model.attention, *devised.one_hot_band(grid_size, radius))
+    cfg = FitConfig(grid_size=grid_size, radius=radius, train_agents=20)
+    return Viewer(cfg, model, agents, seed=0)
+
+
+def time_frames(viewer, frames: int, recompute: bool) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds, edges drawn in the last frame) for ``frames`` frames."""
+    start, starts = torch.as_tensor(viewer.start), torch.as_tensor(viewer.start_labels)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(frames):
+        viewer.step()
+        if recompute:
+            viewer.overlay.update(start, starts)
+        viewer.frame()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    from viz.overlay import edge_segments
+
+    pairs, _, scale, _ = viewer.overlay.selected()
+    edges = len(
+        edge_segments(viewer.env.world.positions[0, : viewer.num_agents], pairs, scale, viewer.cfg.grid_size)
+    )
+    return wall, cpu, edges
+
+
+def main(cfg: BenchVizConfig) -> dict:
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    torch.set_num_threads(cfg.threads)
+    frames, repeats = (10, 1) if cfg.quick else (cfg.frames, cfg.repeats)
+    rows = []
+    for world, (N, R) in WORLDS.items():
+        viewer = exact_viewer(N, R, cfg.agents)
+        viewer.frame()  # warm-up: fonts, background
+        for recompute in (False, True):
+            runs = [time_frames(viewer, frames, recompute) for _ in range(repeats)]
+            wall = min(r[0] for r in runs)
+            cpu = min(r[1] for r in runs)
+            rows.append(
+                {
+                    "world": world,
+                    "strengths": "recomputed" if recompute else "cached",
+                    "agents": cfg.agents,
+                    "frames": frames,
+                    "half_edges": runs[-1][2],
+                    "fps_wall": frames / wall,
+                    "fps_cpu": frames / max(cpu, 1e-9),
+                }
+            )
+            print(
+                f"{world:>16} {rows[-1]['strengths']:>10}  {rows[-1]['fps_wall']:7.1f} fps wall  "
+                f"{rows[-1]['fps_cpu']:7.1f} fps cpu  ({runs[-1][2]} half-edges)"
+            )
+    result = {
+        "command": "python benchmarks/bench_viz.py" + (" --quick" if cfg.quick else ""),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "load_avg": os.getloadavg(),
+            "torch_threads": cfg.threads,
+        },
+        "frame": f"{exact_viewer.__doc__} env step + world + overlay + panel + copy",
+        "rows": rows,
+    }
+    cfg.out.parent.mkdir(parents=True, exist_ok=True)
+    cfg.out.write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main(tyro.cli(BenchVizConfig))
