@@ -1,0 +1,176 @@
+"""Reproduce the paper's colliding-agents experiments with ``hyperagents fit``; results to paper.json.
+
+    python benchmarks/paper_experiments.py                 # every experiment below
+    python benchmarks/paper_experiments.py --only main     # one of: main, control, genotype
+
+- ``main``: the paper's setting (N = 360, R = 5, L* = 20, 100k sequences, d = N, linear SA,
+  N(0, 1) init), one-hot and sinusoidal embeddings, test MSE at L in {2, 5, 10, 20, 30, 40}.
+- ``control``: Remark D.3's negative control: training positions without repeats break Training
+  Data Versatility; the rank check fails and length generalisation degrades (smaller N, 3 seeds).
+- ``genotype``: App. B.2: linear SA fits the training length but not others; SA + ReLU layer does.
+
+Every run's metrics.json lands in runs/paper/<name>/ and the summary in
+benchmarks/results/paper.json (rewritten after each run, so a long sweep keeps what it finished).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import platform
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import tyro
+
+from training.fit import FitConfig
+from training.fit import main as fit_main
+
+RESULTS = Path(__file__).parent / "results" / "paper.json"
+
+
+@dataclass
+class Config:
+    only: tuple[str, ...] = ("main", "control", "genotype")
+    """experiments to run"""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """seeds for the control and genotype experiments"""
+    main_steps: int = 10_000
+    """Adam steps of the paper-setting runs"""
+    out_dir: str = "runs/paper"
+    """run folders"""
+    threads: int = 2
+    """torch CPU threads"""
+
+
+def experiments(cfg: Config) -> dict[str, list[tuple[str, FitConfig]]]:
+    """Named run configurations per experiment."""
+    base = FitConfig(out_dir=cfg.out_dir, progress=False, resume=True)
+    main = [
+        (emb, replace(base, embedding=emb, steps=cfg.main_steps, name=f"main_{emb}"))
+        for emb in ("onehot", "sinusoidal_normalized", "sinusoidal")
+    ]
+    small = replace(
+        base,
+        grid_size=60,
+        radius=2,
+        train_agents=10,
+        num_train=20_000,
+        steps=3_000,
+        lr=0.1,
+        num_test=1_000,
+        eval_agents=(2, 5, 10, 20, 30, 40),
+    )
+    control = [
+        (
+            f"{'unique' if u else 'iid'}_s{s}",
+            replace(small, unique_positions=u, seed=s, name=f"control_{'unique' if u else 'iid'}_s{s}"),
+        )
+        for u in (False, True)
+        for s in cfg.seeds
+    ]
+    geno = replace(
+        base,
+        scenario="genotype",
+        num_alleles=40,
+        train_agents=10,
+        num_train=20_000,
+        steps=3_000,
+        lr=0.03,
+        num_test=1_000,
+        eval_agents=(2, 5, 10, 20, 30, 40),
+        init_std=0.0,
+    )
+    genotype = [
+        (
+            f"{arch}_s{s}",
+            replace(
+                geno, seed=s, mlp_hidden=None if arch == "linear_sa" else 16, name=f"genotype_{arch}_s{s}"
+            ),
+        )
+        for arch in ("linear_sa", "sa_relu")
+        for s in cfg.seeds
+    ]
+    return {"main": main, "control": control, "genotype": genotype}
+
+
+def summarise(runs: dict[str, dict]) -> dict:
+    """Mean and spread of test MSE per agent count over seeds, grouped by run label minus its seed."""
+    groups: dict[str, list[dict]] = {}
+    for label, m in runs.items():
+        groups.setdefault(label.rsplit("_s", 1)[0], []).append(m)
+    out = {}
+    for g, ms in groups.items():
+        Ls = ms[0]["test_mse"].keys()
+        out[g] = {
+            "seeds": len(ms),
+            "versatility_rank_ok": [m["versatility_rank_ok"] for m in ms],
+            "train_mse_mean": float(np.mean([m["train_mse"] for m in ms])),
+            "test_mse_mean": {L: float(np.mean([m["test_mse"][L] for m in ms])) for L in Ls},
+            "test_mse_min": {L: float(np.min([m["test_mse"][L] for m in ms])) for L in Ls},
+            "test_mse_max": {L: float(np.max([m["test_mse"][L] for m in ms])) for L in Ls},
+        }
+    return out
+
+
+def main(cfg: Config) -> dict:
+    torch.set_num_threads(cfg.threads)
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results["machine"] = {
+        "cpu_count": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    for exp, runs in experiments(cfg).items():
+        if exp not in cfg.only:
+            continue
+        done = results.setdefault(exp, {}).setdefault("runs", {})
+        for label, fcfg in runs:
+            print(f"[{exp}] {label} ...", flush=True)
+            with contextlib.redirect_stdout(io.StringIO()):
+                m = fit_main(fcfg)
+            done[label] = {
+                k: m[k]
+                for k in (
+                    "train_mse",
+                    "test_mse",
+                    "product_mse",
+                    "versatility_rank_ok",
+                    "num_params",
+                    "seconds",
+                    "steps",
+                    "run",
+                )
+            }
+            done[label]["config"] = {
+                k: getattr(fcfg, k)
+                for k in (
+                    "embedding",
+                    "grid_size",
+                    "radius",
+                    "train_agents",
+                    "num_train",
+                    "lr",
+                    "unique_positions",
+                    "mlp_hidden",
+                    "seed",
+                )
+            }
+            results[exp]["summary"] = summarise(done)
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            RESULTS.write_text(json.dumps(results, indent=2))
+            tests = " ".join(f"L={L}:{v:.1e}" for L, v in m["test_mse"].items())
+            print(
+                f"    train {m['train_mse']:.1e}  product {m['product_mse']}  {tests}  ({m['seconds']:.0f}s)",
+                flush=True,
+            )
+    return results
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Config))
