@@ -109,6 +109,16 @@ def learned_strengths(model, tokens: Tensor) -> Strengths:
         return Strengths(
             _off_diagonal(G[idx[:, None], idx[None, :]]), "value", source="learned pair table C.W"
         )
+    if _is_linear_hfa(model) and model.mlp is None and tokens.dim() == 2:
+        idx = model.embedding.index(tokens)[0]  # (L,)
+        tables, product = hfa_factor_tables(model)
+        at = (idx[:, None], idx[None, :])
+        return Strengths(
+            _off_diagonal(product[at]),
+            "value",
+            factors=_off_diagonal(tables[(slice(None), *at)]),
+            source="learned HFA table: prod of factors x values",
+        )
     x = model.embedding(tokens)
     dtype = next(model.parameters()).dtype
     _, sc = model.attention(x.to(dtype), torch.ones(1, L, dtype=torch.bool), return_scores=True)
@@ -423,6 +433,12 @@ def _colour_bar(surface, pygame, font, x: int, y: int, scale: float) -> None:
     surface.blit(note, (x, y + BAR_HEIGHT + LINE_HEIGHT // 2))
 
 
+def _is_linear_hfa(model) -> bool:
+    from policies.hfa import HyperFeatureAttention
+
+    return isinstance(model.attention, HyperFeatureAttention) and model.attention.kind == "linear"
+
+
 @torch.no_grad()
 def hfa_factor_tables(model) -> tuple[Tensor, Tensor]:
     """A linear HFA predictor over one token column as domain tables, summed over heads.
@@ -431,10 +447,8 @@ def hfa_factor_tables(model) -> tuple[Tensor, Tensor]:
     prod_a (P W_V,ha)[nu]): the HFA counterpart of ``Predictor.pair_table``, with y_i = sum_j
     product[t_i, t_j]. P is the embedding table (n, d).
     """
-    from policies.hfa import HyperFeatureAttention
-
     att = model.attention
-    if not isinstance(att, HyperFeatureAttention) or att.kind != "linear":
+    if not _is_linear_hfa(model):
         raise TypeError("hfa_factor_tables needs a HyperFeatureAttention(kind='linear') predictor")
     P = model.embedding.table().to(att.C.dtype)  # (n, d)
     tables = torch.einsum("md,hade,ne->hamn", P, att.C, P)  # (H, A, n, n)

@@ -49,6 +49,8 @@ class ViewConfig:
     """frames to record (None: one episode, grid_size + 1 frames)"""
     mode: Literal["learned", "truth", "difference"] = "learned"
     """what the edges show at start"""
+    factor: int | None = None
+    """HFA runs: start on this factor's scores (1-based; None: their product)"""
     fps: int = 15
     """frames per second of the window and of the video"""
     seed: int = 0
@@ -302,6 +304,12 @@ def main(cfg: ViewConfig) -> Path | None:
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"hyperagents view: {err}") from None
     viewer.overlay.mode = cfg.mode
+    if cfg.factor is not None:
+        if not 1 <= cfg.factor <= viewer.overlay.num_factors:
+            raise SystemExit(
+                f"hyperagents view: --factor must be in [1, {viewer.overlay.num_factors}] for this run"
+            )
+        viewer.overlay.factor = cfg.factor - 1
     if cfg.screenshot is not None:
         for _ in range(cfg.steps or 0):
             viewer.step()

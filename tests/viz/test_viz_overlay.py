@@ -174,3 +174,33 @@ def test_hfa_factors_and_ha_triangles_draw():
         for mode in ov.MODES:
             o.mode = mode
             o(surf, View(N), pos, torch.ones(4, dtype=torch.bool))
+
+
+def test_interactive_keys_under_the_dummy_driver(exact_run, tmp_path):
+    import pygame
+
+    v = viewer_at(exact_run, [A, B, C])
+    cfg = vw.ViewConfig(run=str(exact_run), screenshot_dir=str(tmp_path / "shots"), fps=1000)
+    pygame.display.init()
+    keys = [pygame.K_t, pygame.K_f, pygame.K_PLUS, pygame.K_RIGHT, pygame.K_MINUS, pygame.K_s, pygame.K_q]
+    for key in keys:
+        pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=key))
+    vw.interactive(v, cfg)
+    assert v.overlay.mode == "truth" and v.num_agents == 3
+    assert len(list((tmp_path / "shots").glob("view_truth_L3_*.png"))) == 1
+
+
+def test_linear_hfa_tables_sum_to_the_prediction():
+    from policies.embeddings import make_embedding
+    from policies.predictor import Predictor, make_attention
+
+    torch.manual_seed(0)
+    model = Predictor(
+        make_embedding("onehot", (N,)), make_attention("hfa", dim=N, kind="linear", out_dim=1)
+    ).double()
+    tokens = torch.randint(0, N, (1, 7))
+    s = ov.learned_strengths(model, tokens)
+    _, product = ov.hfa_factor_tables(model)
+    self_term = product[tokens[0], tokens[0]]
+    assert s.units == "value" and s.factors.shape == (2, 7, 7)
+    torch.testing.assert_close(s.pairs.sum(1) + self_term, model(tokens)[0].detach())
