@@ -298,6 +298,16 @@ def main(cfg: ViewConfig) -> Path | None:
             "hyperagents view: no display found (DISPLAY unset or SDL_VIDEODRIVER=dummy); record a "
             f"video instead: hyperagents view --run {cfg.run} --record view.gif"
         )
+    window = cfg.record is None and cfg.screenshot is None
+    if window:  # before the Renderer exists: its off-screen surface would select SDL's dummy driver
+        import pygame
+
+        try:
+            pygame.display.init()
+        except pygame.error as err:
+            raise SystemExit(
+                f"hyperagents view: cannot open a window ({err}); use --record view.gif"
+            ) from None
     try:
         fit_cfg, model = open_run(cfg.run)
         viewer = Viewer(fit_cfg, model, cfg.num_agents or fit_cfg.train_agents, cfg.seed)
