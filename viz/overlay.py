@@ -100,18 +100,27 @@ def _distinct_triples(t: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def learned_strengths(model, tokens: Tensor) -> Strengths:
-    """What a trained ``policies.predictor.Predictor`` thinks about every pair of these tokens."""
+def learned_strengths(model, tokens: Tensor, cache: dict | None = None) -> Strengths:
+    """What a trained ``policies.predictor.Predictor`` thinks about every pair of these tokens.
+
+    ``cache`` (a dict owned by the caller) keeps the model's domain tables between calls; pass
+    a fresh one whenever the model's parameters change.
+    """
     L = tokens.shape[1]
+    cache = {} if cache is None else cache
     if model.has_table_path() and model.mlp is None and tokens.dim() == 2:
         idx = model.embedding.index(tokens)[0]  # (L,)
-        G = model.pair_table().double()  # (domain, domain): C.W, y_i = sum_j G[t_i, t_j]
+        if "pair" not in cache:
+            cache["pair"] = model.pair_table().double()  # (domain, domain): C.W, y_i = sum_j G[t_i, t_j]
+        G = cache["pair"]
         return Strengths(
             _off_diagonal(G[idx[:, None], idx[None, :]]), "value", source="learned pair table C.W"
         )
     if _is_linear_hfa(model) and model.mlp is None and tokens.dim() == 2:
         idx = model.embedding.index(tokens)[0]  # (L,)
-        tables, product = hfa_factor_tables(model)
+        if "hfa" not in cache:
+            cache["hfa"] = hfa_factor_tables(model)
+        tables, product = cache["hfa"]
         at = (idx[:, None], idx[None, :])
         return Strengths(
             _off_diagonal(product[at]),
@@ -200,11 +209,14 @@ class InteractionOverlay:
         self.model, self.scenario, self.grid_size, self.radius = model, scenario, grid_size, radius
         self.mode, self.factor = "learned", None
         self.learned = self.truth = None
+        self._tables: dict = {}  # the model's domain tables, computed on first use (the model is frozen here)
 
     def update(self, positions: Tensor, labels: Tensor) -> None:
         """Recompute both strength sets for live agents: positions (L, 2), labels (L, F) long."""
         positions, labels = positions.long().cpu(), labels.long().cpu()
-        self.learned = learned_strengths(self.model, tokens_for(self.scenario, positions, labels))
+        self.learned = learned_strengths(
+            self.model, tokens_for(self.scenario, positions, labels), self._tables
+        )
         self.truth = truth_strengths(self.scenario, self.grid_size, self.radius, positions, labels)
 
     @property

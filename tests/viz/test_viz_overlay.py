@@ -26,16 +26,26 @@ TINY = dict(
 )
 
 
+def write_run(folder, cfg, load_exact=False):
+    """A run folder as `hyperagents fit` leaves it (config.json, checkpoint.pt), without training."""
+    import dataclasses
+
+    from training.checkpoint import write_json
+
+    folder.mkdir(parents=True)
+    write_json(dataclasses.asdict(cfg), folder / "config.json")
+    domain = (cfg.num_alleles,) if cfg.scenario == "genotype" else (cfg.grid_size,)
+    model = fit.build_model(cfg, domain)
+    if load_exact:
+        devised.load_linear_sa(model.attention, *devised.one_hot_band(N, R))
+    save_atomic({"model": model.state_dict()}, folder / "checkpoint.pt")
+    return folder
+
+
 @pytest.fixture(scope="module")
 def exact_run(tmp_path_factory):
     """A pairwise fit run folder whose checkpoint holds the paper's exact one-hot parameters."""
-    out = tmp_path_factory.mktemp("runs")
-    fit.main(fit.FitConfig(**TINY, out_dir=str(out), name="exact"))
-    run = out / "exact"
-    _, model = fit.load_run(run)
-    devised.load_linear_sa(model.attention, *devised.one_hot_band(N, R))
-    save_atomic({"model": model.state_dict()}, run / "checkpoint.pt")
-    return run
+    return write_run(tmp_path_factory.mktemp("runs") / "exact", fit.FitConfig(**TINY), load_exact=True)
 
 
 def viewer_at(run, positions, mode="learned"):
@@ -128,15 +138,7 @@ def test_clear_errors(exact_run, tmp_path, monkeypatch):
         vw.main(vw.ViewConfig(run=str(exact_run)))
     with pytest.raises(ValueError, match="scenarios"):
         ov.InteractionOverlay(None, "genotype", N, R)
-    fit.main(
-        fit.FitConfig(
-            **{**TINY, "train_agents": 4, "eval_agents": (4,)},
-            scenario="genotype",
-            num_alleles=8,
-            out_dir=str(tmp_path),
-            name="geno",
-        )
-    )
+    write_run(tmp_path / "geno", fit.FitConfig(**TINY, scenario="genotype", num_alleles=8))
     with pytest.raises(SystemExit, match="genotype"):
         vw.main(vw.ViewConfig(run=str(tmp_path / "geno"), record=str(tmp_path / "g.gif")))
     assert os.environ.get("SDL_VIDEODRIVER") == "dummy"
