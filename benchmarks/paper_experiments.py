@@ -10,7 +10,8 @@
 - ``genotype``: App. B.2: linear SA fits the training length but not others; SA + ReLU layer does.
 
 Every run's metrics.json lands in runs/paper/<name>/ and the summary in
-benchmarks/results/paper.json (rewritten after each run, so a long sweep keeps what it finished).
+benchmarks/results/paper.json (updated after each run, so a long sweep keeps what it finished).
+Runs resume from their checkpoints: re-running a finished sweep only re-evaluates it.
 """
 
 from __future__ import annotations
@@ -117,6 +118,16 @@ def summarise(runs: dict[str, dict]) -> dict:
     return out
 
 
+def save(results: dict, exp: str) -> None:
+    """Write this experiment's entry into paper.json, keeping what other (concurrent) sweeps wrote."""
+    on_disk = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    on_disk.update(machine=results["machine"], **{exp: results[exp]})
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    tmp = RESULTS.with_suffix(".tmp")
+    tmp.write_text(json.dumps(on_disk, indent=2))
+    tmp.replace(RESULTS)
+
+
 def main(cfg: Config) -> dict:
     torch.set_num_threads(cfg.threads)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
@@ -162,8 +173,7 @@ def main(cfg: Config) -> dict:
                 )
             }
             results[exp]["summary"] = summarise(done)
-            RESULTS.parent.mkdir(parents=True, exist_ok=True)
-            RESULTS.write_text(json.dumps(results, indent=2))
+            save(results, exp)
             tests = " ".join(f"L={L}:{v:.1e}" for L, v in m["test_mse"].items())
             print(
                 f"    train {m['train_mse']:.1e}  product {m['product_mse']}  {tests}  ({m['seconds']:.0f}s)",
