@@ -45,8 +45,8 @@ class BenchVizConfig:
     """frames per timed run"""
     repeats: int = 3
     """timed runs per case; the best is kept"""
-    threads: int = 2
-    """torch threads"""
+    threads: tuple[int, ...] = (1, 2)
+    """torch thread counts to measure (the viewer uses 1: its tensors are small)"""
     quick: bool = False
     """10 frames, 1 repeat: a smoke run"""
     out: Path = ROOT / "benchmarks" / "results" / "viz.json"
@@ -82,38 +82,37 @@ def time_frames(viewer, frames: int, recompute: bool) -> tuple[float, float, int
 
     pairs, _, scale, _ = viewer.overlay.selected()
     edges = len(
-        edge_segments(viewer.env.world.positions[0, : viewer.num_agents], pairs, scale, viewer.cfg.grid_size)
+        edge_segments(viewer.env.world.positions[0, : viewer.num_agents], pairs, scale, viewer.renderer.view)
     )
     return wall, cpu, edges
 
 
 def main(cfg: BenchVizConfig) -> dict:
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    torch.set_num_threads(cfg.threads)
     frames, repeats = (10, 1) if cfg.quick else (cfg.frames, cfg.repeats)
     rows = []
-    for world, (N, R) in WORLDS.items():
-        viewer = exact_viewer(N, R, cfg.agents)
-        viewer.frame()  # warm-up: fonts, background
-        for recompute in (False, True):
-            runs = [time_frames(viewer, frames, recompute) for _ in range(repeats)]
-            wall = min(r[0] for r in runs)
-            cpu = min(r[1] for r in runs)
-            rows.append(
-                {
+    for threads in cfg.threads:
+        torch.set_num_threads(threads)
+        for world, (N, R) in WORLDS.items():
+            viewer = exact_viewer(N, R, cfg.agents)
+            viewer.frame()  # warm-up: fonts, background
+            for recompute in (False, True):
+                runs = [time_frames(viewer, frames, recompute) for _ in range(repeats)]
+                row = {
                     "world": world,
                     "strengths": "recomputed" if recompute else "cached",
+                    "threads": threads,
                     "agents": cfg.agents,
                     "frames": frames,
                     "half_edges": runs[-1][2],
-                    "fps_wall": frames / wall,
-                    "fps_cpu": frames / max(cpu, 1e-9),
+                    "fps_wall": frames / min(r[0] for r in runs),
+                    "fps_cpu": frames / max(min(r[1] for r in runs), 1e-9),
                 }
-            )
-            print(
-                f"{world:>16} {rows[-1]['strengths']:>10}  {rows[-1]['fps_wall']:7.1f} fps wall  "
-                f"{rows[-1]['fps_cpu']:7.1f} fps cpu  ({runs[-1][2]} half-edges)"
-            )
+                rows.append(row)
+                print(
+                    f"threads {threads} {world:>16} {row['strengths']:>10}  {row['fps_wall']:7.1f} fps wall  "
+                    f"{row['fps_cpu']:7.1f} fps cpu  ({row['half_edges']} half-edges)"
+                )
     result = {
         "command": "python benchmarks/bench_viz.py" + (" --quick" if cfg.quick else ""),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -270,8 +270,9 @@ class InteractionOverlay:
         surface.set_clip(pygame.Rect(view.margin, top, view.canvas, view.canvas))
         if triples is not None:
             _draw_triangles(surface, view, pos, triples, pygame)
-        for a, b, color, width in edge_segments(pos, pairs, scale, view.grid_size):
-            _draw_wrapped_line(surface, view, a, b, color, width, pygame)
+        for pa, pb, color, width in edge_segments(pos, pairs, scale, view):
+            for shift in _seam_shifts(view, [pa[1], pb[1]]):
+                pygame.draw.line(surface, color, (pa[0], pa[1] + shift), (pb[0], pb[1] + shift), width)
         surface.set_clip(old_clip)
 
 
@@ -290,34 +291,34 @@ def strength_colors(values: Tensor, scale: float) -> tuple[np.ndarray, np.ndarra
     return colors.astype(np.uint8), widths
 
 
-def edge_segments(pos: Tensor, pairs: Tensor, scale: float, grid_size: int) -> list:
-    """Half-edges to draw: [((x_i, y_i), (x_mid, y_mid), colour, width)] in world units.
+def edge_segments(pos: Tensor, pairs: Tensor, scale: float, view) -> list:
+    """Half-edges to draw: [((col_i, row_i), (col_mid, row_mid), colour, width)] in pixels.
 
     Each kept ordered pair (i, j), |S[i, j]| >= EDGE_THRESHOLD * scale, gives the half from agent i
-    to the midpoint of the shortest way round the cylinder towards j. Tensorised; no pair loop.
+    to the midpoint of the shortest way round the cylinder towards j. Agents go through
+    ``view.world_to_screen`` once each; the pairs are tensor ops (the map is affine, and a copy of
+    j one turn round the cylinder sits ``view.canvas`` rows away).
     """
     keep = pairs.abs() >= EDGE_THRESHOLD * scale
     keep.fill_diagonal_(False)
     i, j = torch.nonzero(keep, as_tuple=True)
     if len(i) == 0:
         return []
-    start = pos[i].double()  # (K, 2)
-    dy = circular_delta(pos[i, 1], pos[j, 1], grid_size).double()  # signed shortest y step i -> j
-    mid = torch.stack([(start[:, 0] + pos[j, 0]) / 2, start[:, 1] + dy / 2], -1)
+    screen = torch.tensor([view.world_to_screen(x, y) for x, y in pos.tolist()], dtype=torch.long)  # (L, 2)
+    y_i, y_j = pos[i, 1], pos[j, 1]
+    turns = (y_i + circular_delta(y_i, y_j, view.grid_size) - y_j) // view.grid_size  # -1, 0, +1
+    end = screen[j] - torch.stack([torch.zeros_like(turns), turns * view.canvas], -1)  # j the short way
+    mid = torch.div(screen[i] + end, 2, rounding_mode="floor")
     colors, widths = strength_colors(pairs[i, j], scale)
-    return list(zip(start.tolist(), mid.tolist(), map(tuple, colors.tolist()), widths.tolist(), strict=True))
+    return list(
+        zip(screen[i].tolist(), mid.tolist(), map(tuple, colors.tolist()), widths.tolist(), strict=True)
+    )
 
 
 def _seam_shifts(view, rows: list[int]) -> list[int]:
     """Row shifts (0 and, where a shape crosses the y seam, +-canvas) that draw it fully."""
     top, bottom = view.hud + view.margin, view.hud + view.margin + view.canvas
     return [0] + ([view.canvas] if min(rows) < top else []) + ([-view.canvas] if max(rows) > bottom else [])
-
-
-def _draw_wrapped_line(surface, view, a, b, color, width, pygame) -> None:
-    pa, pb = view.world_to_screen(*a), view.world_to_screen(*b)
-    for shift in _seam_shifts(view, [pa[1], pb[1]]):
-        pygame.draw.line(surface, color, (pa[0], pa[1] + shift), (pb[0], pb[1] + shift), width)
 
 
 def _draw_triangles(surface, view, pos: Tensor, triples: Tensor, pygame) -> None:

@@ -16,6 +16,7 @@ reads (its target is the whole episode's return); edges follow the agents as the
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,6 +191,18 @@ class Viewer:
 
 
 # ---------------------------------------------------------------------------- entry points
+@contextlib.contextmanager
+def one_torch_thread():
+    """Drawing uses small tensors: one torch thread is twice as fast as two on a busy 2-core
+    machine (benchmarks/README_viz.md); the caller's setting is restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def open_run(run: str | os.PathLike):
     """(FitConfig, Predictor) of a run folder, with one-line errors for the cases people hit."""
     from training.fit import load_run
@@ -237,9 +250,10 @@ def record_overlay(
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     cfg, model = open_run(run_dir)
-    viewer = Viewer(cfg, model, num_agents or cfg.train_agents, seed)
-    viewer.overlay.mode = mode
-    return record(viewer, path, steps, fps)
+    with one_torch_thread():
+        viewer = Viewer(cfg, model, num_agents or cfg.train_agents, seed)
+        viewer.overlay.mode = mode
+        return record(viewer, path, steps, fps)
 
 
 def has_display() -> bool:
@@ -293,6 +307,11 @@ def _on_key(viewer: Viewer, cfg: ViewConfig, event, paused: bool, advance: bool)
 
 def main(cfg: ViewConfig) -> Path | None:
     """Open the window, or record a video with ``--record``; one-line SystemExit on user errors."""
+    with one_torch_thread():
+        return _main(cfg)
+
+
+def _main(cfg: ViewConfig) -> Path | None:
     if cfg.record is None and cfg.screenshot is None and not has_display():
         raise SystemExit(
             "hyperagents view: no display found (DISPLAY unset or SDL_VIDEODRIVER=dummy); record a "
