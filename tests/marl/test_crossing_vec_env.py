@@ -79,3 +79,23 @@ def test_bad_actions_raise():
     venv.reset()
     with pytest.raises(ValueError, match="actions"):
         venv.step(np.zeros(5, dtype=np.int64))
+
+
+def test_truncation_info_seen_inside_ppo_rollouts():
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Record(BaseCallback):
+        def __init__(self):
+            super().__init__()
+            self.ends = []
+
+        def _on_step(self):
+            dones, infos = self.locals["dones"], self.locals["infos"]
+            self.ends += [infos[k] for k in np.flatnonzero(dones)]
+            return True
+
+    model, cb = tiny_ppo(seed=1), Record()
+    model.learn(12 * 12 * 2, callback=cb)
+    assert cb.ends and all(
+        i["TimeLimit.truncated"] and i["terminal_observation"].shape == (24,) for i in cb.ends
+    )
