@@ -3,9 +3,9 @@
 For each ordered pair (i, j) of live agents the overlay holds a strength S[i, j], "how much agent
 j moves agent i's value", from one of three sources (the ``t`` key of the viewer cycles them):
 
-- ``learned``: for linear SA over one token column, the learned pair table
-  G[t_i, t_j] = (C.W)[t_i, t_j] (value units); for other models the attention score, mean
-  over heads (score units).
+- ``learned``: for linear SA / HFA without an MLP head, j's exact share of y_i (value units):
+  over one token column the learned pair table G[t_i, t_j] = (C.W)[t_i, t_j], else score x
+  value; for softmax models and HA the attention score, mean over heads (score units).
 - ``truth``: pairwise, the devised table -f(y_i, y_j) (``policies.devised.circular_window``);
   other scenarios, the exact pair reward over the episode, from simulating the scripted policy.
 - ``difference``: learned - truth on one colour scale (value units); with attention scores
@@ -131,6 +131,11 @@ def learned_strengths(model, tokens: Tensor, cache: dict | None = None) -> Stren
     x = model.embedding(tokens)
     dtype = next(model.parameters()).dtype
     _, sc = model.attention(x.to(dtype), torch.ones(1, L, dtype=torch.bool), return_scores=True)
+    values = _linear_values(model, x.to(dtype))
+    if values is not None:  # linear SA / HFA on labelled tokens: exact per-pair contributions
+        pairs = (sc.scores[0] * values[:, None, :]).sum(0).double()  # (H, L, L) x (H, 1, L) -> (L, L)
+        factors = None if sc.factors is None else _off_diagonal(sc.factors[0].double().mean(0))
+        return Strengths(_off_diagonal(pairs), "value", factors=factors, source="learned score x value")
     s = sc.scores[0].double().mean(0)  # heads averaged: (L, L) or (L, L, L)
     heads = sc.scores.shape[1]
     what = f"{sc.kind} attention score, mean of {heads} head{'s' * (heads > 1)}"
@@ -444,6 +449,23 @@ def _colour_bar(surface, pygame, font, x: int, y: int, scale: float) -> None:
         surface.blit(label, (x + BAR_WIDTH + 8, row - label.get_height() // 2))
     note = font.render(f"|S| < {EDGE_THRESHOLD:g} x scale: no edge", True, PANEL_MUTED)
     surface.blit(note, (x, y + BAR_HEIGHT + LINE_HEIGHT // 2))
+
+
+def _linear_values(model, x: Tensor) -> Tensor | None:
+    """(H, L) values x_j W_V (SA) or prod_a x_j W_V,a (HFA) of a linear predictor without MLP, else None.
+
+    y_i = sum_h sum_j score[h, i, j] * value[h, j], so score x value is j's exact share of y_i.
+    """
+    from policies.sa import SelfAttention
+
+    att = model.attention
+    if model.mlp is not None or getattr(att, "kind", None) != "linear":
+        return None
+    if isinstance(att, SelfAttention):
+        return torch.einsum("bjd,hdo->bhjo", x, att.W_V)[0, ..., 0]
+    if _is_linear_hfa(model):
+        return torch.einsum("bjd,hado->bhajo", x, att.W_V)[0, ..., 0].prod(1)
+    return None
 
 
 def _is_linear_hfa(model) -> bool:

@@ -206,3 +206,19 @@ def test_linear_hfa_tables_sum_to_the_prediction():
     self_term = product[tokens[0], tokens[0]]
     assert s.units == "value" and s.factors.shape == (2, 7, 7)
     torch.testing.assert_close(s.pairs.sum(1) + self_term, model(tokens)[0].detach())
+
+
+@pytest.mark.parametrize("attention", ["sa", "hfa"])
+def test_linear_labelled_contributions_sum_to_the_prediction(attention):
+    model = _model(attention, "alliances", kind="linear")
+    pos, labels = (
+        torch.tensor([[1, 2], [5, 3], [9, 4], [3, 12], [4, 2]]),
+        torch.tensor([[0], [0], [1], [2], [0]]),
+    )
+    tokens = ov.tokens_for("alliances", pos, labels)
+    s = ov.learned_strengths(model, tokens)
+    x = model.embedding(tokens)
+    _, sc = model.attention(x, return_scores=True)
+    self_term = (sc.scores[0] * ov._linear_values(model, x)[:, None, :]).sum(0).diagonal()
+    assert s.units == "value"
+    torch.testing.assert_close(s.pairs.sum(1) + self_term.double(), model(tokens)[0].detach())
