@@ -46,6 +46,8 @@ class Config:
     """run folders"""
     threads: int = 2
     """torch CPU threads"""
+    collect: bool = False
+    """do not train: rebuild paper.json from the runs' own metrics.json files"""
 
 
 def experiments(cfg: Config) -> dict[str, list[tuple[str, FitConfig]]]:
@@ -143,8 +145,15 @@ def main(cfg: Config) -> dict:
         done = results.setdefault(exp, {}).setdefault("runs", {})
         for label, fcfg in runs:
             print(f"[{exp}] {label} ...", flush=True)
-            with contextlib.redirect_stdout(io.StringIO()):
-                m = fit_main(fcfg)
+            saved = Path(fcfg.out_dir) / fcfg.run_name() / "metrics.json"
+            if cfg.collect:
+                if not saved.exists():
+                    print("    not run yet")
+                    continue
+                m = json.loads(saved.read_text())
+            else:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    m = fit_main(fcfg)
             done[label] = {
                 k: m[k]
                 for k in (
