@@ -155,7 +155,7 @@ def main(cfg: Config) -> dict:
                 with contextlib.redirect_stdout(io.StringIO()):
                     m = fit_main(fcfg)
             done[label] = {
-                k: m[k]
+                k: m.get(k)
                 for k in (
                     "train_mse",
                     "test_mse",
@@ -163,6 +163,7 @@ def main(cfg: Config) -> dict:
                     "versatility_rank_ok",
                     "num_params",
                     "seconds",
+                    "cpu_seconds",
                     "steps",
                     "run",
                 )
