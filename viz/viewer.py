@@ -211,7 +211,13 @@ def open_run(run: str | os.PathLike):
         raise FileNotFoundError(
             f"run folder {str(run)!r} does not exist: train one with `hyperagents fit --name ...`"
         )
-    cfg, model = load_run(run)
+    try:
+        cfg, model = load_run(run)
+    except (RuntimeError, TypeError, KeyError) as err:  # a checkpoint that does not fit its config.json
+        first = str(err).splitlines()[0]
+        raise ValueError(
+            f"cannot rebuild the predictor of {run} from config.json + checkpoint.pt: {first}"
+        ) from err
     if cfg.scenario not in SCENARIOS:
         raise ValueError(
             f"hyperagents view draws runs of scenarios {SCENARIOS}; {run} is a "

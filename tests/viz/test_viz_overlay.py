@@ -34,7 +34,7 @@ def write_run(folder, cfg, load_exact=False):
 
     folder.mkdir(parents=True)
     write_json(dataclasses.asdict(cfg), folder / "config.json")
-    domain = (cfg.num_alleles,) if cfg.scenario == "genotype" else (cfg.grid_size,)
+    domain = (cfg.num_alleles,) if cfg.scenario == "genotype" else fit.draw(cfg, 1, 2, 0).domain
     model = fit.build_model(cfg, domain)
     if load_exact:
         devised.load_linear_sa(model.attention, *devised.one_hot_band(N, R))
