@@ -9,6 +9,7 @@ panel, and the canvas copied out as an (H, W, 3) uint8 array. Cases:
 
 * ``cached``: strengths computed once per episode (what the viewer does: the predictor reads the
   episode's start configuration); ``recomputed``: learned + true strengths recomputed every frame.
+* ``off``: the same frame without edges (the world, panel and copy alone), for the overlay's cost.
 * two worlds: the paper's N = 360, R = 5 (about 6 neighbours per agent at L = 100) and a dense
   N = 60, R = 2 (about 15), with the exact devised one-hot linear SA loaded as "the trained model"
   (its strengths are those of a converged run; no run folder needed).
@@ -33,6 +34,7 @@ import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
 WORLDS = {"paper N=360 R=5": (360, 5), "dense N=60 R=2": (60, 2)}
+CASES = ("cached", "recomputed", "off")
 
 
 @dataclass
@@ -68,16 +70,23 @@ def exact_viewer(grid_size: int, radius: int, agents: int):
     return Viewer(cfg, model, agents, seed=0)
 
 
-def time_frames(viewer, frames: int, recompute: bool) -> tuple[float, float, int]:
-    """(wall seconds, CPU seconds, edges drawn in the last frame) for ``frames`` frames."""
+def time_frames(viewer, frames: int, case: str) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds, edges drawn in the last frame) for ``frames`` frames.
+
+    case: "cached", "recomputed" (strengths every frame) or "off" (no edges: the world alone).
+    """
     start, starts = torch.as_tensor(viewer.start), torch.as_tensor(viewer.start_labels)
+    viewer.show_edges = case != "off"
     wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(frames):
         viewer.step()
-        if recompute:
+        if case == "recomputed":
             viewer.overlay.update(start, starts)
         viewer.frame()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    viewer.show_edges = True
+    if case == "off":
+        return wall, cpu, 0
     from viz.overlay import edge_segments
 
     pairs, _, scale, _ = viewer.overlay.selected()
@@ -96,11 +105,11 @@ def main(cfg: BenchVizConfig) -> dict:
         for world, (N, R) in WORLDS.items():
             viewer = exact_viewer(N, R, cfg.agents)
             viewer.frame()  # warm-up: fonts, background
-            for recompute in (False, True):
-                runs = [time_frames(viewer, frames, recompute) for _ in range(repeats)]
+            for case in CASES:
+                runs = [time_frames(viewer, frames, case) for _ in range(repeats)]
                 row = {
                     "world": world,
-                    "strengths": "recomputed" if recompute else "cached",
+                    "strengths": case,
                     "threads": threads,
                     "agents": cfg.agents,
                     "frames": frames,

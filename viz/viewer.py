@@ -6,6 +6,7 @@ panel holds the HUD, colour bar, legend and keys. Interactive in a window, or he
 ``--record out.gif`` (or ``.mp4``) for ``--steps`` frames.
 
 Keys: space pause, right arrow one step, t learned / truth / difference, f cycle HFA factors,
+e edges on / off,
 + / - add or remove an agent (the episode restarts from the same start cells plus or minus
 one: try agent counts the model never saw), s screenshot PNG, r new start configuration,
 q / esc quit.
@@ -29,8 +30,9 @@ from viz.overlay import MODES, PANEL_WIDTH, SCENARIOS, InteractionOverlay, draw_
 
 KEYS_HELP = [
     "space pause   -> step   t mode",
-    "f HFA factor   + / - agents",
-    "s screenshot   r reset   q quit",
+    "f HFA factor   e edges on/off",
+    "+ / - agents   s screenshot",
+    "r reset   q quit",
 ]
 MAX_AGENTS = 400  # +/- stops here
 SLOT_GROWTH = 2  # the env is rebuilt with this many times the slots when +/- outgrows it
@@ -91,6 +93,7 @@ class Viewer:
         self.rng = np.random.default_rng(seed)
         w, h = self.renderer.view.size
         self.canvas = pygame.Surface((w + PANEL_WIDTH, h))
+        self.show_edges = True  # the e key
         self.new_configuration(num_agents)
 
     # ------------------------------------------------------------ configuration
@@ -174,7 +177,11 @@ class Viewer:
         """Draw the world, the overlay and the panel on the canvas."""
         env = self.env
         self.renderer.draw(
-            env.world, env.labels, scenario=env.scenario, returns=env.returns, overlay=self.overlay
+            env.world,
+            env.labels,
+            scenario=env.scenario,
+            returns=env.returns,
+            overlay=self.overlay if self.show_edges else None,
         )
         self.canvas.blit(self.renderer.screen, (0, 0))
         draw_panel(
@@ -300,6 +307,8 @@ def _on_key(viewer: Viewer, cfg: ViewConfig, event, paused: bool, advance: bool)
         viewer.overlay.cycle_mode()
     elif key == pg.K_f:
         viewer.overlay.cycle_factor()
+    elif key == pg.K_e:
+        viewer.show_edges = not viewer.show_edges
     elif key in (pg.K_PLUS, pg.K_EQUALS, pg.K_KP_PLUS):
         viewer.resize(+1)
     elif key in (pg.K_MINUS, pg.K_KP_MINUS):

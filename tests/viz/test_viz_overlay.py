@@ -184,11 +184,20 @@ def test_interactive_keys_under_the_dummy_driver(exact_run, tmp_path):
     v = viewer_at(exact_run, [A, B, C])
     cfg = vw.ViewConfig(run=str(exact_run), screenshot_dir=str(tmp_path / "shots"), fps=1000)
     pygame.display.init()
-    keys = [pygame.K_t, pygame.K_f, pygame.K_PLUS, pygame.K_RIGHT, pygame.K_MINUS, pygame.K_s, pygame.K_q]
+    keys = [
+        pygame.K_t,
+        pygame.K_f,
+        pygame.K_PLUS,
+        pygame.K_RIGHT,
+        pygame.K_MINUS,
+        pygame.K_s,
+        pygame.K_e,
+        pygame.K_q,
+    ]
     for key in keys:
         pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=key))
     vw.interactive(v, cfg)
-    assert v.overlay.mode == "truth" and v.num_agents == 3
+    assert v.overlay.mode == "truth" and v.num_agents == 3 and not v.show_edges
     assert len(list((tmp_path / "shots").glob("view_truth_L3_*.png"))) == 1
 
 
