@@ -18,6 +18,7 @@ reads (its target is the whole episode's return); edges follow the agents as the
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ KEYS_HELP = [
     "r reset   q quit",
 ]
 MAX_AGENTS = 400  # +/- stops here
+DEFAULT_FRAMES = 121  # --record without --steps: frames are held in memory (about 2 MB each)
 SLOT_GROWTH = 2  # the env is rebuilt with this many times the slots when +/- outgrows it
 
 
@@ -49,7 +51,7 @@ class ViewConfig:
     record: str | None = None
     """write a .gif or .mp4 of --steps frames instead of opening a window"""
     steps: int | None = None
-    """frames to record (None: one episode, grid_size + 1 frames)"""
+    """frames to record (None: one episode, grid_size + 1 frames, at most 121)"""
     mode: Literal["learned", "truth", "difference"] = "learned"
     """what the edges show at start"""
     factor: int | None = None
@@ -239,6 +241,13 @@ def record(viewer: Viewer, path: str | os.PathLike, steps: int, fps: int) -> Pat
 
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".gif", ".mp4"):  # checked before drawing anything
+        raise ValueError(f"the video path must end in .gif or .mp4, got {str(path)!r}")
+    if suffix == ".mp4" and importlib.util.find_spec("imageio_ffmpeg") is None:
+        raise RuntimeError(
+            "writing .mp4 needs imageio-ffmpeg: pip install 'hyperagents[video]' (or record a .gif)"
+        )
     frames = [viewer.frame()]
     for _ in range(steps - 1):
         viewer.step()
@@ -364,7 +373,9 @@ def _main(cfg: ViewConfig) -> Path | None:
         return Path(cfg.screenshot)
     if cfg.record is not None:
         try:
-            path = record(viewer, cfg.record, cfg.steps or fit_cfg.grid_size + 1, cfg.fps)
+            path = record(
+                viewer, cfg.record, cfg.steps or min(fit_cfg.grid_size + 1, DEFAULT_FRAMES), cfg.fps
+            )
         except (ValueError, RuntimeError) as err:
             raise SystemExit(f"hyperagents view: {err}") from None
         print(f"wrote {path}")

@@ -132,6 +132,8 @@ def test_resize_keeps_start_cells_and_updates_strengths(exact_run):
 def test_clear_errors(exact_run, tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="does not exist"):
         vw.main(vw.ViewConfig(run=str(tmp_path / "missing"), record=str(tmp_path / "x.gif")))
+    with pytest.raises(SystemExit, match=r"\.gif or \.mp4"):
+        vw.main(vw.ViewConfig(run=str(exact_run), record=str(tmp_path / "x.avi")))
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     with pytest.raises(SystemExit, match="no display.*--record"):
