@@ -362,6 +362,9 @@ SMALL_FONT_SIZE = 18
 BAR_WIDTH, BAR_HEIGHT = 22, 200
 BAR_TICKS = (1.0, 0.5, 0.0, -0.5, -1.0)  # fractions of the scale labelled on the bar
 SWATCH = 12  # legend square side
+SWATCH_RAISE = 2  # lifts the legend square to the text's x-height
+TICK_LENGTH, TICK_GAP = 4, 8  # colour-bar tick mark and the gap before its label
+BAR_BORDER = 1
 PANEL_BACKGROUND = (250, 250, 252)
 PANEL_TEXT = (30, 30, 40)
 PANEL_MUTED = (110, 110, 125)
@@ -401,7 +404,7 @@ def _static_panel(scale: float, what: str, legend: tuple, keys: tuple, height: i
     _colour_bar(surface, pygame, small, x, y, scale)
     y += BAR_HEIGHT + 2 * LINE_HEIGHT
     for color, name in legend:
-        pygame.draw.rect(surface, color, (x, y + (LINE_HEIGHT - SWATCH) // 2 - 2, SWATCH, SWATCH))
+        pygame.draw.rect(surface, color, (x, y + (LINE_HEIGHT - SWATCH) // 2 - SWATCH_RAISE, SWATCH, SWATCH))
         surface.blit(small.render(name, True, PANEL_TEXT), (x + SWATCH + PANEL_PAD // 2, y))
         y += LINE_HEIGHT
     y += LINE_HEIGHT // 2
@@ -430,7 +433,7 @@ def draw_panel(
         surface.blit(font.render(line, True, PANEL_TEXT), (x, y))
         y += LINE_HEIGHT
     _, _, scale, what = overlay.selected()
-    static = _static_panel(round(scale, 6), what, tuple(legend), tuple(keys), surface.get_height() - y)
+    static = _static_panel(float(f"{scale:.6g}"), what, tuple(legend), tuple(keys), surface.get_height() - y)
     surface.blit(static, (left, y + LINE_HEIGHT // 2))
 
 
@@ -441,12 +444,12 @@ def _colour_bar(surface, pygame, font, x: int, y: int, scale: float) -> None:
     hidden = (values.abs() < EDGE_THRESHOLD * scale).numpy()
     for row, (c, h) in enumerate(zip(colors.tolist(), hidden, strict=True)):  # one line per bar pixel row
         pygame.draw.line(surface, NEUTRAL if h else c, (x, y + row), (x + BAR_WIDTH - 1, y + row))
-    pygame.draw.rect(surface, PANEL_MUTED, (x, y, BAR_WIDTH, BAR_HEIGHT), 1)
+    pygame.draw.rect(surface, PANEL_MUTED, (x, y, BAR_WIDTH, BAR_HEIGHT), BAR_BORDER)
     for frac in BAR_TICKS:
         row = y + int(round((1 - frac) / 2 * (BAR_HEIGHT - 1)))
-        pygame.draw.line(surface, PANEL_MUTED, (x + BAR_WIDTH, row), (x + BAR_WIDTH + 4, row))
+        pygame.draw.line(surface, PANEL_MUTED, (x + BAR_WIDTH, row), (x + BAR_WIDTH + TICK_LENGTH, row))
         label = font.render(f"{frac * scale:+.3g}", True, PANEL_TEXT)
-        surface.blit(label, (x + BAR_WIDTH + 8, row - label.get_height() // 2))
+        surface.blit(label, (x + BAR_WIDTH + TICK_GAP, row - label.get_height() // 2))
     note = font.render(f"|S| < {EDGE_THRESHOLD:g} x scale: no edge", True, PANEL_MUTED)
     surface.blit(note, (x, y + BAR_HEIGHT + LINE_HEIGHT // 2))
 

@@ -35,6 +35,7 @@ KEYS_HELP = [
     "+ / - agents   s screenshot",
     "r reset   q quit",
 ]
+INDEX_COLOURED = (120, 120, 130)  # legend swatch when agents are coloured by index, not by label
 MAX_AGENTS = 400  # +/- stops here
 DEFAULT_FRAMES = 121  # --record without --steps: frames are held in memory (about 2 MB each)
 SLOT_GROWTH = 2  # the env is rebuilt with this many times the slots when +/- outgrows it
@@ -165,7 +166,7 @@ class Viewer:
 
         palette = LABEL_PALETTES.get(self.cfg.scenario)
         if palette is None:
-            return [((120, 120, 130), "agents: coloured by index")]
+            return [(INDEX_COLOURED, "agents: coloured by index")]
         names = {"predator_prey": ["hunter", "prey"]}.get(self.cfg.scenario)
         sizes = self.env.scenario.label_sizes[0]
         return [(palette[k % len(palette)], names[k] if names else f"alliance {k}") for k in range(sizes)]
