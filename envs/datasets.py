@@ -128,14 +128,15 @@ def count_vectors(tokens: torch.Tensor, domain_size: int) -> torch.Tensor:
 
 
 def versatility_ranks(
-    tokens: torch.Tensor, domain_size: int, max_rows: int | None = None, chunk: int = 40
+    tokens: torch.Tensor, domain_size: int, max_rows: int | None = None, chunk: int = 40, confirm: int = 32
 ) -> torch.Tensor:
     """rank(S_{B_mu}) for every domain element mu (paper Assumption 4.2), (N,) long.
 
     S_{B_mu} stacks the count vectors of the sequences containing mu. To keep the check cheap each
     rank is taken over the first ``max_rows`` (default 3N/2) of those sequences: fewer rows can
-    only lower a rank, so full rank there proves full rank (a deficiency found on the subsample is
-    reported as such). Ranks come from the eigenvalues of the Gram matrices, a chunk of mu at a time.
+    only lower a rank, so full rank there proves full rank. Up to ``confirm`` elements found
+    deficient on the subsample are re-checked on all their rows (the rest keep the subsample's
+    rank, a lower bound). Ranks come from Gram-matrix eigenvalues, a chunk of mu at a time.
     """
     N = domain_size
     S = count_vectors(tokens, N).float()  # (B, N); integer counts, so float32 Gram entries are exact
@@ -149,16 +150,24 @@ def versatility_ranks(
         sel = keep & (mu >= start) & (mu < start + chunk)
         rows = torch.zeros(min(chunk, N - start), max_rows, N)  # (c, rows, N), zero-padded
         rows[mu[sel] - start, rank_in_mu[sel]] = S[seq[sel]]
-        gram = (rows.transpose(1, 2) @ rows).double()  # (c, N, N)
-        # Cheap proof of full rank first: Cholesky of G - delta*I succeeds iff lambda_min > delta.
-        _, info = torch.linalg.cholesky_ex(gram - 1e-6 * torch.eye(N, dtype=gram.dtype))
-        r = torch.full((len(gram),), N, dtype=torch.long)
-        bad = info != 0
-        if bad.any():  # only these pay for an eigendecomposition
-            eig = torch.linalg.eigvalsh(gram[bad])  # ascending
-            r[bad] = (eig > eig[:, -1:].clamp(min=1.0) * N * 1e-12).sum(-1)
-        ranks[start : start + len(gram)] = r
+        ranks[start : start + len(rows)] = _rank((rows.transpose(1, 2) @ rows).double())  # (c, N, N) Grams
+    for m in torch.nonzero(ranks < N)[:confirm, 0].tolist():
+        rows = S[seq[mu == m]]  # every sequence containing m
+        ranks[m] = _rank((rows.T @ rows).double()[None])[0]
     return ranks
+
+
+def _rank(gram: torch.Tensor) -> torch.Tensor:
+    """Ranks of symmetric PSD matrices (c, N, N): a Cholesky proof of full rank, else eigenvalues."""
+    N = gram.shape[-1]
+    # Cholesky of G - delta*I succeeds iff lambda_min > delta: a cheap proof of full rank.
+    _, info = torch.linalg.cholesky_ex(gram - 1e-6 * torch.eye(N, dtype=gram.dtype))
+    r = torch.full((len(gram),), N, dtype=torch.long)
+    bad = info != 0
+    if bad.any():  # only these pay for an eigendecomposition
+        eig = torch.linalg.eigvalsh(gram[bad])  # ascending
+        r[bad] = (eig > eig[:, -1:].clamp(min=1.0) * N * 1e-12).sum(-1)
+    return r
 
 
 def versatility_report(tokens: torch.Tensor, domain_size: int) -> dict:
