@@ -49,6 +49,8 @@ FAINT = 0.35  # colour mix at the threshold, so the weakest drawn edges stay vis
 TOP_TRIPLES = 8  # strongest triples drawn as triangles
 TRIANGLE_ALPHA = 70  # 0-255
 ZERO_SCALE = 1e-12  # a matrix whose max |S| is below this is all zero
+VALUE_SCALE_FLOOR = 1.0  # value-unit colour scales span at least one reward (a collision's -1), so a
+# configuration without true interactions does not blow a model's small errors up to full colour
 PERMUTATIONS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
 
 
@@ -250,12 +252,17 @@ class InteractionOverlay:
         if self.mode == "difference":
             if comparable:
                 d = lr.pairs - tr.pairs
-                return d, None, max(_scale(lr.pairs), _scale(tr.pairs)), "learned - truth"
+                return d, None, self.value_scale(), "learned - truth"
             d = _normalised(lr.pairs) - _normalised(tr.pairs)
             return d, None, 1.0, "learned - truth (each scaled to max |S| = 1)"
         chosen = lr if self.mode == "learned" else tr
-        scale = max(_scale(lr.pairs), _scale(tr.pairs)) if comparable else _scale(chosen.pairs)
+        scale = self.value_scale() if comparable else _scale(chosen.pairs)
         return chosen.pairs, chosen.triples, scale, f"{self.mode}: {chosen.source}"
+
+    def value_scale(self) -> float:
+        """Shared colour scale of value-unit strengths: the largest |S|, and at least one reward."""
+        top = max(float(m.abs().max()) if m.numel() else 0.0 for m in (self.learned.pairs, self.truth.pairs))
+        return max(top, VALUE_SCALE_FLOOR)
 
     def __call__(self, surface, view, positions: Tensor, mask: Tensor) -> None:
         """Draw on ``surface`` (the ``envs.render`` overlay hook): triangles, then edges."""

@@ -233,3 +233,15 @@ def test_linear_labelled_contributions_sum_to_the_prediction(attention):
     self_term = (sc.scores[0] * ov._linear_values(model, x)[:, None, :]).sum(0).diagonal()
     assert s.units == "value"
     torch.testing.assert_close(s.pairs.sum(1) + self_term.double(), model(tokens)[0].detach())
+
+
+def test_small_errors_draw_nothing_when_no_agents_interact(exact_run):
+    v = viewer_at(exact_run, [A, C])  # |dy| = 7 > 2R: no interaction
+    with torch.no_grad():
+        v.overlay.model.attention.C.add_(0.02)  # a trained model's small error everywhere
+    v.overlay._tables.clear()
+    v.restart()
+    assert float(v.overlay.learned.pairs.abs().max()) > 0.01
+    for mode in ov.MODES:
+        v.overlay.mode = mode
+        assert not is_edge(pixel_on(v, v.frame(), A, C, 0.5), tol=60), mode
