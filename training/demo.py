@@ -103,15 +103,13 @@ def train_predictor(cfg: DemoConfig) -> dict:
         "(`hyperagents fit` runs the full setting)"
     )
     metrics = fit.main(fcfg)
-    try:
-        from viz.overlay import record_overlay
-    except ImportError:  # the overlay module is optional here: the demo still reports everything else
-        return metrics
+    from viz.viewer import record_overlay
+
     metrics["overlay_gif"] = str(
         record_overlay(
             metrics["run"],
             Path(cfg.out_dir) / "overlay.gif",
-            steps=cfg.grid_size // 2,
+            steps=120,  # frames held in memory while encoding: keep the GIF small
             num_agents=30,
             seed=cfg.seed,
         )
