@@ -7,8 +7,10 @@ Measured side by side in one process, torch on 1 thread (reference/PEERS.md sect
   base_class="stable_baselines3")`` (24 slots), ``n_steps=128, batch_size=256``, no ``seed=``
   (it crashes there).
 - ours: PPO with the attention policy (SA, width 32, 2 blocks) on ``envs.vec.CrossingVecEnv``
-  (L = 8 agents), with the SAME PPO settings (``n_steps=128, batch_size=256``, SB3 defaults
-  otherwise, ``seed=0``), and again with our training defaults (``training/marl.py``).
+  (4 worlds x L = 8 agents = 32 slots, like the peer's 24), with the SAME PPO settings
+  (``n_steps=128, batch_size=256``, SB3 defaults otherwise, ``seed=0``), and again with our
+  training defaults (``training/marl.py``: 32 worlds = 256 slots, ``n_steps=32, batch_size=1024,
+  n_epochs=4``).
 - ours, ``MlpPolicy`` on the same VecEnv and PPO settings: isolates the env/adapter cost.
 
 Each configuration runs ``--repeats`` times, alternating; the best rate counts (the machine is
@@ -56,7 +58,7 @@ CONFIGS = {
     ),
     "ours_crossing_sa_same_ppo": lambda: PPO(
         "MlpPolicy",
-        CrossingVecEnv(num_worlds=32, num_agents=8),
+        CrossingVecEnv(num_worlds=4, num_agents=8),
         n_steps=128,
         batch_size=256,
         seed=0,
@@ -65,7 +67,7 @@ CONFIGS = {
     ),
     "ours_crossing_mlp_same_ppo": lambda: PPO(
         "MlpPolicy",
-        CrossingVecEnv(num_worlds=32, num_agents=8),
+        CrossingVecEnv(num_worlds=4, num_agents=8),
         n_steps=128,
         batch_size=256,
         seed=0,
