@@ -39,7 +39,9 @@ def test_seed(num_agents, scenario):
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
-@pytest.mark.parametrize("num_agents", [1, 2, 5, 20, (2, 7)], ids=str)
+# PettingZoo's max_cycles_test takes the median over possible_agents, so a range must keep most of
+# them alive: (4, 7) always has >= 4 of 7 agents.
+@pytest.mark.parametrize("num_agents", [1, 2, 5, 20, (4, 7)], ids=str)
 def test_max_cycles(num_agents, scenario):
     kw = dict(num_agents=num_agents, scenario=scenario, grid_size=40, radius=1)
     max_cycles_test(
