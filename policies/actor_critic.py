@@ -51,7 +51,7 @@ def split_tokens(obs: Tensor, num_features: int) -> Tensor:
             f"observations must have shape (B, L*F) with F = num_features = {num_features}, "
             f"got {tuple(obs.shape)}"
         )
-    return obs.reshape(obs.shape[0], -1, num_features)
+    return obs.reshape(obs.shape[0], obs.shape[1] // num_features, num_features)
 
 
 def real_mask(tokens: Tensor, present_feature: int) -> Tensor:

@@ -125,6 +125,8 @@ def policy_actor(model: PPO, deterministic: bool, chunk: int) -> Callable:
         active = (env.mask & ~env.parked).reshape(-1)  # (B*L,)
         obs = env.observations().reshape(env.B * env.L, env.L * NUM_FEATURES)[active]  # (M, L*F)
         actions = torch.full((env.B * env.L,), STAY, dtype=torch.long)
+        if not active.any():
+            return actions.reshape(env.B, env.L)
         with torch.no_grad():
             out = [
                 policy.get_distribution(o).get_actions(deterministic=deterministic) for o in obs.split(chunk)
