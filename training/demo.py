@@ -40,7 +40,7 @@ class DemoConfig:
     """keep one rendered frame every this many steps (0: no GIF)"""
     fit_train: int = 20_000
     """training sequences for the predictor (the paper and `hyperagents fit` use 100k)"""
-    fit_steps: int = 3_000
+    fit_steps: int = 5_000
     """Adam steps for the predictor (`hyperagents fit` uses more)"""
     skip_fit: bool = False
     """only run the simulation"""
