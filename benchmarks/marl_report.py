@@ -1,0 +1,100 @@
+"""Tables for docs/marl.md from merged ``hyperagents ood`` outputs, and the bar check.
+
+Each argument is ``mode=dir`` where dir holds an ``ood_summary.json`` (e.g. from
+``hyperagents ood --merge runs/*/ood_k7_det/ood.json --out-dir runs/ood_all_k7_det``).
+Prints markdown; writes ``--json`` with every mode's summary and bar check.
+
+    /work/venv/bin/python benchmarks/marl_report.py k7_det=runs/ood_all_k7_det ... \\
+        --json benchmarks/results/marl_summary.json
+
+The 95% CIs resample episodes (the shared starts) with seeds pooled, so they show start-to-start
+noise only; the per-seed gains in parentheses show the seed-to-seed spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+BASELINES = ("move_right", "greedy", "random")
+
+
+def bar_check(summary: dict, algo: str) -> dict:
+    """The issue's bar for one algorithm; {criterion: bool} (missing counts are skipped)."""
+    out = {}
+    g = {int(L): s for L, s in summary.items()}
+    if 8 in g:
+        out["L=8: gain >= 0.75 and >= greedy"] = g[8][algo]["gain"] >= max(0.75, g[8]["greedy"]["gain"])
+    if 16 in g:
+        out["L=16: gain >= 0.9 x greedy"] = g[16][algo]["gain"] >= 0.9 * g[16]["greedy"]["gain"]
+    if 32 in g:
+        out["L=32: gain >= 0.75 x greedy"] = g[32][algo]["gain"] >= 0.75 * g[32]["greedy"]["gain"]
+    sep = [
+        L
+        for L in g
+        if g[L][algo]["ci_mean"][0] > max(g[L]["move_right"]["ci_mean"][1], g[L]["random"]["ci_mean"][1])
+    ]
+    out[f"CI above MOVE_RIGHT and random at every L (held at {sorted(sep)})"] = len(sep) == len(g)
+    return out
+
+
+def seed_gains(ood: dict) -> dict:
+    """{L: {algo: [gain of each seed]}} from a marl-eval ood.json."""
+    out = {}
+    for task, algos in ood["crossing"].items():
+        mr = algos["move_right"]["seed_0"]["step_0"]["return"]
+        ref = sum(mr) / len(mr)
+        out[task.removeprefix("L=")] = {
+            a: [
+                (sum(r["step_0"]["return"]) / len(r["step_0"]["return"]) - ref) / abs(ref)
+                if ref
+                else float("nan")
+                for r in seeds.values()
+            ]
+            for a, seeds in algos.items()
+        }
+    return out
+
+
+def table(summary: dict, per_seed: dict) -> str:
+    algos = [a for a in next(iter(summary.values())) if a not in BASELINES]
+    cols = ["MOVE_RIGHT return", "greedy gain", "random gain"] + [f"{a.upper()} gain [95% CI]" for a in algos]
+    lines = ["| L | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for L, s in summary.items():
+        cells = [
+            f"{s['move_right']['mean']:.3f}",
+            f"{s['greedy']['gain']:+.2f}",
+            f"{s['random']['gain']:+.1f}",
+        ]
+        for a in algos:
+            lo, hi = s[a]["ci_gain"]
+            seeds = "/".join(f"{g:+.2f}" for g in per_seed[L][a])
+            cells.append(f"{s[a]['gain']:+.2f} [{lo:+.2f}, {hi:+.2f}] (seeds {seeds})")
+        lines.append(f"| {L} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("modes", nargs="+", help="mode=dir with ood_summary.json")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    report = {}
+    for spec in args.modes:
+        mode, path = spec.split("=", 1)
+        record = json.loads((Path(path) / "ood_summary.json").read_text())
+        summary = record["summary"]
+        per_seed = seed_gains(json.loads((Path(path) / "ood.json").read_text()))
+        algos = [a for a in next(iter(summary.values())) if a not in BASELINES]
+        checks = {a: bar_check(summary, a) for a in algos}
+        report[mode] = {"summary": summary, "per_seed_gain": per_seed, "bar": checks, "source": path}
+        print(f"\n### {mode}\n\n{table(summary, per_seed)}\n")
+        for a, c in checks.items():
+            print(f"- {a.upper()}: " + "; ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in c.items()))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
