@@ -23,7 +23,7 @@ BASELINES = ("move_right", "greedy", "random")
 def bar_check(summary: dict, algo: str) -> dict:
     """The issue's bar for one algorithm; {criterion: bool} (missing counts are skipped)."""
     out = {}
-    g = {int(L): s for L, s in summary.items()}
+    g = {int(L): s for L, s in summary.items() if algo in s}
     if 8 in g:
         out["L=8: gain >= 0.75 and >= greedy"] = g[8][algo]["gain"] >= max(0.75, g[8]["greedy"]["gain"])
     if 16 in g:
@@ -68,6 +68,9 @@ def table(summary: dict, per_seed: dict) -> str:
             f"{s['random']['gain']:+.1f}",
         ]
         for a in algos:
+            if a not in s:
+                cells.append("not run")
+                continue
             lo, hi = s[a]["ci_gain"]
             seeds = "/".join(f"{g:+.2f}" for g in per_seed[L][a])
             cells.append(f"{s[a]['gain']:+.2f} [{lo:+.2f}, {hi:+.2f}] (seeds {seeds})")
