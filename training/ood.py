@@ -284,8 +284,9 @@ def plot(summary: dict, path: Path) -> None:
     algos = list(summary[counts[0]])
     styles = {"move_right": ("k", "--"), "greedy": ("tab:gray", "-."), "random": ("tab:red", ":")}
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    palette = iter(["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:cyan", "tab:olive", "tab:pink"])
     for algo in algos:
-        color, ls = styles.get(algo, (None, "-"))
+        color, ls = styles.get(algo) or (next(palette, None), "-")
         for ax, key, ci in ((axes[0], "mean", "ci_mean"), (axes[1], "gain", "ci_gain")):
             if key == "gain" and algo == "random":
                 continue  # far below the others; its returns are in the left panel
@@ -307,7 +308,9 @@ def plot(summary: dict, path: Path) -> None:
     axes[1].set_title("Gain relative to MOVE_RIGHT (paired 95% CI)")
     axes[0].legend(loc="center left", fontsize=9)
     low = min(min(summary[L][a]["gain"] for a in algos if a != "random") for L in counts)
-    axes[1].set_ylim(min(-0.2, low - 0.1), 1.05)  # CIs of the tiny-|R_MR| counts can reach far down
+    axes[1].set_ylim(
+        max(-1.0, min(-0.2, low - 0.1)), 1.05
+    )  # lower points are clipped (see the table)  # CIs of the tiny-|R_MR| counts can reach far down
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
