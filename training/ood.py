@@ -266,6 +266,9 @@ def markdown_table(summary: dict) -> str:
     for L, res in summary.items():
         cells = []
         for a in algos:
+            if a not in res:
+                cells += ["not run", "not run"]
+                continue
             v = res[a]
             cells.append(f"{v['mean']:.3f} [{v['ci_mean'][0]:.3f}, {v['ci_mean'][1]:.3f}]")
             cells.append(f"{v['gain']:+.2f} [{v['ci_gain'][0]:+.2f}, {v['ci_gain'][1]:+.2f}]")
@@ -290,11 +293,12 @@ def plot(summary: dict, path: Path) -> None:
         for ax, key, ci in ((axes[0], "mean", "ci_mean"), (axes[1], "gain", "ci_gain")):
             if key == "gain" and algo == "random":
                 continue  # far below the others; its returns are in the left panel
-            y = [summary[L][algo][key] for L in counts]
-            lo, hi = zip(*(summary[L][algo][ci] for L in counts), strict=True)
-            label = algo if algo in styles else f"{algo.upper()} ({summary[counts[0]][algo]['seeds']} seeds)"
-            (line,) = ax.plot(counts, y, ls, marker="o", color=color, label=label, lw=2)
-            ax.fill_between(counts, lo, hi, color=line.get_color(), alpha=0.15)
+            xs = [L for L in counts if algo in summary[L]]  # an algorithm may skip some counts
+            y = [summary[L][algo][key] for L in xs]
+            lo, hi = zip(*(summary[L][algo][ci] for L in xs), strict=True)
+            label = algo if algo in styles else f"{algo.upper()} ({summary[xs[0]][algo]['seeds']} seeds)"
+            (line,) = ax.plot(xs, y, ls, marker="o", color=color, label=label, lw=2)
+            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15)
     axes[0].set_yscale("symlog", linthresh=1.0)
     axes[0].set_ylabel("mean return per agent (symlog)")
     axes[1].set_ylabel("gain over MOVE_RIGHT: (R - R_MR) / |R_MR|")
@@ -307,7 +311,7 @@ def plot(summary: dict, path: Path) -> None:
     axes[0].set_title("Crossing: return vs agent count (95% bootstrap CI)")
     axes[1].set_title("Gain relative to MOVE_RIGHT (paired 95% CI)")
     axes[0].legend(loc="center left", fontsize=9)
-    low = min(min(summary[L][a]["gain"] for a in algos if a != "random") for L in counts)
+    low = min(v["gain"] for L in counts for a, v in summary[L].items() if a != "random")
     axes[1].set_ylim(
         max(-1.0, min(-0.2, low - 0.1)), 1.05
     )  # lower points are clipped (see the table)  # CIs of the tiny-|R_MR| counts can reach far down
