@@ -56,7 +56,6 @@ from envs.world import (
     UP,
     World,
     check_world_args,
-    circular_delta,
 )
 
 __all__ = ["env", "parallel_env", "raw_env", "CollidingAgentsEnv", "STAY", "RIGHT", "LEFT", "UP", "DOWN",
@@ -100,6 +99,7 @@ class CollidingAgentsEnv(ParallelEnv):
         self.grid_size, self.radius, self.max_cycles, self.render_mode = grid_size, radius, max_cycles, render_mode
         self.world = World(1, self.high, grid_size, radius)
         self.possible_agents = [f"agent_{i}" for i in range(self.high)]
+        self._slot = {a: i for i, a in enumerate(self.possible_agents)}
         self.agents: list[str] = []
         self.labels = torch.zeros(1, self.high, len(self.scenario.label_sizes), dtype=torch.long)
         self.returns = np.zeros(self.high)
@@ -114,6 +114,7 @@ class CollidingAgentsEnv(ParallelEnv):
         k = torch.arange(self.high)
         i = k.unsqueeze(1)
         self._order = torch.where(k == 0, i, torch.where(k - 1 < i, k - 1, k))  # (L, L)
+        self._order_np, self._rows = self._order.numpy(), i.numpy()  # (L, L), (L, 1) for numpy indexing
 
     # PettingZoo requires the very same space object on every call.
     @functools.cache  # noqa: B019 -- one env, a handful of agents: the cache lives as long as the env
@@ -146,22 +147,11 @@ class CollidingAgentsEnv(ParallelEnv):
         return self._observations(), self._infos()
 
     def step(self, actions: dict):
-        missing = [a for a in self.agents if a not in actions]
-        if missing:
-            raise ValueError(f"actions must hold one action per live agent; missing {missing[:5]}")
-        act = torch.zeros(1, self.high, dtype=torch.long)
-        for agent, a in actions.items():
-            if agent not in self.agents:
-                raise ValueError(f"actions has an entry for {agent!r}, which is not a live agent")
-            if not self._act_space.contains(a):
-                raise ValueError(f"action for {agent} must be an int in [0, {NUM_ACTIONS}) "
-                                 f"({', '.join(ACTION_NAMES)}), got {a!r}")
-            act[0, self.possible_agents.index(agent)] = int(a)
-        contacts = self.world.step(act)
+        contacts = self.world.step(self._action_tensor(actions))
         reward = self.scenario.rewards(self.world, self.labels, contacts)[0].numpy()
         self.returns += reward
         truncated = int(self.world.steps[0]) >= self.max_cycles
-        rewards = {a: float(reward[i]) for i, a in enumerate(self.agents)}
+        rewards = dict(zip(self.agents, reward.tolist(), strict=False))  # reward: a slot per possible agent
         terminations = dict.fromkeys(self.agents, False)
         truncations = dict.fromkeys(self.agents, truncated)
         observations, infos = self._observations(), self._infos()
@@ -193,6 +183,23 @@ class CollidingAgentsEnv(ParallelEnv):
             self._renderer = None
 
     # -------------------------------------------------------------- helpers
+    def _action_tensor(self, actions: dict) -> torch.Tensor:
+        """(1, high) long actions from the PettingZoo dict; padded slots STAY. Raises on bad input."""
+        missing = [a for a in self.agents if a not in actions]
+        if missing:
+            raise ValueError(f"actions must hold one action per live agent; missing {missing[:5]}")
+        values, live = [STAY] * self.high, len(self.agents)
+        for agent, a in actions.items():
+            slot = self._slot.get(agent, live)  # self.agents is always possible_agents[:live]
+            if slot >= live:
+                raise ValueError(f"actions has an entry for {agent!r}, which is not a live agent")
+            # Fast path for plain ints; anything else goes through the space's own check.
+            if not (type(a) is int and 0 <= a < NUM_ACTIONS) and not self._act_space.contains(a):
+                raise ValueError(f"action for {agent} must be an int in [0, {NUM_ACTIONS}) "
+                                 f"({', '.join(ACTION_NAMES)}), got {a!r}")
+            values[slot] = int(a)
+        return torch.tensor([values])
+
     def _start_configuration(self, options: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(L, 2) positions and (L, F) labels: from ``options`` or sampled with the env's rng."""
         n_lab = len(self.scenario.label_sizes)
@@ -224,15 +231,21 @@ class CollidingAgentsEnv(ParallelEnv):
         return torch.cat(cols, -1) if cols else torch.zeros(self.high, 0)
 
     def _observations(self) -> dict:
+        """Per live agent its (high, F) float32 token set, self first. Built in numpy: at B = 1 the
+        per-call overhead of a dozen small torch ops would cost more than the arithmetic."""
         w, N = self.world, self.grid_size
-        pos, mask = w.positions[0], w.mask[0]  # (L, 2), (L,)
-        dx = (pos[None, :, 0] - pos[:, None, 0]).float() / N  # (L, L): slot j seen from agent i
-        dy = circular_delta(pos[:, None, 1], pos[None, :, 1], N).float() / N
-        x = (pos[:, 0].float() / N).expand(self.high, -1)
-        feats = torch.stack([mask.float().expand(self.high, -1), dx, dy, x, w.collided[0].float()], -1)
-        feats = torch.cat([feats, self._label_onehot().expand(self.high, -1, -1)], -1)  # (L, L, F)
-        feats = feats * mask[None, :, None]
-        tokens = torch.gather(feats, 1, self._order[..., None].expand(-1, -1, self.num_features)).numpy()
+        pos, mask = w.positions[0].numpy(), w.mask[0].numpy()  # (L, 2), (L,)
+        x, y = pos[:, 0], pos[:, 1]
+        n = np.float32(N)
+        feats = np.empty((self.high, self.high, self.num_features), np.float32)  # (L, L, F): j seen from i
+        feats[..., 0] = mask
+        feats[..., 1] = (x[None, :] - x[:, None]).astype(np.float32) / n
+        feats[..., 2] = (np.remainder(y[None, :] - y[:, None] + N // 2, N) - N // 2).astype(np.float32) / n
+        feats[..., 3] = x.astype(np.float32) / n
+        feats[..., 4] = w.collided[0].numpy()
+        feats[..., 5:] = self._label_onehot().numpy()
+        feats *= mask[None, :, None]  # padded slots are 0
+        tokens = feats[self._rows, self._order_np]  # (L, L, F), reordered so that slot 0 is i itself
         return {a: tokens[i] for i, a in enumerate(self.agents)}
 
     def _infos(self) -> dict:

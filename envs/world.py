@@ -28,8 +28,8 @@ ACTION_NAMES = ("stay", "right", "left", "up", "down")
 # (dx, dy) per action; "up" is +y, which wraps around the cylinder.
 _MOVES = torch.tensor([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1]])
 
-# Above this many agents per world the neighbour grid beats the dense (L, L) test (measured in
-# benchmarks/bench_env.py: the crossover on a 2-core CPU is between 128 and 256 agents).
+# From this many agents per world on, the neighbour grid replaces the dense (L, L) test. The
+# crossover is measured by benchmarks/bench_env.py (section 3; numbers in benchmarks/README_env.md).
 GRID_MIN_AGENTS = 192
 
 
@@ -118,6 +118,10 @@ class World:
         grid_ok = self.cells >= 3
         self.use_grid = grid_ok and (num_agents >= GRID_MIN_AGENTS if neighbour_grid is None else neighbour_grid)
         self._moves = _MOVES.to(self.device)
+        # Collision tests run on coordinates of this dtype: int16 halves int32's memory traffic
+        # on the (B, L, L) tensors and is exact while N and the clamped squares fit (see _near).
+        small = grid_size < 2**14 and 2 * (2 * radius + 1) ** 2 < 2**15
+        self._coord_dtype = torch.int16 if small else torch.long
         self.positions = torch.zeros(self.B, self.L, 2, dtype=torch.long, device=self.device)  # (B, L, [x, y])
         self.mask = torch.ones(self.B, self.L, dtype=torch.bool, device=self.device)  # (B, L) real agents
         self.collided = torch.zeros(self.B, self.L, self.L, dtype=torch.bool, device=self.device)
@@ -159,10 +163,11 @@ class World:
             raise ValueError(f"actions must have shape {(self.B, self.L)}, got {tuple(actions.shape)}")
         if actions.dtype.is_floating_point or actions.dtype == torch.bool:
             raise TypeError(f"actions must be integers in [0, {NUM_ACTIONS}), got dtype {actions.dtype}")
-        if actions.numel() and (actions.min() < 0 or actions.max() >= NUM_ACTIONS):
+        lo, hi = (int(v) for v in torch.aminmax(actions)) if actions.numel() else (0, 0)  # one pass
+        if lo < 0 or hi >= NUM_ACTIONS:
             raise ValueError(f"actions must lie in [0, {NUM_ACTIONS}) (stay, right, left, up, down), "
-                             f"got range [{int(actions.min())}, {int(actions.max())}]")
-        delta = self._moves[actions.long()] * self.mask.unsqueeze(-1)  # (B, L, 2); padded slots stay
+                             f"got range [{lo}, {hi}]")
+        delta = self._moves[torch.where(self.mask, actions.long(), STAY)]  # (B, L, 2); padded slots stay
         new = self.positions + delta
         new[..., 0].clamp_(0, self.N - 1)
         new[..., 1].remainder_(self.N)
@@ -185,12 +190,35 @@ class World:
         dy = circular_delta(pos_i[..., 1], pos_j[..., 1], self.N).to(torch.int32)
         return dx * dx + dy * dy <= (2 * self.R) ** 2
 
+    def _near(self, x_i: torch.Tensor, y_i: torch.Tensor, x_j: torch.Tensor, y_j: torch.Tensor
+              ) -> torch.Tensor:
+        """:meth:`touching` for cells inside the grid ([0, N)) given as broadcastable x and y
+        tensors, with fewer and cheaper passes.
+
+        Absolute gaps are clamped to 2R + 1 (any larger gap misses either way), so the sum of
+        squares fits the small ``_coord_dtype``; no integer division (``remainder``) is needed
+        because |y_j - y_i| < N, so the way round the cylinder is ``min(dy, N - dy)``.
+        """
+        far = 2 * self.R + 1
+        dx = (x_j - x_i).abs_().clamp_(max=far)
+        dy = (y_j - y_i).abs_()
+        dy = torch.minimum(dy, self.N - dy).clamp_(max=far)
+        return dx.mul_(dx).add_(dy.mul_(dy)) <= (2 * self.R) ** 2
+
+    def _coords(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x_i, x_j, y), each (B, L) in ``_coord_dtype``: x as seen by the toucher (i) and by the
+        touched (j). A padded agent sits 2R + 1 beyond the left wall as i and beyond the right
+        wall as j, out of everyone's reach (itself included): no (B, L, L) mask pass is needed.
+        """
+        x, y = self.positions.to(self._coord_dtype).unbind(-1)
+        far, pad = 2 * self.R + 1, ~self.mask
+        return x.masked_fill(pad, -far), x.masked_fill(pad, self.N - 1 + far), y.contiguous()
+
     def _detect_dense(self) -> Contacts:
-        p = self.positions
-        hit = self.touching(p.unsqueeze(2), p.unsqueeze(1))  # (B, L, L)
-        hit &= self.mask.unsqueeze(2) & self.mask.unsqueeze(1)
+        x_i, x_j, y = self._coords()  # (B, L) each
+        hit = self._near(x_i.unsqueeze(2), y.unsqueeze(2), x_j.unsqueeze(1), y.unsqueeze(1))  # (B, L, L)
         hit.diagonal(dim1=1, dim2=2).fill_(False)
-        new = hit & ~self.collided
+        new = hit > self.collided  # on bools: hit and not collided before, in one pass
         self.collided |= new
         partner = torch.arange(self.L, device=self.device).expand(self.B, self.L, self.L)
         return Contacts(partner=partner, new=new)
@@ -207,8 +235,8 @@ class World:
         start = torch.cumsum(counts, 0) - counts
         rank = torch.arange(B * L, device=self.device) - start[sorted_key]
         real = torch.arange(B * n_buckets, device=self.device) % n_buckets != C * C
-        K = int(counts[real].max()) if real.any() else 1
-        table = torch.full((B * n_buckets, max(K, 1)), -1, dtype=torch.long, device=self.device)
+        K = max(int(counts[real].max()) if real.any() else 1, 1)
+        table = torch.full((B * n_buckets, K), -1, dtype=torch.long, device=self.device)
         keep = sorted_key % n_buckets != C * C  # padded agents are never anyone's partner
         table[sorted_key[keep], rank[keep]] = order[keep] % L  # agent index within its world
 
@@ -222,12 +250,15 @@ class World:
         partner = table[nb].reshape(B, L, -1)  # (B, L, K'=9K), -1 = empty slot
         valid = partner >= 0
         safe = partner.clamp(min=0)
-        pos_j = torch.gather(self.positions, 1, safe.reshape(B, -1, 1).expand(-1, -1, 2)).reshape(B, L, -1, 2)
-        hit = self.touching(self.positions.unsqueeze(2), pos_j) & valid & self.mask.unsqueeze(-1)
-        hit &= safe != torch.arange(L, device=self.device).view(1, L, 1)
-        seen = torch.gather(self.collided, 2, safe)
-        new = hit & ~seen
+        x_i, x_j, y = self._coords()  # (B, L) each
+        flat = safe.reshape(B, -1)  # (B, L*K')
+        x_j, y_j = (torch.gather(v, 1, flat).view_as(safe) for v in (x_j, y))  # (B, L, K')
+        hit = self._near(x_i.unsqueeze(2), y.unsqueeze(2), x_j, y_j) & valid
+        # An agent meets itself once: in its own cell (neighbour 4 of 9), at its rank there.
+        own_rank = torch.empty_like(rank).scatter_(0, order, rank).view(B, L)
+        hit.scatter_(2, (4 * K + torch.where(self.mask, own_rank, 0)).unsqueeze(-1), False)
+        new = hit > torch.gather(self.collided, 2, safe)  # on bools: hit and not collided before
         # Each partner sits in exactly one cell, so a pair appears once per row: no double counting.
-        contacts = Contacts(partner=safe, new=new)
-        self.collided |= contacts.dense(L)
-        return contacts
+        b, i, k = new.nonzero(as_tuple=True)
+        self.collided[b, i, safe[b, i, k]] = True  # no (B, L, L) temporary: only the new pairs
+        return Contacts(partner=safe, new=new)
