@@ -11,7 +11,7 @@ learn that interaction from the agents' embeddings.
 | id | ``hyperagents/colliding_agents-v0`` (``"parallel"`` and ``"aec"`` registries) |
 | import | ``from envs.colliding_agents_v0 import parallel_env, env`` |
 | actions | ``Discrete(5)``: STAY, RIGHT (= MOVE_RIGHT), LEFT, UP, DOWN |
-| agents | ``num_agents`` (int) or a (low, high) range sampled at each reset; ``possible_agents`` has ``high`` |
+| agents | ``num_agents``: an int or a (low, high) range sampled per reset; ``possible_agents``: high |
 | observations | ``Box(-1, 1, (high, F), float32)``: agent i's view of every agent slot, self first |
 | state | ``Box(0, N, (high, 3 + labels), float32)``: absolute tokens ``[present, x, y, one-hot labels]`` |
 | rewards | scenario's (``pairwise``: -1 per distinct agent touched) |
@@ -58,16 +58,29 @@ from envs.world import (
     check_world_args,
 )
 
-__all__ = ["env", "parallel_env", "raw_env", "CollidingAgentsEnv", "STAY", "RIGHT", "LEFT", "UP", "DOWN",
-           "MOVE_RIGHT", "ACTION_NAMES"]
+__all__ = [
+    "env",
+    "parallel_env",
+    "raw_env",
+    "CollidingAgentsEnv",
+    "STAY",
+    "RIGHT",
+    "LEFT",
+    "UP",
+    "DOWN",
+    "MOVE_RIGHT",
+    "ACTION_NAMES",
+]
 
 
 def parse_agent_range(num_agents) -> tuple[int, int]:
     """``num_agents`` as an int or a (low, high) pair -> (low, high), with clear errors."""
     if isinstance(num_agents, (int, np.integer)) and not isinstance(num_agents, bool):
         low = high = int(num_agents)
-    elif isinstance(num_agents, (tuple, list)) and len(num_agents) == 2 and all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in num_agents
+    elif (
+        isinstance(num_agents, (tuple, list))
+        and len(num_agents) == 2
+        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in num_agents)
     ):
         low, high = int(num_agents[0]), int(num_agents[1])
     else:
@@ -80,12 +93,22 @@ def parse_agent_range(num_agents) -> tuple[int, int]:
 class CollidingAgentsEnv(ParallelEnv):
     """Parallel PettingZoo env over :class:`envs.world.World` at B = 1. See the module docstring."""
 
-    metadata = {"name": "colliding_agents_v0", "render_modes": ["human", "rgb_array"], "render_fps": 30,
-                "is_parallelizable": True}
+    metadata = {
+        "name": "colliding_agents_v0",
+        "render_modes": ["human", "rgb_array"],
+        "render_fps": 30,
+        "is_parallelizable": True,
+    }
 
-    def __init__(self, num_agents=20, grid_size: int = 360, radius: int = 5,
-                 scenario: str | Scenario = "pairwise", max_cycles: int | None = None,
-                 render_mode: str | None = None):
+    def __init__(
+        self,
+        num_agents=20,
+        grid_size: int = 360,
+        radius: int = 5,
+        scenario: str | Scenario = "pairwise",
+        max_cycles: int | None = None,
+        render_mode: str | None = None,
+    ):
         self.low, self.high = parse_agent_range(num_agents)
         check_world_args(self.high, grid_size, radius)
         if max_cycles is None:
@@ -93,10 +116,16 @@ class CollidingAgentsEnv(ParallelEnv):
         if isinstance(max_cycles, bool) or not isinstance(max_cycles, int) or max_cycles < 1:
             raise ValueError(f"max_cycles must be an int >= 1 (or None for grid_size), got {max_cycles!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, "
-                             f"got {render_mode!r}")
+            raise ValueError(
+                f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}"
+            )
         self.scenario = make_scenario(scenario)
-        self.grid_size, self.radius, self.max_cycles, self.render_mode = grid_size, radius, max_cycles, render_mode
+        self.grid_size, self.radius, self.max_cycles, self.render_mode = (
+            grid_size,
+            radius,
+            max_cycles,
+            render_mode,
+        )
         self.world = World(1, self.high, grid_size, radius)
         self.possible_agents = [f"agent_{i}" for i in range(self.high)]
         self._slot = {a: i for i, a in enumerate(self.possible_agents)}
@@ -173,8 +202,9 @@ class CollidingAgentsEnv(ParallelEnv):
         if self._renderer is None:
             from envs.render import Renderer  # pygame is imported only when rendering is used
 
-            self._renderer = Renderer(self.grid_size, self.radius, mode=self.render_mode,
-                                      fps=self.metadata["render_fps"])
+            self._renderer = Renderer(
+                self.grid_size, self.radius, mode=self.render_mode, fps=self.metadata["render_fps"]
+            )
         return self._renderer.draw(self.world, self.labels, scenario=self.scenario, returns=self.returns)
 
     def close(self):
@@ -195,8 +225,10 @@ class CollidingAgentsEnv(ParallelEnv):
                 raise ValueError(f"actions has an entry for {agent!r}, which is not a live agent")
             # Fast path for plain ints; anything else goes through the space's own check.
             if not (type(a) is int and 0 <= a < NUM_ACTIONS) and not self._act_space.contains(a):
-                raise ValueError(f"action for {agent} must be an int in [0, {NUM_ACTIONS}) "
-                                 f"({', '.join(ACTION_NAMES)}), got {a!r}")
+                raise ValueError(
+                    f"action for {agent} must be an int in [0, {NUM_ACTIONS}) "
+                    f"({', '.join(ACTION_NAMES)}), got {a!r}"
+                )
             values[slot] = int(a)
         return torch.tensor([values])
 
@@ -206,8 +238,10 @@ class CollidingAgentsEnv(ParallelEnv):
         if "positions" in options:
             pos = torch.as_tensor(np.asarray(options["positions"]))
             if pos.ndim != 2 or pos.shape[1] != 2 or not 1 <= pos.shape[0] <= self.high:
-                raise ValueError(f"options['positions'] must have shape (L, 2) with 1 <= L <= {self.high}, "
-                                 f"got {tuple(pos.shape)}")
+                raise ValueError(
+                    f"options['positions'] must have shape (L, 2) with 1 <= L <= {self.high}, "
+                    f"got {tuple(pos.shape)}"
+                )
             if pos.dtype.is_floating_point or pos.min() < 0 or pos.max() >= self.grid_size:
                 raise ValueError(f"options['positions'] must be integers in [0, {self.grid_size})")
             L = pos.shape[0]
@@ -218,7 +252,9 @@ class CollidingAgentsEnv(ParallelEnv):
             lab = torch.as_tensor(np.asarray(options["labels"])).long().reshape(L, n_lab)
             sizes = torch.tensor(self.scenario.label_sizes)
             if n_lab and ((lab < 0) | (lab >= sizes)).any():
-                raise ValueError(f"options['labels'] column f must lie in [0, {self.scenario.label_sizes}[f])")
+                raise ValueError(
+                    f"options['labels'] column f must lie in [0, {self.scenario.label_sizes}[f])"
+                )
         else:
             cols = [self._np_random.integers(0, k, size=(L, 1)) for k in self.scenario.label_sizes]
             lab = torch.as_tensor(np.concatenate(cols, 1) if cols else np.zeros((L, 0), np.int64))
@@ -226,8 +262,10 @@ class CollidingAgentsEnv(ParallelEnv):
 
     def _label_onehot(self) -> torch.Tensor:
         """(high, sum(label_sizes)) float one-hot of every label column."""
-        cols = [torch.nn.functional.one_hot(self.labels[0, :, f], k).float()
-                for f, k in enumerate(self.scenario.label_sizes)]
+        cols = [
+            torch.nn.functional.one_hot(self.labels[0, :, f], k).float()
+            for f, k in enumerate(self.scenario.label_sizes)
+        ]
         return torch.cat(cols, -1) if cols else torch.zeros(self.high, 0)
 
     def _observations(self) -> dict:

@@ -28,9 +28,9 @@ ACTION_NAMES = ("stay", "right", "left", "up", "down")
 # (dx, dy) per action; "up" is +y, which wraps around the cylinder.
 _MOVES = torch.tensor([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1]])
 
-# From this many agents per world on, the neighbour grid replaces the dense (L, L) test. The
-# crossover is measured by benchmarks/bench_env.py (section 3; numbers in benchmarks/README_env.md).
-GRID_MIN_AGENTS = 192
+# From this many agents per world on, the neighbour grid replaces the dense (L, L) test: measured
+# crossover at B = 1 on a 2-core CPU between 512 and 1024 agents (benchmarks/README.md, section 3).
+GRID_MIN_AGENTS = 1024
 
 
 def check_world_args(num_agents: int, grid_size: int, radius: int) -> None:
@@ -116,13 +116,17 @@ class World:
         self.cells = grid_size // self.cell
         # With fewer than 3 cells per axis the 3x3 neighbourhood would visit a cell twice.
         grid_ok = self.cells >= 3
-        self.use_grid = grid_ok and (num_agents >= GRID_MIN_AGENTS if neighbour_grid is None else neighbour_grid)
+        self.use_grid = grid_ok and (
+            num_agents >= GRID_MIN_AGENTS if neighbour_grid is None else neighbour_grid
+        )
         self._moves = _MOVES.to(self.device)
         # Collision tests run on coordinates of this dtype: int16 halves int32's memory traffic
         # on the (B, L, L) tensors and is exact while N and the clamped squares fit (see _near).
         small = grid_size < 2**14 and 2 * (2 * radius + 1) ** 2 < 2**15
         self._coord_dtype = torch.int16 if small else torch.long
-        self.positions = torch.zeros(self.B, self.L, 2, dtype=torch.long, device=self.device)  # (B, L, [x, y])
+        self.positions = torch.zeros(
+            self.B, self.L, 2, dtype=torch.long, device=self.device
+        )  # (B, L, [x, y])
         self.mask = torch.ones(self.B, self.L, dtype=torch.bool, device=self.device)  # (B, L) real agents
         self.collided = torch.zeros(self.B, self.L, self.L, dtype=torch.bool, device=self.device)
         self.steps = torch.zeros(self.B, dtype=torch.long, device=self.device)
@@ -144,8 +148,10 @@ class World:
         if positions.shape != target.shape:
             raise ValueError(f"positions must have shape {tuple(target.shape)}, got {tuple(positions.shape)}")
         if positions.numel() and (positions.min() < 0 or positions.max() >= self.N):
-            raise ValueError(f"positions must lie in [0, grid_size={self.N}), got range "
-                             f"[{int(positions.min())}, {int(positions.max())}]")
+            raise ValueError(
+                f"positions must lie in [0, grid_size={self.N}), got range "
+                f"[{int(positions.min())}, {int(positions.max())}]"
+            )
         if mask is None:
             mask = torch.ones(target.shape[:2], dtype=torch.bool, device=self.device)
         mask = torch.as_tensor(mask, dtype=torch.bool, device=self.device)
@@ -165,8 +171,10 @@ class World:
             raise TypeError(f"actions must be integers in [0, {NUM_ACTIONS}), got dtype {actions.dtype}")
         lo, hi = (int(v) for v in torch.aminmax(actions)) if actions.numel() else (0, 0)  # one pass
         if lo < 0 or hi >= NUM_ACTIONS:
-            raise ValueError(f"actions must lie in [0, {NUM_ACTIONS}) (stay, right, left, up, down), "
-                             f"got range [{lo}, {hi}]")
+            raise ValueError(
+                f"actions must lie in [0, {NUM_ACTIONS}) (stay, right, left, up, down), "
+                f"got range [{lo}, {hi}]"
+            )
         delta = self._moves[torch.where(self.mask, actions.long(), STAY)]  # (B, L, 2); padded slots stay
         new = self.positions + delta
         new[..., 0].clamp_(0, self.N - 1)
@@ -190,8 +198,9 @@ class World:
         dy = circular_delta(pos_i[..., 1], pos_j[..., 1], self.N).to(torch.int32)
         return dx * dx + dy * dy <= (2 * self.R) ** 2
 
-    def _near(self, x_i: torch.Tensor, y_i: torch.Tensor, x_j: torch.Tensor, y_j: torch.Tensor
-              ) -> torch.Tensor:
+    def _near(
+        self, x_i: torch.Tensor, y_i: torch.Tensor, x_j: torch.Tensor, y_j: torch.Tensor
+    ) -> torch.Tensor:
         """:meth:`touching` for cells inside the grid ([0, N)) given as broadcastable x and y
         tensors, with fewer and cheaper passes.
 

@@ -19,8 +19,9 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> None:
     """Parse ``argv`` (default: sys.argv) into a command's config and run it."""
-    cfg = tyro.extras.subcommand_cli_from_dict({name: cls for name, (cls, _) in COMMANDS.items()},
-                                               args=argv, description=__doc__)
+    cfg = tyro.extras.subcommand_cli_from_dict(
+        {name: cls for name, (cls, _) in COMMANDS.items()}, args=argv, description=__doc__
+    )
     for cls, run in COMMANDS.values():
         if isinstance(cfg, cls):
             run(cfg)

@@ -58,8 +58,8 @@ def test_neighbour_grid_equals_dense(seed, n_cells, radius, num_agents, worlds):
 
 def test_grid_is_chosen_for_many_agents_and_matches_closed_form():
     gen = torch.Generator().manual_seed(1)
-    pos = torch.randint(0, 120, (1, 1000, 2), generator=gen)
-    assert World(1, 1000, grid_size=120, radius=2).use_grid
+    pos = torch.randint(0, 120, (1, 1024, 2), generator=gen)
+    assert World(1, 1024, grid_size=120, radius=2).use_grid
     got = rollout_returns("pairwise", pos, grid_size=120, radius=2)
     y = pos[0, :, 1]
     d = (y[:, None] - y[None, :]).abs()
