@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 import math
 import os
 import re
@@ -36,6 +35,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from policies.lm import LM, LMConfig
+from training.checkpoint import save_atomic, write_json
 
 # Sizes of the two presets; a field given on the command line overrides its preset value.
 PRESETS = {
@@ -218,20 +218,6 @@ def make_optimizer(model: LM, cfg: LMTrainConfig) -> torch.optim.AdamW:
         dict(params=[p for p in params if p.dim() < 2], weight_decay=0.0),
     ]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
-
-
-def save_atomic(obj: object, path: Path) -> None:
-    """torch.save to a temp file beside `path`, then os.replace: a killed run keeps its last checkpoint."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def write_json(obj: dict, path: Path) -> None:
-    """JSON through a temp file and os.replace, like the checkpoint: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
 
 
 def model_config(cfg: LMTrainConfig) -> LMConfig:
