@@ -12,9 +12,11 @@ what the predictor embeds:
 
 Targets come from the closed form where the scenario has one, cross-checked against the
 simulation (``envs.scenarios.rollout_returns``) on a subsample every time a set is drawn;
-scenarios without a closed form are simulated. ``self_term=True`` adds the paper's -1 for
-j = i (its Eq. 9), which is what linear self-attention realises exactly (the sum over j in SA
-includes the token itself).
+scenarios without a closed form are simulated. ``self_term=True`` adds the scenario's
+``self_value`` for j = i: the paper's -1 (its Eq. 9) for ``pairwise``, which is what linear
+self-attention realises exactly (the sum over j in SA includes the token itself); 0 for
+``predator_prey`` and -(1 + bonus) for ``alliances``, the values that keep their targets exactly
+representable when two agents share a token (see ``Scenario.self_value``).
 
 Positions are i.i.d. uniform by default (repeats allowed, as Training Data Versatility needs);
 ``unique=True`` draws y without repeats inside a sequence: the paper's Remark D.3 negative control.
@@ -116,7 +118,7 @@ def make_dataset(
         if not torch.equal(sim, targets[:k]):
             raise ValueError(f"closed form of {sc.name!r} disagrees with the simulation")  # a bug, loudly
     if self_term:
-        targets = targets - 1.0
+        targets = targets + sc.self_value
     tokens, domain = _tokens(sc.name, positions, labels, grid_size, sc.label_sizes)
     return Dataset(tokens=tokens, targets=targets.double(), mask=mask, domain=domain, positions=positions)
 

@@ -25,6 +25,13 @@ class Scenario:
     name = "base"
     label_names: tuple[str, ...] = ()
     label_sizes: tuple[int, ...] = ()
+    self_value = -1.0
+    """The constant a predictor's own j = i terms realise (``envs.datasets`` adds it to targets).
+
+    Attention sums over every j, the token itself included, and two agents may share a token
+    (i.i.d. positions repeat). An exact table then needs its diagonal G[mu, mu] to serve both,
+    so the self term must equal what an identical other agent contributes: -1 when agents on
+    the same spot collide and nothing else (``pairwise``)."""
 
     def sample_labels(self, gen: torch.Generator, num_worlds: int, num_agents: int) -> torch.Tensor:
         """Uniform i.i.d. labels, (B, L, F) long on the CPU."""
@@ -96,6 +103,7 @@ class PredatorPrey(Scenario):
     name = "predator_prey"
     label_names = ("species", "policy")
     label_sizes = (2, 2)
+    self_value = 0.0  # an identical agent has the same species: their contact is worth 0
 
     def scripted_actions(self, labels: torch.Tensor) -> torch.Tensor:
         up = labels[..., 1] == POLICY_UP
@@ -132,6 +140,11 @@ class Alliances(Scenario):
             raise ValueError(f"num_alliances must be >= 1, got {num_alliances}")
         self.label_sizes = (num_alliances,)
         self.bonus = bonus
+        # Order-3 terms also run over j = k and j or k = i: with g3 = bonus/2 on allied mutually
+        # near triples, those repeats add (3 bonus / 2) per allied near partner plus bonus / 2,
+        # which a pairwise term -(1 + 3 bonus / 2) on near pairs cancels only if the self term is
+        # -(1 + bonus). Then SA + order-3 HA is exact (experiment 5); pairwise models cannot be.
+        self.self_value = -(1.0 + bonus)
 
     @staticmethod
     def triangles(touched: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,8 @@ Shape legend (code, comments and docs use these letters):
 | n | HA order (3 = one query, two keys) |
 | d_h | head width (for HA also the CP rank; never called R, which is the agent radius) |
 | o | output width (`out_dim`) |
+| M | size of a finite token domain (N for positions alone; 2 x 2 x N x N for predator-prey tokens) |
+| r | rank of a low-rank linear C = W_Q W_K^T (`rank`); HA's counterpart is d_h |
 
 Every attention module is called the same way:
 `forward(x (B, L, d), mask (B, L) bool | None = None, return_scores=False)` -> (B, L, o),
@@ -41,7 +43,7 @@ from policies.embeddings import (
 )
 from policies.ha import HyperAttention
 from policies.hfa import HyperFeatureAttention
-from policies.predictor import ATTENTION, Predictor, make_attention
+from policies.predictor import ATTENTION, AttentionSum, Predictor, make_attention
 from policies.sa import SelfAttention
 
 __all__ = [
@@ -52,6 +54,7 @@ __all__ = [
     "HyperFeatureAttention",
     "LearnedEmbedding",
     "OneHotEmbedding",
+    "AttentionSum",
     "Predictor",
     "SelfAttention",
     "SinusoidalEmbedding",

@@ -107,7 +107,7 @@ class AttentionExtractor(BaseFeaturesExtractor):
     def __init__(
         self,
         observation_space: gym.spaces.Box,
-        num_features: int = 8,
+        num_features: int = 10,
         family: str = "sa",
         width: int = 32,
         blocks: int = 2,
@@ -162,7 +162,7 @@ class NearestMLPExtractor(BaseFeaturesExtractor):
     def __init__(
         self,
         observation_space: gym.spaces.Box,
-        num_features: int = 8,
+        num_features: int = 10,
         k: int = 6,
         width: int = 64,
         present_feature: int = 0,

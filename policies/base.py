@@ -52,6 +52,17 @@ def check_int(name: str, value: object, minimum: int) -> int:
     return value
 
 
+def check_rank(rank: object, kind: str) -> int | None:
+    """`rank` of a low-rank linear model: None (full) or an int >= 1, and only with kind='linear'."""
+    if rank is None:
+        return None
+    if kind != "linear":
+        raise ValueError(
+            f"rank needs kind='linear' (softmax attention sets its width by heads), got kind={kind!r}"
+        )
+    return check_int("rank", rank, 1)
+
+
 def check_divisible(dim: int, by: int, what: str) -> int:
     """Return dim // by, raising ValueError when `by` does not divide `dim`."""
     if dim % by:

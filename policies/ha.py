@@ -35,6 +35,7 @@ from policies.base import (
     check_divisible,
     check_input,
     check_int,
+    check_rank,
     key_mask,
     pair_mask,
     zero_padding,
@@ -296,6 +297,8 @@ class HyperAttention(nn.Module):
         causal: only tuples whose keys all come at or before the query.
         out_dim: output width (default dim).
         share_kv: one key and one value projection used for all n-1 key slots (K_1 = K_2 = ...).
+        rank: linear only: the CP rank per head, d_h (default dim / heads). Theorem F.2's exact
+            order-3 tensors can need a rank well above d, so a finite-domain fit may ask for more.
         approx_features: softmax only; replace the exact O(L^n) softmax by a feature-map estimate,
             linear in L: an int r uses r positive random features (unbiased, see `_log_features`,
             but high variance unless scores are small: measured in benchmarks/), "taylor" the
@@ -316,18 +319,21 @@ class HyperAttention(nn.Module):
         out_dim: int | None = None,
         share_kv: bool = False,
         approx_features: int | None = None,
+        rank: int | None = None,
     ):
         super().__init__()
         check_choice("kind", kind, KINDS)
         self.dim, self.heads = check_int("dim", dim, 1), check_int("heads", heads, 1)
         self.order = check_int("order", order, 2)
         self.out_dim = dim if out_dim is None else check_int("out_dim", out_dim, 1)
-        self.head_dim = d_h = check_divisible(dim, heads, "heads")
+        self.rank = check_rank(rank, kind)
+        self.head_dim = d_h = check_divisible(dim, heads, "heads") if rank is None else rank
         self.kind, self.causal, self.share_kv = kind, bool(causal), bool(share_kv)
         slots = 1 if share_kv else order - 1
-        self.q = nn.Linear(dim, dim, bias=False)  # W_Q for every head
-        self.k = nn.Linear(dim, slots * dim, bias=False)  # W_K,1 .. W_K,n-1 side by side
-        self.v = nn.Linear(dim, slots * dim, bias=False)  # W_V,1 .. W_V,n-1
+        width = heads * d_h
+        self.q = nn.Linear(dim, width, bias=False)  # W_Q for every head
+        self.k = nn.Linear(dim, slots * width, bias=False)  # W_K,1 .. W_K,n-1 side by side
+        self.v = nn.Linear(dim, slots * width, bias=False)  # W_V,1 .. W_V,n-1
         # W_Vn: the value factor that is a parameter, not a function of X (Def. F.1).
         self.W_Vn = nn.Parameter(
             torch.randn(heads, self.out_dim if kind == "linear" else d_h, d_h) / math.sqrt(d_h)
@@ -361,6 +367,27 @@ class HyperAttention(nn.Module):
         y, scores, logits = self._softmax(q, ks, vs, mask, given, return_scores)  # y (B, H, L, d_h)
         out = self.proj(y.transpose(1, 2).reshape(B, L, d)) * mask[..., None]  # concat heads, W_O
         return (out, AttentionScores("softmax", scores, logits=logits)) if return_scores else out
+
+    def tables(self, P: Tensor | None = None) -> list[Tensor]:
+        """Linear only: [G], G[mu, nu_1..nu_m, t] = sum_h A_h[mu, nu..] V_h[nu.., t] over a finite domain.
+
+        P (M, d): every domain element's embedding (None: one-hot, the identity). G has M^n * o
+        entries, so this is for small domains; then y_i = sum_{j_1..j_m} G[t_i, t_j1, .., t_jm].
+        """
+        if self.kind != "linear":
+            raise TypeError("tables needs kind='linear'")
+        H, d_h, m = self.heads, self.head_dim, self.order - 1
+        P = torch.eye(self.dim, dtype=self.W_Vn.dtype, device=self.W_Vn.device) if P is None else P
+        M = P.shape[0]
+        q = self.q(P).view(M, H, d_h)
+        ks, vs = (list(p(P).view(M, -1, H, d_h).unbind(1)) for p in (self.k, self.v))
+        if self.share_kv:
+            ks, vs = ks * m, vs * m
+        keys, _ = _einsum_terms(m)
+        terms = ",".join(f"{c}hs" for c in keys)
+        scores = torch.einsum(f"ihs,{terms}->hi{keys}", q, *ks)  # (H, M, M, .., M)
+        values = torch.einsum(f"{terms},hts->h{keys}t", *vs, self.W_Vn)  # (H, M, .., M, o)
+        return [(scores[..., None] * values[:, None]).sum(0)]  # (M, M, .., M, o)
 
     def _softmax(self, q, ks, vs, mask: Tensor, given: bool, return_scores: bool):
         """Per-head outputs (B, H, L, d_h), plus weights and logits (B, H, L, ..., L) if asked."""

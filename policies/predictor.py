@@ -3,9 +3,10 @@
     tokens (B, L) [or (B, L, F)] --embedding--> (B, L, d) --attention--> (B, L, o) [--ReLU MLP-->] (B, L)
 
 Any attention module with the common call works (SA, HFA, HA); any L, padding-aware.
-For a linear single-head SA over a finite domain, `pair_table` reads off the learned
-interaction table G[mu, nu] = x(mu)^T C x(nu) . x(nu)^T W_V (the product C_mu,nu W_nu,0 the paper
-compares with the devised one), and `forward_table` uses it as a fast training path.
+For linear attention over a finite domain, `tables` reads off the learned interaction tables:
+G[mu, nu] = x(mu)^T C x(nu) . x(nu)^T W_V for SA (the product C_mu,nu W_nu,0 the paper compares
+with the devised one; `pair_table`), the Hadamard-product analogue for HFA, and the order-3
+G[mu, nu, lambda] for HA. `forward_table` gathers them: the fast training path.
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ ATTENTION = {"sa": SelfAttention, "hfa": HyperFeatureAttention, "ha": HyperAtten
 
 
 def make_attention(name: str, *, dim: int, factors: int = 2, order: int = 3, **kwargs) -> nn.Module:
-    """Attention module by name ("sa" | "hfa" | "ha"); `factors` goes to HFA only, `order` to HA only.
+    """Attention module by name ("sa" | "hfa" | "ha" | "sa+ha"); `factors` goes to HFA, `order` to HA.
 
-    Other keyword arguments (heads, kind, causal, out_dim, share_kv, ...) go to the constructor.
+    "sa+ha" is AttentionSum(SA, HA): a pairwise and an order-n term. Other keyword arguments
+    (heads, kind, causal, out_dim, rank, share_kv, ...) go to every constructor.
     """
-    check_choice("name", name, tuple(ATTENTION))
+    check_choice("name", name, (*ATTENTION, "sa+ha"))
+    if name == "sa+ha":
+        return AttentionSum(*(make_attention(n, dim=dim, order=order, **kwargs) for n in ("sa", "ha")))
     extra = {"hfa": {"factors": factors}, "ha": {"order": order}}.get(name, {})
     return ATTENTION[name](dim=dim, **extra, **kwargs)
 
@@ -91,36 +95,90 @@ class Predictor(nn.Module):
         return y[..., 0] * mask  # (B, L)
 
     def has_table_path(self) -> bool:
-        """True when `pair_table` / `forward_table` apply (a linear SelfAttention)."""
-        return isinstance(self.attention, SelfAttention) and self.attention.kind == "linear"
+        """True when `tables` / `forward_table` apply: linear attention (SA, HFA, HA or a sum of them)."""
+        return getattr(self.attention, "kind", None) == "linear" and hasattr(self.attention, "tables")
+
+    def tables(self) -> list[Tensor]:
+        """The learned interaction tables over the token domain, one per attention term.
+
+        Order 2 (SA, HFA): G[mu, nu] with y_i = sum_j G[t_i, t_j]; order n (HA): G[mu, nu_1..nu_m]
+        with y_i = sum over key tuples. A trailing out_dim axis o is kept (squeezed when o = 1).
+        """
+        if not self.has_table_path():
+            raise TypeError("tables need linear attention (SA, HFA, HA or AttentionSum of them)")
+        # P = I for one-hot: skip two M^3 matmuls per training step.
+        P = None if isinstance(self.embedding, OneHotEmbedding) else self.embedding.table()
+        return [G[..., 0] if G.shape[-1] == 1 else G for G in self.attention.tables(P)]
 
     def pair_table(self) -> Tensor:
-        """G[mu, nu] = sum_h x(mu)^T C_h x(nu) * x(nu)^T W_V,h: (N, N), or (N, N, o) if out_dim o > 1.
+        """G[mu, nu] = sum_h x(mu)^T C_h x(nu) * x(nu)^T W_V,h: (M, M), or (M, M, o) if out_dim o > 1.
 
-        Needs a linear SelfAttention; y_i = sum_j G[t_i, t_j] (before the MLP head, if any).
+        The sum of the order-2 tables: the product C_mu,nu W_nu the paper compares with the devised one.
         """
-        att = self.attention
-        if not self.has_table_path():
-            raise TypeError("pair_table needs attention=SelfAttention(kind='linear')")
-        if isinstance(self.embedding, OneHotEmbedding):  # P = I: skip two N^3 matmuls per training step
-            scores, values = att.C, att.W_V  # (H, N, N), (H, N, o)
-        else:
-            P = self.embedding.table()  # (N, d)
-            scores = P @ att.C @ P.T  # (N, d) x (H, d, d) x (d, N) -> (H, N, N)
-            values = P @ att.W_V  # (H, N, o)
-        G = (scores[..., None] * values[:, None]).sum(0)  # (N, N, o)
-        return G[..., 0] if G.shape[-1] == 1 else G
+        pairs = [G for G in self.tables() if G.dim() - (self.attention.out_dim > 1) == 2]
+        if not pairs:
+            raise TypeError("pair_table needs a pairwise (SA or HFA) term")
+        return sum(pairs)
 
     def forward_table(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Same as forward for a linear SA, by gathering G: O(N^2 d) once + O(B L^2), not O(B L^2 d)."""
+        """Same as forward for linear attention, by gathering the tables: O(M^n d) once + O(B L^n)."""
         tokens, mask = self._prepare(tokens, mask)
-        G = self.pair_table()
-        G = G[..., None] if G.dim() == 2 else G  # (N, N, o)
         idx = self.embedding.index(tokens)  # (B, L)
-        N, B, L = G.shape[0], *idx.shape
-        # G[t_i, t_j] through one flat index_select: about 2x faster (forward + backward) than
-        # broadcast advanced indexing, which matters because this gather is the training step.
-        flat = (idx[:, :, None] * N + idx[:, None, :]).reshape(-1)  # (B*L*L,)
-        g = G.reshape(N * N, -1).index_select(0, flat).view(B, L, L, -1)  # (B, L, L, o): G[t_i, t_j]
-        ok = pair_mask(mask, self.attention.causal)[..., None]
-        return self._head((g * ok).sum(2), mask)
+        ok = pair_mask(mask, self.attention.causal)  # (B, L, L)
+        out = 0.0
+        for G in self.attention.tables(
+            None if isinstance(self.embedding, OneHotEmbedding) else self.embedding.table()
+        ):
+            out = out + gather_table(G, idx, ok)
+        return self._head(out, mask)
+
+
+def gather_table(G: Tensor, idx: Tensor, ok: Tensor) -> Tensor:
+    """sum over key tuples of G[t_i, t_j1, .., t_jm] where every (i, j_k) is allowed: (B, L, o).
+
+    G (M, .., M, o) of order n = m + 1; idx (B, L) domain indices; ok (B, L, L) allowed pairs.
+    One flat index_select: about 2x faster (forward + backward) than broadcast advanced indexing,
+    which matters because this gather is the training step.
+    """
+    M, m, (B, L) = G.shape[0], G.dim() - 2, idx.shape
+    flat, allowed = (
+        idx.view(B, L, *([1] * m)),
+        torch.ones((B, L) + (1,) * m, dtype=torch.bool, device=ok.device),
+    )
+    for a in range(m):  # j_a on axis 2 + a
+        shape = [B, 1] + [1] * m
+        shape[2 + a] = L
+        flat = flat * M + idx.view(shape)
+        allowed = allowed & ok.view(B, L, *[L if k == a else 1 for k in range(m)])
+    g = G.reshape(M ** (m + 1), -1).index_select(0, flat.reshape(-1)).view(B, L, L**m, -1)
+    return (g * allowed.reshape(B, L, L**m, 1)).sum(2)
+
+
+class AttentionSum(nn.Module):
+    """Terms of several attention modules added: e.g. SA + HA for values with pairwise and ternary parts.
+
+    Order-3 HA sums over all key tuples, repeats included, so it cannot length-generalise a pure
+    pairwise term on its own; `AttentionSum(sa, ha)` (orders 2 and 3) can, as in experiment 5.
+    `forward(x, mask, return_scores)` -> (B, L, out_dim), plus a tuple of each term's AttentionScores.
+    """
+
+    def __init__(self, *modules: nn.Module):
+        super().__init__()
+        if not modules:
+            raise ValueError("AttentionSum needs at least one attention module")
+        dims = {(m.dim, m.out_dim, bool(m.causal)) for m in modules}
+        if len(dims) != 1:
+            raise ValueError(f"every term must share dim, out_dim and causal, got {sorted(dims)}")
+        self.terms = nn.ModuleList(modules)
+        self.dim, self.out_dim, self.causal = dims.pop()
+        kinds = {m.kind for m in modules}
+        self.kind = kinds.pop() if len(kinds) == 1 else "mixed"
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, return_scores: bool = False):
+        outs = [m(x, mask, return_scores) for m in self.terms]
+        if not return_scores:
+            return sum(outs)
+        return sum(o for o, _ in outs), tuple(sc for _, sc in outs)
+
+    def tables(self, P: Tensor | None = None) -> list[Tensor]:
+        return [G for m in self.terms for G in m.tables(P)]

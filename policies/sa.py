@@ -25,6 +25,7 @@ from policies.base import (
     check_divisible,
     check_input,
     check_int,
+    check_rank,
     key_mask,
     pair_mask,
     zero_padding,
@@ -90,6 +91,9 @@ class SelfAttention(nn.Module):
         kind: "linear" (paper Eq. 1) or "softmax".
         causal: token i only sees tokens j <= i.
         out_dim: output width (default dim); 1 gives one scalar per token.
+        rank: linear only. None: each C_h is a free d x d matrix (Theorem 3.1's model). An int r:
+            C_h = W_Q,h W_K,h^T with W_Q,h, W_K,h of shape d x r (App. B.4's low-rank model;
+            2 d r weights instead of d^2), the parameter count experiment 4 sweeps.
 
     `forward(x (B, L, dim), mask (B, L) bool | None, return_scores)` -> (B, L, out_dim),
     plus `AttentionScores` with scores (B, H, L, L) when `return_scores`.
@@ -104,15 +108,21 @@ class SelfAttention(nn.Module):
         kind: str = "softmax",
         causal: bool = False,
         out_dim: int | None = None,
+        rank: int | None = None,
     ):
         super().__init__()
         check_choice("kind", kind, KINDS)
         self.dim, self.heads = check_int("dim", dim, 1), check_int("heads", heads, 1)
         self.out_dim = dim if out_dim is None else check_int("out_dim", out_dim, 1)
         self.kind, self.causal = kind, bool(causal)
+        self.rank = check_rank(rank, kind)
         if kind == "linear":
             # Small init so (X C X^T) X W_V starts O(1) for unit-norm tokens; the paper uses N(0, 1).
-            self.C = nn.Parameter(torch.randn(heads, dim, dim) / dim)
+            if rank is None:
+                self.C = nn.Parameter(torch.randn(heads, dim, dim) / dim)
+            else:
+                self.W_Q = nn.Parameter(torch.randn(heads, dim, rank) / math.sqrt(dim))
+                self.W_K = nn.Parameter(torch.randn(heads, dim, rank) / math.sqrt(dim * rank))
             self.W_V = nn.Parameter(torch.randn(heads, dim, self.out_dim) / math.sqrt(dim))
         else:
             self.head_dim = check_divisible(dim, heads, "heads")
@@ -124,11 +134,30 @@ class SelfAttention(nn.Module):
         mask = check_input(x, mask, self.dim)
         x = zero_padding(x, mask)
         if self.kind == "linear":
+            C = self.interaction()
             if not return_scores:
-                return linear_sa(x, self.C, self.W_V, self.causal)
-            out, scores = linear_sa_reference(x, self.C, self.W_V, pair_mask(mask, self.causal))
+                return linear_sa(x, C, self.W_V, self.causal)
+            out, scores = linear_sa_reference(x, C, self.W_V, pair_mask(mask, self.causal))
             return out, AttentionScores("linear", scores)
         return self._softmax(x, mask, given, return_scores)
+
+    def interaction(self) -> Tensor:
+        """The linear model's C, (H, d, d): the free parameter, or W_Q W_K^T when low-rank."""
+        return self.C if self.rank is None else self.W_Q @ self.W_K.transpose(-1, -2)
+
+    def tables(self, P: Tensor | None = None) -> list[Tensor]:
+        """Linear only: [G], G[mu, nu, o] = sum_h p_mu^T C_h p_nu * (p_nu^T W_V,h)_o over a finite domain.
+
+        P (M, d) holds the embedding of every domain element (None: the identity, i.e. one-hot,
+        which skips two matmuls). Then y_i = sum_j G[t_i, t_j] (Predictor.forward_table).
+        """
+        if self.rank is None:
+            S = self.C if P is None else P @ self.C @ P.T  # (H, M, M)
+        else:
+            Q, K = (W if P is None else P @ W for W in (self.W_Q, self.W_K))  # (H, M, r)
+            S = Q @ K.transpose(-1, -2)  # O(M^2 r), never the d x d C
+        V = self.W_V if P is None else P @ self.W_V  # (H, M, o)
+        return [(S[..., None] * V[:, None]).sum(0)]  # (M, M, o)
 
     def _softmax(self, x: Tensor, mask: Tensor, given: bool, return_scores: bool):
         B, L, d = x.shape

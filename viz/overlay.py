@@ -110,7 +110,7 @@ def learned_strengths(model, tokens: Tensor, cache: dict | None = None) -> Stren
     """
     L = tokens.shape[1]
     cache = {} if cache is None else cache
-    if model.has_table_path() and model.mlp is None and tokens.dim() == 2:
+    if _is_linear(model, "SelfAttention") and model.mlp is None and tokens.dim() == 2:
         idx = model.embedding.index(tokens)[0]  # (L,)
         if "pair" not in cache:
             cache["pair"] = model.pair_table().double()  # (domain, domain): C.W, y_i = sum_j G[t_i, t_j]
@@ -478,10 +478,13 @@ def _linear_values(model, x: Tensor) -> Tensor | None:
     return None
 
 
-def _is_linear_hfa(model) -> bool:
-    from policies.hfa import HyperFeatureAttention
+def _is_linear(model, family: str) -> bool:
+    """The predictor's attention is a linear module of the class named `family`."""
+    return type(model.attention).__name__ == family and model.attention.kind == "linear"
 
-    return isinstance(model.attention, HyperFeatureAttention) and model.attention.kind == "linear"
+
+def _is_linear_hfa(model) -> bool:
+    return _is_linear(model, "HyperFeatureAttention")
 
 
 @torch.no_grad()
@@ -495,8 +498,8 @@ def hfa_factor_tables(model) -> tuple[Tensor, Tensor]:
     att = model.attention
     if not _is_linear_hfa(model):
         raise TypeError("hfa_factor_tables needs a HyperFeatureAttention(kind='linear') predictor")
-    P = model.embedding.table().to(att.C.dtype)  # (n, d)
-    tables = torch.einsum("md,hade,ne->hamn", P, att.C, P)  # (H, A, n, n)
+    P = model.embedding.table().to(att.W_V.dtype)  # (n, d)
+    tables = torch.einsum("md,hade,ne->hamn", P, att.interaction(), P)  # (H, A, n, n)
     values = torch.einsum("nd,hado->hano", P, att.W_V)[..., 0].prod(1)  # (H, n)
     product = (tables.prod(1) * values[:, None, :]).sum(0)  # (n, n)
     return tables.mean(0).double(), product.double()

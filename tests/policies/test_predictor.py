@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from policies import (
+    AttentionSum,
     FeatureProductEmbedding,
     HyperAttention,
     HyperFeatureAttention,
@@ -107,9 +108,58 @@ def test_bad_predictor_args():
     with pytest.raises(TypeError, match="embedding must be a TokenEmbedding"):
         Predictor(torch.nn.Identity(), SelfAttention(dim=6, out_dim=1))
     model = Predictor(emb, SelfAttention(dim=6, kind="softmax", out_dim=1))
-    with pytest.raises(TypeError, match="pair_table needs"):
+    with pytest.raises(TypeError, match="tables need linear attention"):
         model.pair_table()
     with pytest.raises(ValueError, match=r"mask must be a bool tensor of shape \(B, L\) = \(1, 3\)"):
         model(torch.tensor([[0, 1, 2]]), torch.ones(1, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"\[0, 6\)"):
         model(torch.tensor([[0, 1, 6]]))
+
+
+@pytest.mark.parametrize("name", list(EMBEDDINGS))
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("family", ["sa", "hfa", "ha", "sa+ha"])
+@pytest.mark.parametrize("rank", [None, 3])
+def test_table_path_of_every_linear_family_equals_forward(name, causal, family, rank):
+    """Tables of SA, HFA, order-3 HA and their sum, full or low-rank, gathered == the module's forward."""
+    torch.manual_seed(0)
+    emb = EMBEDDINGS[name]()
+    att = make_attention(family, dim=emb.dim, heads=2, kind="linear", causal=causal, out_dim=1, rank=rank)
+    model = Predictor(emb, att).double()
+    tokens, mask = tokens_and_mask(4, 7, 10, features=[2, 3] if name == "labelled" else None)
+    torch.testing.assert_close(model.forward_table(tokens, mask), model(tokens, mask), rtol=1e-10, atol=1e-10)
+    orders = [G.dim() for G in model.tables()]
+    assert orders == {"sa": [2], "hfa": [2], "ha": [3], "sa+ha": [2, 3]}[family]
+
+
+@pytest.mark.parametrize("family", ["sa", "hfa"])
+def test_low_rank_linear_equals_reference_with_C_from_its_factors(family):
+    """C = W_Q W_K^T, computed here by hand, through the paper's einsum; ranks r < d really are rank r."""
+    from policies.hfa import linear_hfa_reference
+    from policies.sa import linear_sa_reference
+
+    torch.manual_seed(2)
+    att = make_attention(family, dim=8, heads=2, factors=3, kind="linear", out_dim=2, rank=3).double()
+    x = torch.randn(5, 6, 8, dtype=torch.float64)
+    mask = torch.rand(5, 6) < 0.8
+    C = torch.einsum("...dr,...er->...de", att.W_Q, att.W_K)
+    ok = mask[:, :, None] & mask[:, None, :]
+    ref = (linear_sa_reference if family == "sa" else linear_hfa_reference)(
+        x * mask[..., None], C, att.W_V, ok
+    )[0]
+    torch.testing.assert_close(att(x, mask) * mask[..., None], ref * mask[..., None])
+    assert int(torch.linalg.matrix_rank(att.interaction()).max()) == 3
+    assert not hasattr(att, "C")
+
+
+def test_rank_and_attention_sum_errors():
+    with pytest.raises(ValueError, match="rank needs kind='linear'"):
+        make_attention("sa", dim=4, kind="softmax", rank=2)
+    with pytest.raises(ValueError, match="rank must be an int >= 1"):
+        make_attention("hfa", dim=4, kind="linear", rank=0)
+    with pytest.raises(TypeError, match="rank must be an int"):
+        make_attention("ha", dim=4, kind="linear", rank=2.5)
+    with pytest.raises(ValueError, match="share dim, out_dim and causal"):
+        AttentionSum(SelfAttention(dim=4, kind="linear"), SelfAttention(dim=6, kind="linear"))
+    with pytest.raises(ValueError, match="at least one"):
+        AttentionSum()
