@@ -2,10 +2,13 @@
 
 Each argument is ``mode=dir`` where dir holds an ``ood_summary.json`` (e.g. from
 ``hyperagents ood --merge runs/*/ood_k7_det/ood.json --out-dir runs/ood_all_k7_det``).
-Prints markdown; writes ``--json`` with every mode's summary and bar check.
+Prints markdown; writes ``--json`` with every mode's summary and bar check, ``--marl-json`` with
+every mode's per-episode returns (marl-eval layout, env key ``crossing_<mode>``), and copies each
+mode's ``ood.png`` to ``--figures``/marl_ood_<mode>.png.
 
-    /work/venv/bin/python benchmarks/marl_report.py k7_det=runs/ood_all_k7_det ... \\
-        --json benchmarks/results/marl_summary.json
+    /work/venv/bin/python benchmarks/marl_report.py det=runs/ood_v_det sto=runs/ood_v_sto \\
+        --json benchmarks/results/marl_summary.json --marl-json benchmarks/results/marl.json \\
+        --figures docs/figures
 
 The 95% CIs resample episodes (the shared starts) with seeds pooled, so they show start-to-start
 noise only; the per-seed gains in parentheses show the seed-to-seed spread.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 BASELINES = ("move_right", "greedy", "random")
@@ -81,22 +85,30 @@ def table(summary: dict, per_seed: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modes", nargs="+", help="mode=dir with ood_summary.json")
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--json", default=None, help="summaries and bar checks of every mode")
+    parser.add_argument("--marl-json", default=None, help="per-episode returns, marl-eval layout")
+    parser.add_argument("--figures", default=None, help="copy each mode's ood.png here")
     args = parser.parse_args()
-    report = {}
+    report, episodes = {}, {}
     for spec in args.modes:
         mode, path = spec.split("=", 1)
         record = json.loads((Path(path) / "ood_summary.json").read_text())
         summary = record["summary"]
-        per_seed = seed_gains(json.loads((Path(path) / "ood.json").read_text()))
+        ood = json.loads((Path(path) / "ood.json").read_text())
+        episodes[f"crossing_{mode}"] = ood["crossing"]
+        per_seed = seed_gains(ood)
         algos = [a for a in next(iter(summary.values())) if a not in BASELINES]
         checks = {a: bar_check(summary, a) for a in algos}
         report[mode] = {"summary": summary, "per_seed_gain": per_seed, "bar": checks, "source": path}
         print(f"\n### {mode}\n\n{table(summary, per_seed)}\n")
         for a, c in checks.items():
             print(f"- {a.upper()}: " + "; ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in c.items()))
+        if args.figures:
+            shutil.copyfile(Path(path) / "ood.png", Path(args.figures) / f"marl_ood_{mode}.png")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
+    if args.marl_json:
+        Path(args.marl_json).write_text(json.dumps(episodes))
 
 
 if __name__ == "__main__":

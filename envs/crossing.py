@@ -26,13 +26,16 @@ down cost 0.05, left costs 0.1. Episodes end by truncation only, after ``max_ste
 Agent counts vary per world: L_max slots, the first ``count[b]`` real (``mask``), the rest padded.
 
 Observation of agent i: a token set (L_max, F), self first, then the other slots in index order,
-with F = 8 features for slot j::
+with F = 10 features for slot j::
 
-    [present_j, dx/N, dy/N, x_j/N, touched_ij, parked_j, clip(dx/4R), clip(dy/4R)]
+    [present_j, dx/N, dy/N, x_j/N, touched_ij, parked_j, clip(dx/4R), clip(dy/4R), vx_j, vy_j]
 
 where (dx, dy) = position of j minus position of i, dy the signed shortest displacement around
-the cylinder, and the last two are the same offsets in units of 4R clipped to [-1, 1] (the
-collision scale, which dx/N hides). Padded slots are all zero; a padded agent's own view is zero.
+the cylinder; clip(./4R) are the same offsets in units of 4R clipped to [-1, 1] (the collision
+scale, which dx/N hides); (vx_j, vy_j) in {-1, 0, 1}^2 is j's actual displacement in the last
+step (0 after a reset, after a move clipped by the wall and while parked), so a policy can
+predict where its neighbours go next (the greedy baseline assumes "right unless parked").
+Padded slots are all zero; a padded agent's own view is zero.
 
 Shapes: B worlds, L agent slots (L_max), N grid size, R radius, F token features.
 """
@@ -58,7 +61,7 @@ __all__ = [
     "NUM_ACTIONS",
 ]
 
-NUM_FEATURES = 8
+NUM_FEATURES = 10
 STEP_COST = 0.05
 
 
@@ -121,6 +124,7 @@ class Crossing:
         self.gen = torch.Generator(device="cpu")
         self.seed(seed)
         self.parked = torch.zeros(self.B, self.L, dtype=torch.bool, device=self.device)
+        self.velocity = torch.zeros(self.B, self.L, 2, dtype=torch.long, device=self.device)  # last move
         # Cells within 2R of the origin: an agent placed at c blocks c + these offsets.
         r = torch.arange(-2 * radius, 2 * radius + 1)
         ox, oy = torch.meshgrid(r, r, indexing="ij")
@@ -198,6 +202,7 @@ class Crossing:
             mask = sampled if mask is None else mask
         self.world.reset(torch.as_tensor(positions).to(self.device), mask, worlds=idx)
         self.parked[idx] = False
+        self.velocity[idx] = 0
 
     # ------------------------------------------------------------------ dynamics
     def step(self, actions: torch.Tensor) -> torch.Tensor:
@@ -208,9 +213,12 @@ class Crossing:
             raise ValueError(f"actions must have shape (B, L) = {want}, got {tuple(actions.shape)}")
         was_parked = self.parked.clone()
         actions = torch.where(was_parked, torch.full_like(actions, STAY), actions.long())
-        x_before = self.world.positions[..., 0].clone()
+        before = self.world.positions.clone()
         contacts = self.world.step(actions)
-        dx = self.world.positions[..., 0] - x_before  # (B, L)
+        after = self.world.positions
+        dx = after[..., 0] - before[..., 0]  # (B, L)
+        dy = circular_delta(before[..., 1], after[..., 1], self.N)
+        self.velocity = torch.stack([dx, dy], -1) * self.mask.unsqueeze(-1)
         reward = -STEP_COST * (1 - dx).float() * (~was_parked).float() - contacts.count().float()
         self.parked |= (self.world.positions[..., 0] == self.N - 1) & self.mask
         return reward * self.mask
@@ -228,6 +236,7 @@ class Crossing:
         dy = circular_delta(pos[:, :, None, 1], pos[:, None, :, 1], N).float()
         scale = 4.0 * max(self.R, 1)
         x = (pos[..., 0].float() / N).unsqueeze(1).expand(-1, L, -1)
+        vel = self.velocity.float().unsqueeze(1).expand(-1, L, -1, -1)  # (B, L, L, 2): slot j's last move
         feats = torch.stack(
             [
                 mask.float().unsqueeze(1).expand(-1, L, -1),
@@ -238,6 +247,8 @@ class Crossing:
                 self.parked.float().unsqueeze(1).expand(-1, L, -1),
                 (dx / scale).clamp(-1, 1),
                 (dy / scale).clamp(-1, 1),
+                vel[..., 0],
+                vel[..., 1],
             ],
             -1,
         )  # (B, L, L, F)

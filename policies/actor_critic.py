@@ -61,9 +61,16 @@ def real_mask(tokens: Tensor, present_feature: int) -> Tensor:
     return mask
 
 
-def nearest_order(tokens: Tensor, mask: Tensor, position_features: tuple[int, int]) -> Tensor:
-    """(B, L) token indices: self first, then real tokens by distance, then padded ones."""
-    dist = tokens[..., list(position_features)].pow(2).sum(-1)  # (B, L)
+def nearest_order(
+    tokens: Tensor, mask: Tensor, position_features: tuple[int, int], dx_weight: float = 1.0
+) -> Tensor:
+    """(B, L) token indices: self first, then real tokens by distance, then padded ones.
+
+    The distance is sqrt((dx_weight * dx)^2 + dy^2) with (dx, dy) the two position features;
+    dx_weight < 1 ranks agents in nearby lanes (small |dy|) before agents far ahead or behind.
+    """
+    offsets = tokens[..., list(position_features)]  # (B, L, 2)
+    dist = (offsets[..., 0] * dx_weight).pow(2) + offsets[..., 1].pow(2)  # (B, L)
     dist = dist.masked_fill(~mask, float("inf"))
     dist[:, 0] = -1.0
     return dist.argsort(dim=-1, stable=True)
@@ -79,7 +86,10 @@ class Block(nn.Module):
         self.ff = nn.Sequential(nn.Linear(width, 2 * width), nn.ReLU(), nn.Linear(2 * width, width))
 
     def forward(self, x: Tensor, mask: Tensor, first_only: bool = False) -> Tensor:
-        """(B, L, d) -> (B, L, d), or (B, 1, d) for token 0 only (ff and norms are per token)."""
+        """(B, L, d) -> (B, L, d), or (B, 1, d) for token 0 only (ff and norms are per token).
+
+        ``mask`` None means every token is real (the attention then skips its masking work).
+        """
         x = self.norm1(x + self.attention(x, mask))
         if first_only:
             x = x[:, :1]
@@ -102,6 +112,7 @@ class AttentionExtractor(BaseFeaturesExtractor):
         cost at large L (softmax HA is O(L^3)) and the attention's input distribution.
     :param present_feature: index of the ``present`` flag in a token.
     :param position_features: indices of the (dx, dy) offsets in a token.
+    :param dx_weight: weight of dx in the neighbour ranking (see :func:`nearest_order`).
     """
 
     def __init__(
@@ -118,6 +129,7 @@ class AttentionExtractor(BaseFeaturesExtractor):
         neighbours: int | None = None,
         present_feature: int = 0,
         position_features: tuple[int, int] = (1, 2),
+        dx_weight: float = 1.0,
     ):
         if family not in FAMILIES:
             raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
@@ -127,7 +139,9 @@ class AttentionExtractor(BaseFeaturesExtractor):
         if neighbours is not None and (not isinstance(neighbours, int) or neighbours < 1):
             raise ValueError(f"neighbours must be None or an int >= 1, got {neighbours!r}")
         super().__init__(observation_space, features_dim=width)
-        self.num_features, self.neighbours = num_features, neighbours
+        if isinstance(dx_weight, bool) or not isinstance(dx_weight, (int, float)) or not dx_weight > 0:
+            raise ValueError(f"dx_weight must be a number > 0, got {dx_weight!r}")
+        self.num_features, self.neighbours, self.dx_weight = num_features, neighbours, float(dx_weight)
         self.present_feature, self.position_features = present_feature, tuple(position_features)
         self.embed = nn.Sequential(nn.Linear(num_features, width), nn.ReLU(), nn.Linear(width, width))
         self.blocks = nn.ModuleList(
@@ -138,13 +152,15 @@ class AttentionExtractor(BaseFeaturesExtractor):
         tokens = split_tokens(observations, self.num_features)  # (B, L, F)
         mask = real_mask(tokens, self.present_feature)  # (B, L)
         if self.neighbours is not None and tokens.shape[1] > self.neighbours + 1:
-            keep = nearest_order(tokens, mask, self.position_features)[:, : self.neighbours + 1]  # (B, k+1)
+            order = nearest_order(tokens, mask, self.position_features, getattr(self, "dx_weight", 1.0))
+            keep = order[:, : self.neighbours + 1]  # (B, k+1)
             tokens = torch.gather(tokens, 1, keep[..., None].expand(-1, -1, self.num_features))
             mask = torch.gather(mask, 1, keep)
         x = self.embed(tokens) * mask[..., None]  # (B, L, d)
+        att_mask = None if bool(mask.all()) else mask  # no padding (e.g. a fixed count): unmasked kernels
         last = len(self.blocks) - 1
         for k, block in enumerate(self.blocks):
-            x = block(x, mask, first_only=k == last and not return_tokens)  # only the self token leaves
+            x = block(x, att_mask, first_only=k == last and not return_tokens)  # only the self token leaves
         return x if return_tokens else x[:, 0]  # self token, (B, d)
 
 

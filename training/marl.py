@@ -52,6 +52,8 @@ class TrainConfig:
     """attention kind"""
     neighbours: int | None = None
     """attention sees self + this many nearest agents (None: all agents)"""
+    neighbour_dx_weight: float = 1.0
+    """neighbours are ranked by sqrt((w dx)^2 + dy^2); w < 1 favours agents in nearby lanes"""
     mlp_k: int = 6
     """nearest agents in the MLP baseline's fixed-size observation"""
     net_arch: tuple[int, ...] = (64,)
@@ -103,7 +105,12 @@ class TrainConfig:
     clip_range: float = 0.2
     """PPO clip range"""
     ent_coef: float = 0.003
-    """entropy bonus"""
+    """entropy bonus (at the start of training when ent_coef_final is set)"""
+    ent_coef_final: float | None = None
+    """if set, the entropy bonus decays linearly from ent_coef to this at total_timesteps, so the
+    sampled policy sharpens and its argmax keeps the avoidance it learned"""
+    learning_rate_final: float | None = None
+    """if set, the learning rate decays linearly from learning_rate to this at total_timesteps"""
     vf_coef: float = 0.5
     """value loss weight"""
 
@@ -152,6 +159,7 @@ def policy_kwargs(cfg: TrainConfig) -> dict:
             heads=cfg.heads,
             kind=cfg.kind,
             neighbours=cfg.neighbours,
+            dx_weight=cfg.neighbour_dx_weight,
         )
     return dict(
         features_extractor_class=extractor, features_extractor_kwargs=kwargs, net_arch=list(cfg.net_arch)
@@ -171,6 +179,19 @@ def make_env(cfg: TrainConfig, seed: int | None = None) -> CrossingVecEnv:
     )
 
 
+def linear(start: float, end: float, fraction: float) -> float:
+    """start + (end - start) * fraction, fraction clipped to [0, 1]."""
+    return start + (end - start) * min(max(fraction, 0.0), 1.0)
+
+
+def learning_rate(cfg: TrainConfig):
+    """SB3 learning rate: a float, or a schedule of progress_remaining (1 at the start, 0 at the end)."""
+    if cfg.learning_rate_final is None:
+        return cfg.learning_rate
+    start, end = cfg.learning_rate, cfg.learning_rate_final
+    return lambda remaining: linear(start, end, 1.0 - remaining)
+
+
 def save_atomic(model: PPO, path: Path) -> None:
     """Write ``model`` to ``path`` via a temp file and ``os.replace`` (never a half-written zip)."""
     tmp = path.with_name(path.stem + ".tmp.zip")
@@ -181,9 +202,10 @@ def save_atomic(model: PPO, path: Path) -> None:
 class RunCallback(BaseCallback):
     """Progress bar, return history, and checkpoints at rollout boundaries (after each update)."""
 
-    def __init__(self, path: Path, every: int, total: int, progress: bool):
+    def __init__(self, path: Path, every: int, total: int, progress: bool, entropy=None):
         super().__init__()
         self.path, self.every, self.total, self.progress = path, every, total, progress
+        self.entropy = entropy  # (start, end) of a linear entropy-bonus schedule, or None
         self.history: list[tuple[int, float]] = []
         self.bar = None
         self.last_saved = 0
@@ -198,6 +220,8 @@ class RunCallback(BaseCallback):
         if self.num_timesteps - self.last_saved >= self.every:
             save_atomic(self.model, self.path)
             self.last_saved = self.num_timesteps
+        if self.entropy is not None:  # a function of learned steps only, so resuming continues it
+            self.model.ent_coef = linear(*self.entropy, self.num_timesteps / self.total)
 
     def _on_rollout_end(self) -> None:
         buf = self.model.ep_info_buffer
@@ -238,7 +262,7 @@ def main(cfg: TrainConfig, callbacks: list[BaseCallback] | None = None) -> dict:
         model = PPO(
             "MlpPolicy",
             make_env(cfg),
-            learning_rate=cfg.learning_rate,
+            learning_rate=learning_rate(cfg),
             n_steps=cfg.n_steps,
             batch_size=cfg.batch_size,
             n_epochs=cfg.n_epochs,
@@ -255,7 +279,8 @@ def main(cfg: TrainConfig, callbacks: list[BaseCallback] | None = None) -> dict:
         )
         resumed_from = 0
     remaining = cfg.total_timesteps - model.num_timesteps
-    run_cb = RunCallback(ckpt, cfg.checkpoint_every, cfg.total_timesteps, cfg.progress)
+    entropy = None if cfg.ent_coef_final is None else (cfg.ent_coef, cfg.ent_coef_final)
+    run_cb = RunCallback(ckpt, cfg.checkpoint_every, cfg.total_timesteps, cfg.progress, entropy)
     start = time.perf_counter()
     if remaining > 0:
         model.learn(

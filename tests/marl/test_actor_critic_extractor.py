@@ -5,10 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from envs.crossing import NUM_FEATURES as F
 from envs.crossing import Crossing
-from policies.actor_critic import AttentionExtractor, NearestMLPExtractor
-
-F = 8
+from policies.actor_critic import AttentionExtractor, NearestMLPExtractor, nearest_order
 
 
 def space(L):
@@ -68,3 +67,15 @@ def test_self_token_shortcut_matches_full_pass():
     ext = AttentionExtractor(space(6), family="hfa").eval()
     obs = obs_at(6)
     assert torch.allclose(ext(obs), ext(obs, return_tokens=True)[:, 0], atol=1e-6)
+
+
+def test_dx_weight_ranks_nearby_lanes_first():
+    tokens = torch.zeros(1, 3, F)
+    tokens[0, :, 0] = 1.0
+    tokens[0, 1, 1:3] = torch.tensor([0.1, 0.0])  # 0.1 ahead in the same lane
+    tokens[0, 2, 1:3] = torch.tensor([0.0, 0.05])  # level, 0.05 to the side
+    mask = tokens[..., 0] > 0.5
+    assert nearest_order(tokens, mask, (1, 2)).tolist() == [[0, 2, 1]]
+    assert nearest_order(tokens, mask, (1, 2), dx_weight=0.25).tolist() == [[0, 1, 2]]
+    with pytest.raises(ValueError, match="dx_weight"):
+        AttentionExtractor(space(4), dx_weight=0.0)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from envs.crossing import DOWN, LEFT, POLICIES, RIGHT, STAY, UP, Crossing, move_right_policy
+from envs.crossing import DOWN, LEFT, NUM_FEATURES, POLICIES, RIGHT, STAY, UP, Crossing, move_right_policy
 from envs.scenarios import near_y
 
 
@@ -65,12 +65,26 @@ def test_observation_layout_self_first():
     env = Crossing(num_worlds=2, num_agents=(2, 4), seed=1)
     env.reset()
     obs = env.observations()  # (B, L, L, F)
-    assert obs.shape == (2, 4, 4, 8)
+    assert obs.shape == (2, 4, 4, NUM_FEATURES)
     real = env.mask
     assert torch.equal(obs[:, :, 0, 0] > 0, real)  # self token present iff the agent is real
     assert (obs[:, :, 0, 1:3] == 0).all()  # self offset is 0
     assert (obs[~real] == 0).all()  # padded agents see nothing
     assert torch.equal(obs[..., 0].sum(-1)[real], real.sum(1, keepdim=True).expand_as(real)[real].float())
+
+
+def test_observation_carries_last_displacement():
+    env = Crossing(num_worlds=1, num_agents=3, grid_size=16)
+    start = torch.tensor([[[0, 3], [5, 8], [2, 15]]])
+    env.reset(positions=start, mask=torch.ones(1, 3, dtype=torch.bool))
+    assert (env.observations()[..., 8:] == 0).all()  # no move yet
+    env.step(torch.tensor([[LEFT, RIGHT, UP]]))  # agent 0 is clipped by the wall; agent 2 wraps in y
+    obs = env.observations()
+    want = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    assert torch.equal(obs[0, 0, :, 8:], want)  # agent 0 sees slots 0, 1, 2 in order
+    assert torch.equal(obs[0, 1, :, 8:], want[[1, 0, 2]])  # agent 1: self first, then 0, 2
+    env.reset()
+    assert (env.observations()[..., 8:] == 0).all()
 
 
 def test_greedy_beats_move_right_which_beats_random():

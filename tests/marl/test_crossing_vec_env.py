@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from stable_baselines3 import PPO
 
+from envs.crossing import NUM_FEATURES as F
 from envs.vec import CrossingVecEnv
 from policies.actor_critic import AttentionExtractor
 
@@ -42,7 +43,7 @@ def test_ppo_seed_runs_and_is_reproducible():
 def test_truncation_reaches_sb3_with_terminal_observation():
     venv = CrossingVecEnv(num_worlds=3, num_agents=(1, 4), seed=0, **SMALL)
     obs = venv.reset()
-    assert obs.shape == (12, 4 * 8)
+    assert obs.shape == (12, 4 * F)
     for t in range(SMALL["max_steps"]):
         obs, reward, dones, infos = venv.step(np.zeros(venv.num_envs, dtype=np.int64))
         if t < SMALL["max_steps"] - 1:
@@ -50,9 +51,9 @@ def test_truncation_reaches_sb3_with_terminal_observation():
     assert dones.all()
     for info in infos:
         assert info["TimeLimit.truncated"] is True
-        assert info["terminal_observation"].shape == (4 * 8,)
+        assert info["terminal_observation"].shape == (4 * F,)
     real = venv.task.mask.reshape(-1).numpy()  # after auto-reset: the new episode's mask
-    assert obs.shape == (12, 32) and ((obs.reshape(12, 4, 8)[:, 0, 0] > 0) == real).all()
+    assert obs.shape == (12, 4 * F) and ((obs.reshape(12, 4, F)[:, 0, 0] > 0) == real).all()
 
 
 def test_padded_slots_get_zero_reward_and_obs():
@@ -97,5 +98,5 @@ def test_truncation_info_seen_inside_ppo_rollouts():
     model, cb = tiny_ppo(seed=1), Record()
     model.learn(12 * 12 * 2, callback=cb)
     assert cb.ends and all(
-        i["TimeLimit.truncated"] and i["terminal_observation"].shape == (24,) for i in cb.ends
+        i["TimeLimit.truncated"] and i["terminal_observation"].shape == (3 * F,) for i in cb.ends
     )

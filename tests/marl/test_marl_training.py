@@ -58,6 +58,28 @@ def test_resume_continues_with_no_lost_steps(tmp_path):
     assert main(cfg)["num_timesteps"] == cfg.total_timesteps  # a finished run trains no more
 
 
+def test_entropy_and_learning_rate_schedules_decay_and_survive_resume(tmp_path):
+    cfg = TrainConfig(
+        **TINY,
+        total_timesteps=144 * 4,
+        checkpoint_every=144,
+        runs_dir=str(tmp_path),
+        run_name="s",
+        ent_coef=0.01,
+        ent_coef_final=0.0,
+        learning_rate=1e-3,
+        learning_rate_final=1e-4,
+    )
+    main(cfg, callbacks=[StopAfter(300)])  # interrupted after 2 of 4 rollouts
+    model = PPO.load(tmp_path / "s" / "checkpoint.zip")
+    assert model.ent_coef == pytest.approx(0.01 * (1 - 144 / 576))  # set before the 2nd rollout
+    main(cfg)
+    model = PPO.load(tmp_path / "s" / "checkpoint.zip")
+    assert model.ent_coef == pytest.approx(0.01 * (1 - 432 / 576))  # the last rollout's value
+    assert model.lr_schedule(1.0) == pytest.approx(1e-3) and model.lr_schedule(0.0) == pytest.approx(1e-4)
+    assert model.policy.optimizer.param_groups[0]["lr"] < 1e-3
+
+
 def test_ood_writes_marl_eval_json_and_png(tmp_path):
     cfg = TrainConfig(**TINY, total_timesteps=144, runs_dir=str(tmp_path), run_name="o")
     main(cfg)
