@@ -1,13 +1,19 @@
 """Reproduce the paper's colliding-agents experiments with ``hyperagents fit``; results to paper.json.
 
     python benchmarks/paper_experiments.py                 # every experiment below
-    python benchmarks/paper_experiments.py --only main     # one of: main, control, genotype
+    python benchmarks/paper_experiments.py --only main     # or control, genotype, alliances, predator_prey
 
 - ``main``: the paper's setting (N = 360, R = 5, L* = 20, 100k sequences, d = N, linear SA,
   N(0, 1) init), one-hot and sinusoidal embeddings, test MSE at L in {2, 5, 10, 20, 30, 40}.
 - ``control``: Remark D.3's negative control: training positions without repeats break Training
   Data Versatility; the rank check fails and length generalisation degrades (smaller N, 3 seeds).
-- ``genotype``: App. B.2: linear SA fits the training length but not others; SA + ReLU layer does.
+- ``genotype``: App. B.2: linear SA fits the training length but not others; SA + ReLU trained at
+  one length does not find the length-free solution either; SA + ReLU trained on a range of lengths does.
+- ``alliances``: section 6: a ternary bonus. Pairwise SA and HFA cannot fit it; SA + order-3 HA
+  fits it exactly and generalises in L when trained on a range of agent counts (at a single count
+  the pairwise and ternary terms are not identifiable: a ternary term constant in k equals L x a
+  pairwise term); order-3 HA alone cannot carry the pairwise collisions.
+- ``predator_prey``: App. E.1: test MSE against parameter count for SA and HFA (rank sweeps).
 
 Every run's metrics.json lands in runs/paper/<name>/ and the summary in
 benchmarks/results/paper.json (updated after each run, so a long sweep keeps what it finished).
@@ -36,7 +42,7 @@ RESULTS = Path(__file__).parent / "results" / "paper.json"
 
 @dataclass
 class Config:
-    only: tuple[str, ...] = ("main", "control", "genotype")
+    only: tuple[str, ...] = ("main", "control", "genotype", "alliances", "predator_prey")
     """experiments to run"""
     seeds: tuple[int, ...] = (0, 1, 2)
     """seeds for the control and genotype experiments"""
@@ -44,7 +50,7 @@ class Config:
     """Adam steps of the paper-setting runs"""
     out_dir: str = "runs/paper"
     """run folders"""
-    threads: int = 2
+    threads: int = 1
     """torch CPU threads"""
     collect: bool = False
     """do not train: rebuild paper.json from the runs' own metrics.json files"""
@@ -98,7 +104,48 @@ def experiments(cfg: Config) -> dict[str, list[tuple[str, FitConfig]]]:
         for arch in ("linear_sa", "sa_relu")
         for s in cfg.seeds
     ]
-    return {"main": main, "control": control, "genotype": genotype}
+    genotype += [  # the same models trained on every length from 5 to 20 (2, 30, 40 stay unseen)
+        (
+            f"{arch}_range_s{s}",
+            replace(
+                geno,
+                train_agents=5,
+                train_agents_max=20,
+                seed=s,
+                mlp_hidden=None if arch == "linear_sa" else 16,
+                name=f"genotype_{arch}_range_s{s}",
+            ),
+        )
+        for arch in ("linear_sa", "sa_relu")
+        for s in cfg.seeds
+    ]
+    allied = replace(
+        base,
+        scenario="alliances",
+        grid_size=10,
+        radius=1,
+        train_agents=4,
+        train_agents_max=12,
+        num_train=20_000,
+        num_test=1_000,
+        eval_agents=(2, 4, 8, 12, 16, 24),
+        steps=3_000,
+        lr=0.03,
+        init_std=0.0,
+    )
+    models = {
+        "sa": dict(attention="sa"),
+        "hfa": dict(attention="hfa", factors=2),
+        "ha": dict(attention="ha", rank=160),
+        "sa+ha": dict(attention="sa+ha", rank=160),
+        "sa+ha_single_L": dict(attention="sa+ha", rank=160, train_agents=8, train_agents_max=None),
+    }
+    alliances = [
+        (f"{m}_s{s}", replace(allied, seed=s, name=f"alliances_{m}_s{s}", **kw))
+        for m, kw in models.items()
+        for s in cfg.seeds
+    ]
+    return {"main": main, "control": control, "genotype": genotype, "alliances": alliances}
 
 
 def summarise(runs: dict[str, dict]) -> dict:
@@ -168,13 +215,20 @@ def main(cfg: Config) -> dict:
                     "run",
                 )
             }
+            done[label]["test_mse"] = {str(L): v for L, v in m["test_mse"].items()}  # as JSON reads back
             done[label]["config"] = {
                 k: getattr(fcfg, k)
                 for k in (
+                    "scenario",
+                    "attention",
+                    "rank",
+                    "heads",
+                    "factors",
                     "embedding",
                     "grid_size",
                     "radius",
                     "train_agents",
+                    "train_agents_max",
                     "num_train",
                     "lr",
                     "unique_positions",

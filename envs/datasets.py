@@ -55,6 +55,22 @@ class Dataset:
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
+    @staticmethod
+    def concat(parts: list[Dataset]) -> Dataset:
+        """Sets of different agent counts as one, padded to the largest L (mask False on padding)."""
+        if not parts or len({p.domain for p in parts}) != 1:
+            raise ValueError("concat needs at least one Dataset, all over the same domain")
+        L = max(p.tokens.shape[1] for p in parts)
+
+        def pad(t: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.pad(t, (0, 0) * (t.dim() - 2) + (0, L - t.shape[1]))
+
+        return Dataset(
+            *(torch.cat([pad(getattr(p, f)) for p in parts]) for f in ("tokens", "targets", "mask")),
+            parts[0].domain,
+            torch.cat([pad(p.positions) for p in parts]),
+        )
+
 
 def sample_positions(
     gen: torch.Generator, num: int, num_agents: int, grid_size: int, unique: bool = False

@@ -185,22 +185,26 @@ class FeatureProductEmbedding(TokenEmbedding):
         return self(torch.tensor(grid, device=device)[None])[0]
 
 
-EMBEDDINGS = ("onehot", "sinusoidal", "sinusoidal_normalized", "learned")
+EMBEDDINGS = ("onehot", "onehot_concat", "sinusoidal", "sinusoidal_normalized", "learned")
 
 
 def make_embedding(name: str, domain: int | Sequence[int], dim: int | None = None) -> TokenEmbedding:
     """Embedding by name over `domain`: N, or (label sizes..., N) for labelled tokens (B, L, F).
 
     name: "onehot" | "sinusoidal" | "sinusoidal_normalized" (d = N) | "learned" (d = dim). With labels
-    the position embedding is Kronecker-multiplied by the labels' one-hots (FeatureProductEmbedding).
+    the position embedding is Kronecker-multiplied by the labels' one-hots (FeatureProductEmbedding),
+    except "onehot_concat", which concatenates every column's one-hot (d = sum of the domain sizes,
+    the feature-sum embedding of the paper's App. E.2, where SA can no longer multiply features).
     """
     check_choice("name", name, EMBEDDINGS)
     sizes = [domain] if isinstance(domain, int) else list(domain)
     N = sizes[-1]
     if name == "learned":
         position = LearnedEmbedding(N, check_int("dim", dim, 1) if dim is not None else N)
-    elif name == "onehot":
+    elif name in ("onehot", "onehot_concat"):
         position = OneHotEmbedding(N)
     else:
         position = SinusoidalEmbedding(N, normalized=name == "sinusoidal_normalized")
-    return position if len(sizes) == 1 else FeatureProductEmbedding(sizes[:-1], position)
+    if len(sizes) == 1:
+        return position
+    return FeatureProductEmbedding(sizes[:-1], position, mode="concat" if name == "onehot_concat" else "kron")

@@ -44,6 +44,8 @@ class FitConfig:
     """R"""
     train_agents: int = 20
     """L*, the agent count of every training world"""
+    train_agents_max: int | None = None
+    """if set, training worlds have every count from train_agents to this, in equal shares (padded)"""
     num_train: int = 100_000
     """training sequences"""
     num_test: int = 2_000
@@ -52,12 +54,13 @@ class FitConfig:
     """agent counts to test at (any list)"""
     unique_positions: bool = False
     """draw training y without repeats (breaks versatility: the paper's Remark D.3 control)"""
-    attention: Literal["sa", "hfa", "ha"] = "sa"
-    """attention family"""
+    attention: Literal["sa", "hfa", "ha", "sa+ha"] = "sa"
+    """attention family ('sa+ha': a pairwise SA term plus an order-n HA term, summed)"""
     kind: Literal["linear", "softmax"] = "linear"
     """linear (paper Eq. 1) or softmax attention"""
-    embedding: Literal["onehot", "sinusoidal", "sinusoidal_normalized", "learned"] = "onehot"
-    """token embedding; 'sinusoidal' is the paper's p(n) with p.p = N/2, '_normalized' scales it to p.p = 1"""
+    embedding: Literal["onehot", "onehot_concat", "sinusoidal", "sinusoidal_normalized", "learned"] = "onehot"
+    """token embedding; 'sinusoidal' is the paper's p(n) with p.p = N/2, '_normalized' scales it to p.p = 1;
+    labelled tokens get the Kronecker product of their columns, or with 'onehot_concat' the concatenation"""
     dim: int | None = None
     """embedding width d (None: the domain size, which makes linear SA exact)"""
     heads: int = 1
@@ -66,6 +69,8 @@ class FitConfig:
     """HFA factors A"""
     order: int = 3
     """HA order n"""
+    rank: int | None = None
+    """linear only: C = W_Q W_K^T of rank r per head (and factor); for HA the CP rank d_h (None: full)"""
     mlp_hidden: int | None = None
     """width of a ReLU layer after attention (None: none, the paper's model)"""
     init_std: float = 1.0
@@ -105,6 +110,12 @@ def validate(cfg: FitConfig) -> None:
         raise ValueError(f"eval_agents must be a non-empty list of counts >= 1, got {cfg.eval_agents}")
     if cfg.train_agents < 1:
         raise ValueError(f"train_agents must be >= 1, got {cfg.train_agents}")
+    if cfg.train_agents_max is not None and cfg.train_agents_max < cfg.train_agents:
+        raise ValueError(
+            f"train_agents_max must be >= train_agents={cfg.train_agents}, got {cfg.train_agents_max}"
+        )
+    if cfg.rank is not None and (cfg.kind != "linear" or cfg.rank < 1):
+        raise ValueError(f"rank needs kind='linear' and must be >= 1, got rank={cfg.rank}, kind={cfg.kind!r}")
     if cfg.num_train < 1 or cfg.num_test < 1 or cfg.batch_size < 1 or cfg.steps < 0:
         raise ValueError("num_train, num_test and batch_size must be >= 1 and steps >= 0")
     domain = cfg.num_alleles if cfg.scenario == "genotype" else cfg.grid_size
@@ -115,13 +126,36 @@ def validate(cfg: FitConfig) -> None:
         and cfg.scenario in ("pairwise", "genotype")
     ):
         raise ValueError(f"embedding='onehot' needs dim = domain size {domain} (or None), got dim={cfg.dim}")
-    if cfg.scenario == "genotype" and max(cfg.train_agents, *cfg.eval_agents) > cfg.num_alleles:
+    if cfg.scenario == "genotype" and max(train_counts(cfg)[-1], *cfg.eval_agents) > cfg.num_alleles:
         raise ValueError(
             f"genotype sequences hold distinct alleles: agent counts must be <= num_alleles={cfg.num_alleles}"
         )
 
 
 # ---------------------------------------------------------------------------- data
+def train_counts(cfg: FitConfig) -> list[int]:
+    """The agent counts of the training worlds."""
+    return list(range(cfg.train_agents, (cfg.train_agents_max or cfg.train_agents) + 1))
+
+
+def draw_train(cfg: FitConfig, rules=None) -> Dataset:
+    """The training set: num_train worlds at L*, or equal shares of every count in the range, padded."""
+    counts = train_counts(cfg)
+    if len(counts) == 1:
+        return draw(cfg, cfg.num_train, counts[0], cfg.seed, rules)
+    shares = [cfg.num_train // len(counts) + (k < cfg.num_train % len(counts)) for k in range(len(counts))]
+    parts = [
+        draw(cfg, n, L, cfg.seed + 7919 * k, rules)
+        for k, (n, L) in enumerate(zip(shares, counts, strict=True))
+    ]
+    if parts[0].tokens.dim() == 2:  # single-feature tokens were squeezed to (B, L): pad as (B, L, 1)
+        for p in parts:
+            p.tokens = p.tokens[..., None]
+    data = Dataset.concat(parts)
+    data.tokens = data.tokens[..., 0] if parts[0].tokens.shape[-1] == 1 else data.tokens
+    return data
+
+
 def draw(cfg: FitConfig, num: int, L: int, seed: int, rules=None) -> Dataset:
     """A set of ``num`` sequences of ``L`` tokens; single-feature tokens come as (B, L), others (B, L, F)."""
     if cfg.scenario == "genotype":
@@ -150,6 +184,7 @@ def build_model(cfg: FitConfig, domain: tuple[int, ...]) -> Predictor:
         factors=cfg.factors,
         order=cfg.order,
         out_dim=1 if cfg.mlp_hidden is None else cfg.mlp_hidden,
+        **({} if cfg.rank is None else {"rank": cfg.rank}),
     )
     model = Predictor(emb, att, mlp_hidden=cfg.mlp_hidden)
     if cfg.init_std > 0:
@@ -159,10 +194,21 @@ def build_model(cfg: FitConfig, domain: tuple[int, ...]) -> Predictor:
     return model.to(getattr(torch, cfg.dtype))
 
 
+TABLE_ENTRIES = 2**26  # above this many table entries (M^n per term) the gather path stops paying
+
+
+def use_tables(model: Predictor) -> bool:
+    """Train and evaluate through the domain tables when the model has them and they are small."""
+    if not model.has_table_path():
+        return False
+    terms = getattr(model.attention, "terms", [model.attention])  # AttentionSum or one module
+    return sum(model.embedding.num_tokens ** getattr(t, "order", 2) for t in terms) <= TABLE_ENTRIES
+
+
 def mse(model: Predictor, data: Dataset, batch: int = 4096) -> float:
     """Mean squared error over real tokens, computed in batches without gradients."""
     total, count = 0.0, 0
-    forward = model.forward_table if model.has_table_path() else model
+    forward = model.forward_table if use_tables(model) else model
     with torch.no_grad():
         for i in range(0, len(data), batch):
             tok, y, m = data.tokens[i : i + batch], data.targets[i : i + batch], data.mask[i : i + batch]
@@ -174,6 +220,8 @@ def mse(model: Predictor, data: Dataset, batch: int = 4096) -> float:
 
 def devised_table(cfg: FitConfig, rules=None) -> np.ndarray | None:
     """The exact C_{mu nu} W_nu over the domain, where the paper gives one."""
+    if cfg.attention != "sa" or cfg.train_agents_max not in (None, cfg.train_agents):
+        return None  # the devised tables are single-length linear SA's
     if cfg.scenario == "pairwise":
         return -devised.one_hot_band(cfg.grid_size, cfg.radius)[0].numpy()  # C W with W = -1
     if cfg.scenario == "genotype":
@@ -183,7 +231,24 @@ def devised_table(cfg: FitConfig, rules=None) -> np.ndarray | None:
 
 
 # ---------------------------------------------------------------------------- loop
-def train(cfg: FitConfig, model: Predictor, data: Dataset, run: Path, writer) -> dict[int, float]:
+class Clock:
+    """Wall and CPU seconds of a run, summed over every process that worked on it (resumes included)."""
+
+    def __init__(self):
+        self.t0, self.c0, self.before = time.perf_counter(), time.process_time(), (0.0, 0.0)
+
+    def total(self) -> tuple[float, float]:
+        return (
+            self.before[0] + time.perf_counter() - self.t0,
+            self.before[1]
+            + time.process_time()
+            - self.c0,  # wall time on a shared machine overstates the cost
+        )
+
+
+def train(
+    cfg: FitConfig, model: Predictor, data: Dataset, run: Path, writer, clock: Clock
+) -> dict[int, float]:
     """Adam + cosine decay on minibatches; atomic checkpoints; returns {step: batch MSE}."""
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -200,8 +265,9 @@ def train(cfg: FitConfig, model: Predictor, data: Dataset, run: Path, writer) ->
         sched.load_state_dict(state["sched"])
         gen.set_state(state["gen"])
         step, history = state["step"], state["history"]
+        clock.before = state.get("seconds", (0.0, 0.0))
         print(f"resumed {run} at step {step}")
-    fast = model.has_table_path()  # G = P C P^T once per step, then a gather: O(N^2 d) not O(B L^2 d)
+    fast = use_tables(model)  # G = P C P^T once per step, then a gather: O(N^2 d) not O(B L^2 d)
     bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, desc="fit", unit="step")
     while step < cfg.steps:
         idx = torch.randint(0, len(data), (min(cfg.batch_size, len(data)),), generator=gen)
@@ -227,6 +293,7 @@ def train(cfg: FitConfig, model: Predictor, data: Dataset, run: Path, writer) ->
                     "gen": gen.get_state(),
                     "step": step,
                     "history": history,
+                    "seconds": clock.total(),
                 },
                 ckpt,
             )
@@ -237,14 +304,17 @@ def train(cfg: FitConfig, model: Predictor, data: Dataset, run: Path, writer) ->
 def main(cfg: FitConfig) -> dict:
     """Run the experiment end to end; returns (and writes) the metrics."""
     validate(cfg)
-    t0, c0 = time.perf_counter(), time.process_time()
+    clock = Clock()
     torch.manual_seed(cfg.seed)
     run = Path(cfg.out_dir) / cfg.run_name()
     run.mkdir(parents=True, exist_ok=True)
     write_json(dataclasses.asdict(cfg), run / "config.json")
     rules = sample_rules(cfg.num_alleles, seed=cfg.seed) if cfg.scenario == "genotype" else None
-    data = draw(cfg, cfg.num_train, cfg.train_agents, cfg.seed, rules)
-    versatility = versatility_report(data.tokens, data.domain[0]) if data.tokens.dim() == 2 else None
+    data = draw_train(cfg, rules)
+    fixed = cfg.train_agents_max in (None, cfg.train_agents)  # padded sets would count their padding
+    versatility = (
+        versatility_report(data.tokens, data.domain[0]) if data.tokens.dim() == 2 and fixed else None
+    )
     if versatility is not None:
         print(
             f"training data versatility (rank of S_B_mu for every mu): ok={versatility['ok']} "
@@ -254,7 +324,7 @@ def main(cfg: FitConfig) -> dict:
     from torch.utils.tensorboard import SummaryWriter
 
     with SummaryWriter(str(run)) as writer:
-        history = train(cfg, model, data, run, writer)
+        history = train(cfg, model, data, run, writer, clock)
         metrics = evaluate(cfg, model, data, rules)
         for L, v in metrics["test_mse"].items():
             writer.add_scalar("eval/test_mse", v, L)
@@ -262,8 +332,8 @@ def main(cfg: FitConfig) -> dict:
         versatility_rank_ok=None if versatility is None else versatility["ok"],
         versatility=versatility,
         num_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
-        seconds=time.perf_counter() - t0,
-        cpu_seconds=time.process_time() - c0,  # wall time on a shared machine overstates the cost
+        seconds=clock.total()[0],
+        cpu_seconds=clock.total()[1],
         steps=cfg.steps,
         run=str(run),
     )
@@ -281,7 +351,7 @@ def evaluate(cfg: FitConfig, model: Predictor, data: Dataset, rules) -> dict:
         out["test_mse"][int(L)] = mse(model, draw(cfg, cfg.num_test, int(L), cfg.seed + 1000 + int(L), rules))
     target = devised_table(cfg, rules)
     with torch.no_grad():
-        learned = model.pair_table() if model.has_table_path() and model.mlp is None else None
+        learned = model.pair_table() if target is not None and model.mlp is None else None
     out["product_mse"] = (
         None
         if target is None or learned is None
@@ -314,7 +384,7 @@ def write_figures(cfg: FitConfig, model: Predictor, history: dict, metrics: dict
     }
     target = devised_table(cfg, rules)
     if model.has_table_path() and model.mlp is None and target is not None:
-        C = model.attention.C[0].detach().double().numpy()
+        C = model.attention.interaction()[0].detach().double().numpy()
         panels = {
             "learned C": C,
             "learned C.W (domain basis)": model.pair_table().double().numpy(),
@@ -331,8 +401,8 @@ def write_figures(cfg: FitConfig, model: Predictor, history: dict, metrics: dict
         diag = {
             "devised (Dirichlet kernel)": devised.sinusoidal_diagonal(cfg.grid_size, cfg.radius)[0].diagonal()
         }
-        if cfg.embedding.startswith("sinusoidal") and model.has_table_path():
-            diag["learned"] = model.attention.C[0].detach().diagonal()
+        if cfg.embedding.startswith("sinusoidal") and cfg.attention == "sa" and cfg.kind == "linear":
+            diag["learned"] = model.attention.interaction()[0].detach().diagonal()
         out["diagonal"] = str(
             figures.diagonal_plot(
                 {k: v.numpy() for k, v in diag.items()},

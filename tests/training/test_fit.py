@@ -50,8 +50,9 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
     kw = dict(TINY, num_train=1000, out_dir=str(tmp_path), name="r", figures=False, checkpoint_every=50)
     fit.main(fit.FitConfig(**kw, steps=100))  # stands for a run interrupted at step 100
     state = load(tmp_path / "r" / "checkpoint.pt")
-    assert state["step"] == 100
+    assert state["step"] == 100 and state["seconds"][0] > 0
     resumed = fit.main(fit.FitConfig(**kw, steps=200))
+    assert resumed["seconds"] > state["seconds"][0]  # the interrupted part's time is counted too
     straight = fit.main(fit.FitConfig(**{**kw, "name": "s"}, steps=200, resume=False))
     # The cosine schedule depends on the total steps, so compare a resumed 200-step run with the
     # checkpoint history it continued: no step was lost or repeated.
@@ -67,6 +68,8 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
         (dict(embedding="onehot", dim=10), "dim = domain size"),
         (dict(train_agents=0), "train_agents"),
         (dict(scenario="genotype", num_alleles=10), "num_alleles"),
+        (dict(train_agents=5, train_agents_max=3), "train_agents_max"),
+        (dict(rank=4, kind="softmax"), "rank needs kind='linear'"),
     ],
 )
 def test_bad_configs_stop_at_once(kwargs, match, tmp_path):
@@ -83,3 +86,30 @@ def test_genotype_targets_agree_between_envs_and_policies():
     rules = sample_rules(15, seed=2)
     tokens, y = make_genotype_dataset(rules, 40, 7, seed=1)
     assert torch.allclose(y, genotype_target(tokens[..., 0], rules.as_dict(), 15))
+
+
+@pytest.mark.parametrize("attention", ["sa", "sa+ha"])
+def test_training_on_a_range_of_agent_counts_pads_and_fits(attention, tmp_path):
+    """train_agents..train_agents_max: equal shares of each count, padded, and the loss still falls."""
+    kw = dict(
+        scenario="alliances",
+        grid_size=8,
+        radius=1,
+        eval_agents=(2, 9),
+        attention=attention,
+        train_agents=3,
+        train_agents_max=6,
+        rank=None if attention == "sa" else 12,
+        init_std=0.0,
+        lr=0.03,
+        steps=150,
+        out_dir=str(tmp_path),
+        figures=False,
+    )
+    cfg = fit.FitConfig(**{**TINY, **kw})
+    data = fit.draw_train(cfg)
+    assert data.tokens.shape[1] == 6 and sorted(set(data.mask.sum(1).tolist())) == [3, 4, 5, 6]
+    assert not data.tokens[~data.mask].any()  # padding holds the valid token 0, masked out
+    m = fit.main(cfg)
+    assert m["versatility_rank_ok"] is None and m["product_mse"] is None
+    assert m["train_mse"] < 0.5 * float(data.targets[data.mask].var())
