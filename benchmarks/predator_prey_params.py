@@ -11,6 +11,7 @@ x, y; M = 4 N^2), with a test MSE of at most ``target`` at every evaluated agent
 - SA (one-hot Kronecker embedding, d = M, the only one on which SA can multiply features): the
   best rank-r C is the truncated SVD of G (Eckart-Young, the paper's Theorem B.4); the smallest r
   that meets the bar gives 2 M r + M weights (W_Q, W_K, W_V), or M^2 + M for a full C if smaller.
+- Matched parameters: the best SA with HFA's parameter count (rank (count - M) / 2M, truncated SVD).
 - HFA (one-hot *concatenated* features, d = 2N + 4, A = 4 factors: species, policy, x, y):
   G = species factor * sum over policy pairs (p, q) of [policy] * c_pq(x, y, x', y'), and each
   c_pq splits into separable terms a_k(x, x') b_k(y, y') by an SVD across the (x, x') and (y, y')
@@ -55,6 +56,8 @@ class Config:
     seed: int = 0
     out: str = str(RESULTS)
     """JSON output ('' to skip)"""
+    figure: str = "docs/figures/predator_prey_params.png"
+    """log-log plot of both parameter counts against N ('' to skip)"""
 
 
 def test_sets(cfg: Config, N: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -86,7 +89,8 @@ def smallest(count: int, ok) -> int:
     return lo
 
 
-def sa_side(G: torch.Tensor, tests, target: float) -> dict:
+def sa_side(G: torch.Tensor, tests, target: float, budget: int) -> dict:
+    """SA's smallest rank for the bar, and the best SA with at most `budget` weights (HFA's count)."""
     M = G.shape[0]
     U, S, Vh = torch.linalg.svd(G)
     rank = int((S > 1e-9 * S[0]).sum())
@@ -95,7 +99,10 @@ def sa_side(G: torch.Tensor, tests, target: float) -> dict:
         return (U[:, :r] * S[:r]) @ Vh[:r]
 
     r = smallest(rank, lambda r: table_mse(truncated(r), tests) <= target)
+    r_budget = max((budget - M) // (2 * M), 0)  # 2 M r + M <= budget
     return {
+        "rank_at_hfa_budget": r_budget,
+        "best_mse_at_hfa_budget": table_mse(truncated(r_budget), tests),
         "table_rank": rank,
         "rank_needed": r,
         "mse_at_rank": table_mse(truncated(r), tests),
@@ -181,12 +188,14 @@ def main(cfg: Config) -> dict:
         t0 = time.perf_counter()
         G = exact_pair_table("predator_prey", N, cfg.radius)
         tests = test_sets(cfg, N)
-        sa, hfa = sa_side(G, tests, cfg.target), hfa_side(G, N, cfg, tests)
+        hfa = hfa_side(G, N, cfg, tests)
+        sa = sa_side(G, tests, cfg.target, budget=hfa["params"])
         rows.append({"N": N, "M": 4 * N * N, "sa": sa, "hfa": hfa, "ratio": sa["params"] / hfa["params"]})
         print(
             f"N={N:>3}  SA: rank {sa['rank_needed']}/{sa['table_rank']} -> {sa['params']:,} params"
             f"  HFA: {hfa['heads_needed']} heads -> {hfa['params']:,} params (module MSE "
-            f"{hfa['module_test_mse']:.1e})  SA/HFA {rows[-1]['ratio']:.1f}x"
+            f"{hfa['module_test_mse']:.1e})  SA/HFA {rows[-1]['ratio']:.1f}x; best SA with HFA's count:"
+            f" MSE {sa['best_mse_at_hfa_budget']:.2f}"
             f"  ({time.perf_counter() - t0:.0f}s)",
             flush=True,
         )
@@ -214,12 +223,41 @@ def main(cfg: Config) -> dict:
         "rows": rows,
         "exponent": slope,
     }
+    if cfg.figure:
+        plot(rows, Path(cfg.figure), cfg.target)
     if cfg.out:
         Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(cfg.out).with_suffix(".tmp")
         tmp.write_text(json.dumps(out, indent=2))
         tmp.replace(cfg.out)
     return out
+
+
+def plot(rows: list[dict], path: Path, target: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    Ns = [r["N"] for r in rows]
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.loglog(Ns, [r["sa"]["params"] for r in rows], "o-", label="SA (Kronecker one-hot, d = 4N^2)")
+    ax.loglog(Ns, [r["hfa"]["params"] for r in rows], "s-", label="HFA (concatenated one-hot, A = 4)")
+    for r in rows:
+        ax.annotate(
+            f"{r['ratio']:.1f}x", (r["N"], r["hfa"]["params"]), textcoords="offset points", xytext=(4, -12)
+        )
+    ax.set_xticks(Ns, [str(n) for n in Ns])
+    ax.minorticks_off()
+    ax.set_xlabel("grid size N")
+    ax.set_ylabel(f"parameters for test MSE <= {target:g}")
+    ax.set_title("predator-prey: weights each model needs")
+    ax.legend()
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

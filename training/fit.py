@@ -199,8 +199,8 @@ TABLE_ENTRIES = 2**26  # above this many table entries (M^n per term) the gather
 
 def use_tables(model: Predictor) -> bool:
     """Train and evaluate through the domain tables when the model has them and they are small."""
-    if not model.has_table_path():
-        return False
+    if not model.has_table_path() or model.attention.out_dim > 1:
+        return False  # gathering o-wide table entries (B L^n o) loses to the forward pass when o > 1
     terms = getattr(model.attention, "terms", [model.attention])  # AttentionSum or one module
     return sum(model.embedding.num_tokens ** getattr(t, "order", 2) for t in terms) <= TABLE_ENTRIES
 

@@ -38,10 +38,12 @@ def test_alliances_has_no_pair_table():
 
 def test_both_sides_meet_the_bar_and_sa_rank_is_minimal():
     pp = load_script()
-    out = pp.main(pp.Config(grid_sizes=(5,), eval_agents=(2, 5), num_test=60, out=""))
+    out = pp.main(pp.Config(grid_sizes=(5,), eval_agents=(2, 5), num_test=60, out="", figure=""))
     row = out["rows"][0]
     sa, hfa = row["sa"], row["hfa"]
     assert sa["mse_at_rank"] <= 1e-4 < sa["mse_at_rank_minus_1"]
+    # matched parameters: SA at HFA's count misses the bar exactly when that rank is below the minimum
+    assert (sa["best_mse_at_hfa_budget"] > 1e-4) == (sa["rank_at_hfa_budget"] < sa["rank_needed"])
     assert hfa["module_test_mse"] < 1e-20  # the HFA module built from the factors is exact
     assert hfa["heads_needed"] <= hfa["separable_terms"] and hfa["dim"] == 2 + 2 + 5 + 5
     assert row["M"] == 100 and sa["params"] <= 100 * 100 + 100
