@@ -130,6 +130,8 @@ def learned_strengths(model, tokens: Tensor, cache: dict | None = None) -> Stren
             factors=_off_diagonal(tables[(slice(None), *at)]),
             source="learned HFA table: prod of factors x values",
         )
+    if hasattr(model.attention, "terms") and model.has_table_path() and model.mlp is None:
+        return _sum_strengths(model, tokens, cache)
     x = model.embedding(tokens)
     dtype = next(model.parameters()).dtype
     _, sc = model.attention(x.to(dtype), torch.ones(1, L, dtype=torch.bool), return_scores=True)
@@ -150,6 +152,20 @@ def learned_strengths(model, tokens: Tensor, cache: dict | None = None) -> Stren
     if factors is not None:
         factors = factors * ~torch.eye(L, dtype=torch.bool)
     return Strengths(_off_diagonal(s), "score", factors=factors, source=what)
+
+
+def _sum_strengths(model, tokens: Tensor, cache: dict) -> Strengths:
+    """A linear AttentionSum (e.g. SA + order-3 HA) read off its domain tables: pair and triple values."""
+    idx = model.embedding.index(tokens)[0]  # (L,)
+    if "tables" not in cache:
+        cache["tables"] = [G.double() for G in model.tables()]  # [(M, M), (M, M, M), ...]
+    pairs = sum(G[idx[:, None], idx[None, :]] for G in cache["tables"] if G.dim() == 2)
+    cubes = [
+        G[idx[:, None, None], idx[None, :, None], idx[None, None, :]] for G in cache["tables"] if G.dim() == 3
+    ]
+    triples = _distinct_triples(sum(cubes)) if cubes else None
+    pairs = torch.zeros(len(idx), len(idx), dtype=torch.float64) if isinstance(pairs, int) else pairs
+    return Strengths(_off_diagonal(pairs), "value", triples=triples, source="learned tables: pairs + triples")
 
 
 @functools.lru_cache(maxsize=4)

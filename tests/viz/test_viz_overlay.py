@@ -245,3 +245,19 @@ def test_small_errors_draw_nothing_when_no_agents_interact(exact_run):
     for mode in ov.MODES:
         v.overlay.mode = mode
         assert not is_edge(pixel_on(v, v.frame(), A, C, 0.5), tol=60), mode
+
+
+def test_sa_plus_ha_strengths_are_its_pair_and_triple_table_entries():
+    model = _model("sa+ha", "alliances", kind="linear", rank=5)
+    pos, labels = torch.tensor([[1, 2], [5, 3], [9, 4], [3, 12]]), torch.tensor([[0], [0], [1], [2]])
+    tokens = ov.tokens_for("alliances", pos, labels)
+    s = ov.learned_strengths(model, tokens)
+    idx = model.embedding.index(tokens)[0]
+    G2, G3 = (G.detach().double() for G in model.tables())
+    assert s.units == "value" and s.triples.shape == (4, 4, 4)
+    torch.testing.assert_close(s.pairs[0, 1], G2[idx[0], idx[1]])
+    torch.testing.assert_close(s.triples[0, 1, 2], G3[idx[0], idx[1], idx[2]])
+    assert s.pairs[2, 2] == 0 and s.triples[0, 1, 1] == 0 and s.triples[1, 1, 2] == 0
+    overlay = ov.InteractionOverlay(model, "alliances", N, R)
+    overlay.update(pos, labels)  # draws without error through the cached tables
+    assert overlay.learned.triples is not None
