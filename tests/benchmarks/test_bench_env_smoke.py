@@ -1,25 +1,11 @@
 """Smoke run of benchmarks/bench_env.py: every section on our side, tiny sizes, peers skipped."""
 
-import importlib.util
 import json
-import sys
 import time
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_env.py"
 
 
-def load_bench():
-    """benchmarks/ is a folder of scripts, not a package: import the file by path."""
-    spec = importlib.util.spec_from_file_location("bench_env", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_env"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_quick_run_reports_positive_rates(tmp_path):
-    bench = load_bench()
+def test_quick_run_reports_positive_rates(tmp_path, load_script):
+    bench = load_script("bench_env")
     out = tmp_path / "env.json"
     t0 = time.perf_counter()
     result = bench.main(bench.BenchEnvConfig(quick=True, peers=False, threads=1, out=out))

@@ -1,25 +1,11 @@
 """benchmarks/predator_prey_params.py at a tiny N: both constructions meet the bar, minimally."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from envs.datasets import exact_pair_table, make_dataset
 from policies.embeddings import make_embedding
 from policies.predictor import gather_table
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "predator_prey_params.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("predator_prey_params", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["predator_prey_params"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("scenario,domain", [("pairwise", (9,)), ("predator_prey", (2, 2, 5, 5))])
@@ -36,8 +22,8 @@ def test_alliances_has_no_pair_table():
         exact_pair_table("alliances", 8, 1)
 
 
-def test_both_sides_meet_the_bar_and_sa_rank_is_minimal():
-    pp = load_script()
+def test_both_sides_meet_the_bar_and_sa_rank_is_minimal(load_script):
+    pp = load_script("predator_prey_params")
     out = pp.main(pp.Config(grid_sizes=(5,), eval_agents=(2, 5), num_test=60, out="", figure=""))
     row = out["rows"][0]
     sa, hfa = row["sa"], row["hfa"]
