@@ -177,6 +177,24 @@ def save(results: dict, exp: str) -> None:
     tmp.replace(RESULTS)
 
 
+FIGURES = Path(__file__).parents[1] / "docs" / "figures"
+TITLES = {
+    "control": "negative control: N = 60, L* = 10",
+    "genotype": "genotype: L* = 10, or the range 5..20",
+    "alliances": "alliances: trained on L = 4..12 (single_L: 8)",
+}
+
+
+def figure(exp: str, summary: dict) -> None:
+    """Mean test MSE against L per model (seeds averaged): docs/figures/paper_<exp>.png."""
+    if exp not in TITLES:
+        return
+    from viz.figures import ood_curve
+
+    curves = {g: {int(L): v for L, v in m["test_mse_mean"].items()} for g, m in summary.items()}
+    ood_curve(curves, FIGURES / f"paper_{exp}.png", title=TITLES[exp], ylabel="test MSE (mean of seeds)")
+
+
 def main(cfg: Config) -> dict:
     torch.set_num_threads(cfg.threads)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
@@ -238,6 +256,7 @@ def main(cfg: Config) -> dict:
             }
             results[exp]["summary"] = summarise(done)
             save(results, exp)
+            figure(exp, results[exp]["summary"])
             tests = " ".join(f"L={L}:{v:.1e}" for L, v in m["test_mse"].items())
             print(
                 f"    train {m['train_mse']:.1e}  product {m['product_mse']}  {tests}  ({m['seconds']:.0f}s)",
