@@ -151,8 +151,11 @@ class Viewer:
         L = self.num_agents
         step = int(self.env.world.steps[0])
         mean = float(np.mean(self.env.returns[:L])) if L else 0.0
-        trained = self.cfg.train_agents
-        ood = "" if L == trained else f" (trained at {trained})"
+        low, high = (
+            self.cfg.train_agents,
+            getattr(self.cfg, "train_agents_max", None) or self.cfg.train_agents,
+        )
+        ood = "" if low <= L <= high else f" (trained at {low if low == high else f'{low}..{high}'})"
         return [
             f"{self.cfg.attention}-{self.cfg.kind}, {self.cfg.scenario}",
             f"mode: {self.overlay.mode}",
