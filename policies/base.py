@@ -63,6 +63,24 @@ def check_rank(rank: object, kind: str) -> int | None:
     return check_int("rank", rank, 1)
 
 
+def interaction(module) -> Tensor:
+    """A linear SA / HFA module's C, (H, [A,] d, d): its free parameter, or W_Q W_K^T when low-rank."""
+    return module.C if module.rank is None else module.W_Q @ module.W_K.transpose(-1, -2)
+
+
+def domain_scores(module, P: Tensor | None) -> Tensor:
+    """p_mu^T C p_nu for every pair of domain elements, (H, [A,] M, M), never forming C when low-rank.
+
+    P (M, d): every domain element's embedding; None means one-hot (P = I), which skips the matmuls.
+    """
+    if module.kind != "linear":
+        raise TypeError("domain tables need kind='linear'")
+    if module.rank is None:
+        return module.C if P is None else P @ module.C @ P.T
+    Q, K = (W if P is None else P @ W for W in (module.W_Q, module.W_K))  # (H, [A,] M, r)
+    return Q @ K.transpose(-1, -2)  # O(M^2 r)
+
+
 def check_divisible(dim: int, by: int, what: str) -> int:
     """Return dim // by, raising ValueError when `by` does not divide `dim`."""
     if dim % by:

@@ -27,6 +27,8 @@ from policies.base import (
     check_input,
     check_int,
     check_rank,
+    domain_scores,
+    interaction,
     key_mask,
     pair_mask,
     zero_padding,
@@ -174,18 +176,14 @@ class HyperFeatureAttention(nn.Module):
 
     def interaction(self) -> Tensor:
         """The linear model's C, (H, A, d, d): the free parameter, or W_Q W_K^T when low-rank."""
-        return self.C if self.rank is None else self.W_Q @ self.W_K.transpose(-1, -2)
+        return interaction(self)
 
     def tables(self, P: Tensor | None = None) -> list[Tensor]:
         """Linear only: [G], G[mu, nu, o] = sum_h prod_a (p_mu^T C_ha p_nu) * prod_a (p_nu^T W_V,ha)_o.
 
         P (M, d): every domain element's embedding (None: one-hot, the identity). See SelfAttention.
         """
-        if self.rank is None:
-            S = self.C if P is None else P @ self.C @ P.T  # (H, A, M, M)
-        else:
-            Q, K = (W if P is None else P @ W for W in (self.W_Q, self.W_K))  # (H, A, M, r)
-            S = Q @ K.transpose(-1, -2)
+        S = domain_scores(self, P)  # (H, A, M, M)
         V = self.W_V if P is None else P @ self.W_V  # (H, A, M, o)
         return [(S.prod(1)[..., None] * V.prod(1)[:, None]).sum(0)]  # (M, M, o)
 

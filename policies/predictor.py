@@ -104,33 +104,34 @@ class Predictor(nn.Module):
         Order 2 (SA, HFA): G[mu, nu] with y_i = sum_j G[t_i, t_j]; order n (HA): G[mu, nu_1..nu_m]
         with y_i = sum over key tuples. A trailing out_dim axis o is kept (squeezed when o = 1).
         """
+        return [G[..., 0] if G.shape[-1] == 1 else G for G in self._tables()]
+
+    def _tables(self) -> list[Tensor]:
+        """The attention's tables with their out_dim axis: (M, .., M, o)."""
         if not self.has_table_path():
             raise TypeError("tables need linear attention (SA, HFA, HA or AttentionSum of them)")
         # P = I for one-hot: skip two M^3 matmuls per training step.
-        P = None if isinstance(self.embedding, OneHotEmbedding) else self.embedding.table()
-        return [G[..., 0] if G.shape[-1] == 1 else G for G in self.attention.tables(P)]
+        return self.attention.tables(
+            None if isinstance(self.embedding, OneHotEmbedding) else self.embedding.table()
+        )
 
     def pair_table(self) -> Tensor:
         """G[mu, nu] = sum_h x(mu)^T C_h x(nu) * x(nu)^T W_V,h: (M, M), or (M, M, o) if out_dim o > 1.
 
         The sum of the order-2 tables: the product C_mu,nu W_nu the paper compares with the devised one.
         """
-        pairs = [G for G in self.tables() if G.dim() - (self.attention.out_dim > 1) == 2]
+        pairs = [G for G in self._tables() if G.dim() == 3]
         if not pairs:
             raise TypeError("pair_table needs a pairwise (SA or HFA) term")
-        return sum(pairs)
+        G = sum(pairs)
+        return G[..., 0] if G.shape[-1] == 1 else G
 
     def forward_table(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
         """Same as forward for linear attention, by gathering the tables: O(M^n d) once + O(B L^n)."""
         tokens, mask = self._prepare(tokens, mask)
         idx = self.embedding.index(tokens)  # (B, L)
         ok = pair_mask(mask, self.attention.causal)  # (B, L, L)
-        out = 0.0
-        for G in self.attention.tables(
-            None if isinstance(self.embedding, OneHotEmbedding) else self.embedding.table()
-        ):
-            out = out + gather_table(G, idx, ok)
-        return self._head(out, mask)
+        return self._head(sum(gather_table(G, idx, ok) for G in self._tables()), mask)
 
 
 def gather_table(G: Tensor, idx: Tensor, ok: Tensor) -> Tensor:

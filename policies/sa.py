@@ -26,6 +26,8 @@ from policies.base import (
     check_input,
     check_int,
     check_rank,
+    domain_scores,
+    interaction,
     key_mask,
     pair_mask,
     zero_padding,
@@ -143,7 +145,7 @@ class SelfAttention(nn.Module):
 
     def interaction(self) -> Tensor:
         """The linear model's C, (H, d, d): the free parameter, or W_Q W_K^T when low-rank."""
-        return self.C if self.rank is None else self.W_Q @ self.W_K.transpose(-1, -2)
+        return interaction(self)
 
     def tables(self, P: Tensor | None = None) -> list[Tensor]:
         """Linear only: [G], G[mu, nu, o] = sum_h p_mu^T C_h p_nu * (p_nu^T W_V,h)_o over a finite domain.
@@ -151,11 +153,7 @@ class SelfAttention(nn.Module):
         P (M, d) holds the embedding of every domain element (None: the identity, i.e. one-hot,
         which skips two matmuls). Then y_i = sum_j G[t_i, t_j] (Predictor.forward_table).
         """
-        if self.rank is None:
-            S = self.C if P is None else P @ self.C @ P.T  # (H, M, M)
-        else:
-            Q, K = (W if P is None else P @ W for W in (self.W_Q, self.W_K))  # (H, M, r)
-            S = Q @ K.transpose(-1, -2)  # O(M^2 r), never the d x d C
+        S = domain_scores(self, P)  # (H, M, M)
         V = self.W_V if P is None else P @ self.W_V  # (H, M, o)
         return [(S[..., None] * V[:, None]).sum(0)]  # (M, M, o)
 
