@@ -24,6 +24,7 @@ Positions are i.i.d. uniform by default (repeats allowed, as Training Data Versa
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -57,7 +58,10 @@ class Dataset:
 
     @staticmethod
     def concat(parts: list[Dataset]) -> Dataset:
-        """Sets of different agent counts as one, padded to the largest L (mask False on padding)."""
+        """Sets of different agent counts as one, padded to the largest L (mask False on padding).
+
+        Tokens may be (B, L) or (B, L, F); padding is token 0, target 0, position (0, 0).
+        """
         if not parts or len({p.domain for p in parts}) != 1:
             raise ValueError("concat needs at least one Dataset, all over the same domain")
         L = max(p.tokens.shape[1] for p in parts)
@@ -153,9 +157,7 @@ def exact_pair_table(scenario: str, grid_size: int, radius: int, chunk: int = 65
         raise ValueError("alliances has a ternary term: its value is not a pair table")
     check_world_args(2, grid_size, radius)
     cols = (*sc.label_sizes, grid_size, grid_size) if sc.name == "predator_prey" else (grid_size,)
-    M = 1
-    for c in cols:
-        M *= c
+    M = math.prod(cols)
     digits, rest = [], torch.arange(M)
     for c in reversed(cols):  # mixed radix, last column fastest
         digits.append(rest % c)

@@ -148,12 +148,7 @@ def draw_train(cfg: FitConfig, rules=None) -> Dataset:
         draw(cfg, n, L, cfg.seed + 7919 * k, rules)
         for k, (n, L) in enumerate(zip(shares, counts, strict=True))
     ]
-    if parts[0].tokens.dim() == 2:  # single-feature tokens were squeezed to (B, L): pad as (B, L, 1)
-        for p in parts:
-            p.tokens = p.tokens[..., None]
-    data = Dataset.concat(parts)
-    data.tokens = data.tokens[..., 0] if parts[0].tokens.shape[-1] == 1 else data.tokens
-    return data
+    return Dataset.concat(parts)
 
 
 def draw(cfg: FitConfig, num: int, L: int, seed: int, rules=None) -> Dataset:
@@ -184,7 +179,7 @@ def build_model(cfg: FitConfig, domain: tuple[int, ...]) -> Predictor:
         factors=cfg.factors,
         order=cfg.order,
         out_dim=1 if cfg.mlp_hidden is None else cfg.mlp_hidden,
-        **({} if cfg.rank is None else {"rank": cfg.rank}),
+        rank=cfg.rank,
     )
     model = Predictor(emb, att, mlp_hidden=cfg.mlp_hidden)
     if cfg.init_std > 0:
