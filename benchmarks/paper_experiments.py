@@ -94,28 +94,20 @@ def experiments(cfg: Config) -> dict[str, list[tuple[str, FitConfig]]]:
         eval_agents=(2, 5, 10, 20, 30, 40),
         init_std=0.0,
     )
+    # at the single length L* = 10, then on every length from 5 to 20 (2, 30, 40 stay unseen)
+    lengths = {"": {}, "_range": dict(train_agents=5, train_agents_max=20)}
     genotype = [
         (
-            f"{arch}_s{s}",
-            replace(
-                geno, seed=s, mlp_hidden=None if arch == "linear_sa" else 16, name=f"genotype_{arch}_s{s}"
-            ),
-        )
-        for arch in ("linear_sa", "sa_relu")
-        for s in cfg.seeds
-    ]
-    genotype += [  # the same models trained on every length from 5 to 20 (2, 30, 40 stay unseen)
-        (
-            f"{arch}_range_s{s}",
+            f"{arch}{v}_s{s}",
             replace(
                 geno,
-                train_agents=5,
-                train_agents_max=20,
                 seed=s,
                 mlp_hidden=None if arch == "linear_sa" else 16,
-                name=f"genotype_{arch}_range_s{s}",
+                name=f"genotype_{arch}{v}_s{s}",
+                **kw,
             ),
         )
+        for v, kw in lengths.items()
         for arch in ("linear_sa", "sa_relu")
         for s in cfg.seeds
     ]
