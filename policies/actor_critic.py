@@ -26,6 +26,7 @@ import torch
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import Tensor, nn
 
+from policies.base import check_input
 from policies.ha import HyperAttention
 from policies.hfa import HyperFeatureAttention
 from policies.sa import SelfAttention
@@ -88,11 +89,11 @@ class Block(nn.Module):
     def forward(self, x: Tensor, mask: Tensor, first_only: bool = False) -> Tensor:
         """(B, L, d) -> (B, L, d), or (B, 1, d) for token 0 only (ff and norms are per token).
 
-        ``mask`` None means every token is real (the attention then skips its masking work).
+        ``mask`` None means every token is real (the attention then skips its masking work). The
+        input must be validated already (the attention's ``attend`` skips ``forward``'s checks).
         """
-        x = self.norm1(x + self.attention(x, mask))
-        if first_only:
-            x = x[:, :1]
+        a = self.attention.attend(x, mask, first_only)  # (B, L, d), or (B, 1, d): query 0 only
+        x = self.norm1((x[:, :1] if first_only else x) + a)
         return self.norm2(x + self.ff(x))
 
 
@@ -156,8 +157,14 @@ class AttentionExtractor(BaseFeaturesExtractor):
             keep = order[:, : self.neighbours + 1]  # (B, k+1)
             tokens = torch.gather(tokens, 1, keep[..., None].expand(-1, -1, self.num_features))
             mask = torch.gather(mask, 1, keep)
-        x = self.embed(tokens) * mask[..., None]  # (B, L, d)
+        x = self.embed(tokens)  # (B, L, d)
         att_mask = None if bool(mask.all()) else mask  # no padding (e.g. a fixed count): unmasked kernels
+        if att_mask is not None:
+            x = x * mask[..., None]
+        # Validate once here, not in every block: a finite sum means every entry is finite; only
+        # otherwise run the attention's exact check (NaN or inf in a real token raises, padding may).
+        if not torch.isfinite(x.detach().sum()):
+            check_input(x, mask, x.shape[-1])
         last = len(self.blocks) - 1
         for k, block in enumerate(self.blocks):
             x = block(x, att_mask, first_only=k == last and not return_tokens)  # only the self token leaves

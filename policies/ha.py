@@ -122,11 +122,12 @@ def softmax_ha(
 
     Shapes as in `softmax_ha_reference`; allowed None means every tuple is allowed. With `causal`
     (allowed must then hold the causal mask) chunk i0:i1 only builds tuples of keys < i1, which
-    skips about (n-1)/n of the work. Returns (B, H, L, d_h).
+    skips about (n-1)/n of the work. Returns (B, H, L, d_h). When not causal, q may hold fewer
+    queries than the keys: q (B, H, L_q, d_h) and allowed (B, L_q, L) give (B, H, L_q, d_h).
     """
     B, H, L, d_h = q.shape
-    m = len(ks)
-    chunk = chunk or max(1, CHUNK_ELEMENTS // (B * H * L**m))
+    m, Lk = len(ks), ks[-1].shape[2]  # Lk keys: L, or more when only some queries are asked for
+    chunk = chunk or max(1, CHUNK_ELEMENTS // (B * H * Lk**m))
     q = q / math.sqrt(d_h)
     log_ok = None  # 0 where a key is allowed, -inf where not: added to the scores of every tuple
     if allowed is not None:
@@ -136,7 +137,7 @@ def softmax_ha(
     outs = []
     for i0 in range(0, L, chunk):  # a loop over query chunks, not over tokens
         i1 = min(L, i0 + chunk)
-        K = i1 if causal else L  # keys this chunk may see
+        K = i1 if causal else Lk  # keys this chunk may see
         kk, vv = full or (
             _outer([k[:, :, :K] for k in ks[:-1]], q),
             _outer([v[:, :, :K] for v in vs[:-1]], q),
@@ -352,6 +353,32 @@ class HyperAttention(nn.Module):
     def forward(self, x: Tensor, mask: Tensor | None = None, return_scores: bool = False):
         given = mask is not None
         mask = check_input(x, mask, self.dim)
+        return self._forward(x, mask, given, return_scores)
+
+    def attend(self, x: Tensor, mask: Tensor | None, first_only: bool = False) -> Tensor:
+        """`forward` without its input checks, for a caller that validated x once (AttentionExtractor).
+
+        x (B, L, dim), real tokens finite; mask (B, L) bool or None (no padding). first_only: the
+        output of query 0 only, (B, 1, out_dim); computed alone for exact non-causal softmax.
+        """
+        full = x.new_ones(x.shape[:2], dtype=torch.bool) if mask is None else mask
+        one = first_only and self.kind == "softmax" and self.approx_features is None and not self.causal
+        if not one:
+            out = self._forward(x, full, mask is not None, False)
+            return out[:, :1] if first_only else out
+        x = zero_padding(x, full)
+        B, L, d = x.shape
+        H, d_h, m = self.heads, self.head_dim, self.order - 1
+        q = self.q(x[:, :1]).view(B, 1, H, d_h).transpose(1, 2)  # (B, H, 1, d_h): token 0 only
+        ks, vs = (list(p(x).view(B, L, -1, H, d_h).permute(2, 0, 3, 1, 4)) for p in (self.k, self.v))
+        if self.share_kv:
+            ks, vs = ks * m, vs * m
+        allowed = None if mask is None else key_mask(mask, False)[:, :1]  # (B, 1, L)
+        y = softmax_ha(q, ks, vs, self.W_Vn, allowed)  # (B, H, 1, d_h)
+        return self.proj(y.transpose(1, 2).reshape(B, 1, d)) * full[:, :1, None]
+
+    def _forward(self, x: Tensor, mask: Tensor, given: bool, return_scores: bool):
+        """`forward` after its checks; mask (B, L) bool, given False when the caller passed None."""
         x = zero_padding(x, mask)
         B, L, d = x.shape
         H, d_h, m = self.heads, self.head_dim, self.order - 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from policies.base import (
@@ -84,19 +85,23 @@ def softmax_hfa(
 ) -> Tensor:
     """Fast path over blocks of queries (shapes as in the reference; allowed None = no padding).
 
+    When not causal, q may hold fewer queries than k and v have keys: q (B, H, A, L_q, d_h) and
+    allowed (B, L_q, L) give out (B, H, L_q, d_h).
+
     A (B, H, c, L) block stays in cache through the factor product, mask and softmax, which are
     memory-bound; on the full (B, H, L, L) they cost more than the matmuls. When causal, block
     i0:i1 reads keys :i1 only, skipping about half the work (as fused SDPA kernels do), and
     without padding only its last c x c corner needs masking.
     """
     B, H, A, L, d_h = q.shape
-    c = block or min(L, max(16, QUERY_BLOCK // (B * H * L)))  # queries per block
+    Lk = k.shape[3]  # keys: L, or more when only some queries are asked for (not causal)
+    c = block or min(L, max(16, QUERY_BLOCK // (B * H * Lk)))  # queries per block
     q = q * d_h**-0.5  # prod_a of 1/sqrt(d_h), applied to the small tensor
     kt, values = k.transpose(-1, -2), v.prod(2)  # (B, H, A, d_h, L), (B, H, L, d_h)
     outs = []
     for i0 in range(0, L, c):  # a loop over query blocks, and inside it over the A factors
         i1 = min(L, i0 + c)
-        keys = i1 if causal else L
+        keys = i1 if causal else Lk
         logits = q[:, :, 0, i0:i1] @ kt[:, :, 0, :, :keys]  # (B, H, c, d_h) x (B, H, d_h, keys)
         for a in range(1, A):
             logits = logits * (q[:, :, a, i0:i1] @ kt[:, :, a, :, :keys])
@@ -186,6 +191,37 @@ class HyperFeatureAttention(nn.Module):
         S = domain_scores(self, P)  # (H, A, M, M)
         V = self.W_V if P is None else P @ self.W_V  # (H, A, M, o)
         return [(S.prod(1)[..., None] * V.prod(1)[:, None]).sum(0)]  # (M, M, o)
+
+    def attend(self, x: Tensor, mask: Tensor | None, first_only: bool = False) -> Tensor:
+        """`forward` without its input checks, for a caller that validated x once (AttentionExtractor).
+
+        x (B, L, dim), real tokens finite; mask (B, L) bool, or None for no padding (then no masking
+        work at all). first_only: the output of query 0 only, (B, 1, out_dim) (keys still span all L).
+        """
+        if mask is not None:
+            x = zero_padding(x, mask)
+        if self.kind == "linear":
+            out = linear_hfa(x, self.interaction(), self.W_V, self.causal)
+            return out[:, :1] if first_only else out
+        if self.causal:  # not used by the extractor: the full pass, then slice
+            full = x.new_ones(x.shape[:2], dtype=torch.bool) if mask is None else mask
+            out = self._softmax(x, full, mask is not None, False)
+            return out[:, :1] if first_only else out
+        B, L, d = x.shape
+        H, A, d_h = self.heads, self.factors, self.head_dim
+        Lq = 1 if first_only else L
+        if first_only:  # q of token 0 only; k, v of every token
+            q = F.linear(x[:, :1], self.qkv.weight[:d]).view(B, 1, H, A, d_h).permute(0, 2, 3, 1, 4)
+            k, v = (
+                t.view(B, L, H, A, d_h).permute(0, 2, 3, 1, 4)
+                for t in F.linear(x, self.qkv.weight[d:]).split(d, -1)
+            )  # (B, H, A, L, d_h)
+        else:
+            q, k, v = (t.view(B, L, H, A, d_h).permute(0, 2, 3, 1, 4) for t in self.qkv(x).split(d, -1))
+        allowed = None if mask is None else key_mask(mask, False)[:, :Lq]  # (B, L_q, L)
+        y = softmax_hfa(q, k, v, allowed, False)  # (B, H, L_q, d_h)
+        out = self.proj(y.transpose(1, 2).reshape(B, Lq, H * d_h))  # (B, L_q, out_dim)
+        return out if mask is None else out * mask[:, :Lq, None]  # padded tokens output zero
 
     def _softmax(self, x: Tensor, mask: Tensor, given: bool, return_scores: bool):
         B, L, d = x.shape

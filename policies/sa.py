@@ -157,6 +157,36 @@ class SelfAttention(nn.Module):
         V = self.W_V if P is None else P @ self.W_V  # (H, M, o)
         return [(S[..., None] * V[:, None]).sum(0)]  # (M, M, o)
 
+    def attend(self, x: Tensor, mask: Tensor | None, first_only: bool = False) -> Tensor:
+        """`forward` without its input checks, for a caller that validated x once (AttentionExtractor).
+
+        x (B, L, dim), real tokens finite; mask (B, L) bool, or None for no padding (then no masking
+        work at all). first_only: the output of query 0 only, (B, 1, out_dim) (keys still span all L).
+        """
+        if mask is not None:
+            x = zero_padding(x, mask)
+        if self.kind == "linear":
+            out = linear_sa(x, self.interaction(), self.W_V, self.causal)
+            return out[:, :1] if first_only else out
+        if self.causal:  # not used by the extractor: the full pass, then slice
+            full = x.new_ones(x.shape[:2], dtype=torch.bool) if mask is None else mask
+            out = self._softmax(x, full, mask is not None, False)
+            return out[:, :1] if first_only else out
+        B, L, d = x.shape
+        H, d_h = self.heads, self.head_dim
+        Lq = 1 if first_only else L
+        if first_only:  # q of token 0 only; k, v of every token
+            q = F.linear(x[:, :1], self.qkv.weight[:d]).view(B, 1, H, d_h).transpose(1, 2)  # (B, H, 1, d_h)
+            k, v = (
+                t.view(B, L, H, d_h).transpose(1, 2) for t in F.linear(x, self.qkv.weight[d:]).split(d, -1)
+            )  # (B, H, L, d_h)
+        else:
+            q, k, v = (t.view(B, L, H, d_h).transpose(1, 2) for t in self.qkv(x).split(d, -1))
+        allowed = None if mask is None else key_mask(mask, False)[:, :Lq]  # (B, L_q, L)
+        y = softmax_sa(q, k, v, allowed, False)  # (B, H, L_q, d_h)
+        out = self.proj(y.transpose(1, 2).reshape(B, Lq, d))  # (B, L_q, out_dim)
+        return out if mask is None else out * mask[:, :Lq, None]  # padded tokens output zero
+
     def _softmax(self, x: Tensor, mask: Tensor, given: bool, return_scores: bool):
         B, L, d = x.shape
         q, k, v = (t.view(B, L, self.heads, self.head_dim).transpose(1, 2) for t in self.qkv(x).split(d, -1))
