@@ -12,6 +12,7 @@ Each kernel has a `_reference` twin: the formula written as plain einsums, kept 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -65,6 +66,8 @@ def linear_sa(x: Tensor, C: Tensor, W_V: Tensor, causal: bool) -> Tensor:
 
 # ---------------------------------------------------------------- softmax kernels
 
+PACK_TOKENS = 16  # unpadded sets shorter than this are packed together (see softmax_sa_packed)
+
 
 def softmax_sa_reference(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """q, k, v (B, H, L, d_h); allowed (B, L, L) -> out (B, H, L, d_h), logits and weights (B, H, L, L)."""
@@ -74,10 +77,70 @@ def softmax_sa_reference(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor) -> tu
 
 
 def softmax_sa(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None, causal: bool) -> Tensor:
-    """Fused torch kernel; `allowed` None means no padding (then `causal` picks the built-in mask)."""
+    """Fused torch kernel; `allowed` None means no padding (then `causal` picks the built-in mask).
+
+    q (B, H, L_q, d_h), k and v (B, H, L, d_h); L_q < L (some queries only) needs causal False.
+    Short unpadded sets go through `softmax_sa_packed`, which computes the same thing faster.
+    """
+    B, L = q.shape[0], q.shape[2]
+    group = PACK_TOKENS // L if L == k.shape[2] else 1
+    if allowed is None and not causal and group > 1 and B % group == 0:
+        return softmax_sa_packed(q, k, v, group)
     if allowed is None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None])
+
+
+def softmax_sa_packed(q: Tensor, k: Tensor, v: Tensor, group: int) -> Tensor:
+    """Unpadded non-causal softmax SA, `group` batch items per fused-kernel problem. (B, H, L, d_h).
+
+    At small L the CPU kernel's fixed cost per (batch, head) problem dominates; packing `group`
+    sets into one of length group * L under a block-diagonal mask (no token sees another set's)
+    gives the same outputs, up to summation order, in fewer problems. Needs B % group == 0.
+    """
+    B, H, L, d_h = q.shape
+
+    def pack(t: Tensor) -> Tensor:  # (B, H, L, d_h) -> (B / group, H, group * L, d_h); a view when it can
+        return t.transpose(1, 2).reshape(B // group, group * L, H, d_h).transpose(1, 2)
+
+    y = F.scaled_dot_product_attention(
+        pack(q), pack(k), pack(v), attn_mask=_block_diagonal(group, L, q.device)
+    )
+    return y.transpose(1, 2).reshape(B, L, H, d_h).transpose(1, 2)
+
+
+@functools.lru_cache(maxsize=32)
+def _block_diagonal(group: int, L: int, device: torch.device) -> Tensor:
+    """(group * L, group * L) bool: True where query and key lie in the same set of L tokens."""
+    sets = torch.arange(group * L, device=device) // L
+    return sets[:, None] == sets[None, :]
+
+
+def softmax_sa_first_reference(x: Tensor, W: Tensor, allowed: Tensor | None) -> Tensor:
+    """Query 0's softmax SA output: x (B, L, d); W (3, H, d_h, d) = W_Q, W_K, W_V; allowed (B, L)."""
+    q = torch.einsum("bd,hsd->bhs", x[:, 0], W[0])  # (B, H, d_h)
+    k, v = (torch.einsum("bjd,hsd->bhjs", x, w) for w in W[1:])  # (B, H, L, d_h)
+    logits = torch.einsum("bhs,bhjs->bhj", q, k) / math.sqrt(q.shape[-1])
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed[:, None], float("-inf"))
+    return torch.einsum("bhj,bhjs->bhs", logits.softmax(-1), v)  # (B, H, d_h)
+
+
+def softmax_sa_first(x: Tensor, W: Tensor, allowed: Tensor | None) -> Tensor:
+    """Same as the reference without projecting any token but token 0 (the extractor's last block).
+
+    q_h . (W_K,h x_j) = (W_K,h^T q_h) . x_j and sum_j a_hj W_V,h x_j = W_V,h (sum_j a_hj x_j),
+    so only (B, H, d) and (B, H, d_h) tensors are projected, never the (B, L, d) tokens.
+    """
+    B, d = x.shape[0], x.shape[2]
+    H, d_h = W.shape[1], W.shape[2]
+    q = F.linear(x[:, 0], W[0].reshape(H * d_h, d)).view(B, H, d_h) * d_h**-0.5  # (B, H, d_h)
+    qk = torch.einsum("bhs,hsd->bhd", q, W[1])  # (B, H, d): the query moved to token space
+    logits = qk @ x.transpose(1, 2)  # (B, H, d) x (B, d, L) -> (B, H, L)
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed[:, None], float("-inf"))
+    z = logits.softmax(-1) @ x  # (B, H, L) x (B, L, d) -> (B, H, d)
+    return torch.einsum("bhd,hsd->bhs", z, W[2])  # (B, H, d_h)
 
 
 # ---------------------------------------------------------------- module
@@ -174,18 +237,15 @@ class SelfAttention(nn.Module):
             return out[:, :1] if first_only else out
         B, L, d = x.shape
         H, d_h = self.heads, self.head_dim
-        Lq = 1 if first_only else L
-        if first_only:  # q of token 0 only; k, v of every token
-            q = F.linear(x[:, :1], self.qkv.weight[:d]).view(B, 1, H, d_h).transpose(1, 2)  # (B, H, 1, d_h)
-            k, v = (
-                t.view(B, L, H, d_h).transpose(1, 2) for t in F.linear(x, self.qkv.weight[d:]).split(d, -1)
-            )  # (B, H, L, d_h)
-        else:
-            q, k, v = (t.view(B, L, H, d_h).transpose(1, 2) for t in self.qkv(x).split(d, -1))
-        allowed = None if mask is None else key_mask(mask, False)[:, :Lq]  # (B, L_q, L)
-        y = softmax_sa(q, k, v, allowed, False)  # (B, H, L_q, d_h)
-        out = self.proj(y.transpose(1, 2).reshape(B, Lq, d))  # (B, L_q, out_dim)
-        return out if mask is None else out * mask[:, :Lq, None]  # padded tokens output zero
+        if first_only:
+            allowed = None if mask is None else key_mask(mask, False)[:, 0]  # (B, L): query 0's row
+            y = softmax_sa_first(x, self.qkv.weight.view(3, H, d_h, d), allowed)  # (B, H, d_h)
+            out = self.proj(y.reshape(B, 1, d))  # (B, 1, out_dim)
+            return out if mask is None else out * mask[:, :1, None]
+        q, k, v = (t.view(B, L, H, d_h).transpose(1, 2) for t in self.qkv(x).split(d, -1))
+        y = softmax_sa(q, k, v, None if mask is None else key_mask(mask, False), False)  # (B, H, L, d_h)
+        out = self.proj(y.transpose(1, 2).reshape(B, L, d))  # (B, L, out_dim)
+        return out if mask is None else out * mask[..., None]  # padded tokens output zero
 
     def _softmax(self, x: Tensor, mask: Tensor, given: bool, return_scores: bool):
         B, L, d = x.shape

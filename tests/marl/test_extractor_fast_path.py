@@ -10,7 +10,14 @@ import torch
 from policies.actor_critic import AttentionExtractor, nearest_order, real_mask, split_tokens
 from policies.ha import HyperAttention
 from policies.hfa import HyperFeatureAttention
-from policies.sa import SelfAttention
+from policies.sa import (
+    SelfAttention,
+    softmax_sa,
+    softmax_sa_first,
+    softmax_sa_first_reference,
+    softmax_sa_packed,
+    softmax_sa_reference,
+)
 
 F = 10
 
@@ -114,3 +121,29 @@ def test_non_finite_real_token_still_raises_and_padding_may_hold_nan():
     obs.view(3, 4, F)[2, 1, 4] = float("inf")  # a real token may not
     with pytest.raises(ValueError, match="finite"):
         ext(obs)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_first_query_kernel_matches_reference(padded):
+    torch.manual_seed(2)
+    x, W = torch.randn(6, 9, 24), torch.randn(3, 3, 8, 24)
+    allowed = torch.rand(6, 9) < 0.5 if padded else None
+    if padded:
+        allowed[:, 0] = True
+    ref = softmax_sa_first_reference(x, W, allowed)
+    assert torch.allclose(softmax_sa_first(x, W, allowed), ref, atol=1e-6)
+    # and the reference is row 0 of the all-queries reference
+    q, k, v = (torch.einsum("bjd,hsd->bhjs", x, w) for w in W)
+    ok = torch.ones(6, 9, 9, dtype=torch.bool) if allowed is None else allowed[:, None].expand(-1, 9, -1)
+    assert torch.allclose(softmax_sa_reference(q, k, v, ok)[0][:, :, 0], ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("B", [6, 7])
+@pytest.mark.parametrize("L", [2, 3, 4, 8])
+def test_packed_softmax_matches_reference(B, L):
+    torch.manual_seed(3)
+    q, k, v = (torch.randn(B, 2, L, 8) for _ in range(3))
+    ref = softmax_sa_reference(q, k, v, torch.ones(B, L, L, dtype=torch.bool))[0]
+    assert torch.allclose(softmax_sa(q, k, v, None, False), ref, atol=1e-6)  # packs when B allows
+    for group in (g for g in (2, 3) if B % g == 0):
+        assert torch.allclose(softmax_sa_packed(q, k, v, group), ref, atol=1e-6)
