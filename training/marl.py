@@ -28,9 +28,10 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from tqdm import tqdm
 
-from envs.crossing import NUM_FEATURES, parse_count
+from envs.crossing import NUM_FEATURES, Crossing, parse_count
 from envs.vec import CrossingVecEnv
 from policies.actor_critic import FAMILIES, AttentionExtractor, NearestMLPExtractor
+from training.imitate import imitate
 
 ALL_FAMILIES = (*FAMILIES, "mlp")
 
@@ -114,6 +115,15 @@ class TrainConfig:
     vf_coef: float = 0.5
     """value loss weight"""
 
+    # Warm start
+    imitate_iterations: int = 0
+    """DAgger rounds cloning the greedy avoider before PPO starts (0: PPO from scratch); see
+    training/imitate.py. Done once, before the first checkpoint, so a resumed run skips it"""
+    imitate_epochs: int = 4
+    """epochs over the aggregated DAgger data per round"""
+    imitate_learning_rate: float = 1e-3
+    """Adam learning rate of the DAgger fits (PPO then uses learning_rate)"""
+
     @property
     def name(self) -> str:
         return self.run_name or f"crossing__{self.family}__{self.seed}"
@@ -136,10 +146,17 @@ def check_config(cfg: TrainConfig) -> None:
         "checkpoint_every",
         "threads",
         "mlp_k",
+        "imitate_epochs",
     ):
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if (
+        isinstance(cfg.imitate_iterations, bool)
+        or not isinstance(cfg.imitate_iterations, int)
+        or cfg.imitate_iterations < 0
+    ):
+        raise ValueError(f"imitate_iterations must be an int >= 0, got {cfg.imitate_iterations!r}")
 
 
 def policy_kwargs(cfg: TrainConfig) -> dict:
@@ -163,6 +180,19 @@ def policy_kwargs(cfg: TrainConfig) -> dict:
         )
     return dict(
         features_extractor_class=extractor, features_extractor_kwargs=kwargs, net_arch=list(cfg.net_arch)
+    )
+
+
+def make_task(cfg: TrainConfig, seed: int | None = None) -> Crossing:
+    """The batched task of ``cfg`` (what the training VecEnv wraps)."""
+    return Crossing(
+        num_worlds=cfg.num_worlds,
+        num_agents=tuple(cfg.num_agents),
+        grid_size=cfg.grid_size,
+        radius=cfg.radius,
+        max_steps=cfg.max_steps,
+        start_width=cfg.start_width,
+        seed=seed,
     )
 
 
@@ -278,6 +308,22 @@ def main(cfg: TrainConfig, callbacks: list[BaseCallback] | None = None) -> dict:
             verbose=0,
         )
         resumed_from = 0
+    warm = run_dir / "imitation.json"
+    if cfg.imitate_iterations and not ckpt.exists():
+        start = time.perf_counter()
+        stats = imitate(
+            model.policy,
+            make_task(cfg, seed=cfg.seed),
+            cfg.imitate_iterations,
+            epochs=cfg.imitate_epochs,
+            batch_size=cfg.batch_size,
+            gamma=cfg.gamma,
+            vf_coef=cfg.vf_coef,
+            learning_rate=cfg.imitate_learning_rate,
+            seed=cfg.seed,
+        )
+        warm.write_text(json.dumps({**asdict(stats), "seconds": time.perf_counter() - start}, indent=2))
+        save_atomic(model, ckpt)  # the warm start is never redone on resume
     remaining = cfg.total_timesteps - model.num_timesteps
     entropy = None if cfg.ent_coef_final is None else (cfg.ent_coef, cfg.ent_coef_final)
     run_cb = RunCallback(ckpt, cfg.checkpoint_every, cfg.total_timesteps, cfg.progress, entropy)
@@ -305,6 +351,7 @@ def main(cfg: TrainConfig, callbacks: list[BaseCallback] | None = None) -> dict:
         "final_ep_return": history[-1][1] if history else None,
         "return_history": history,
         "checkpoint": str(ckpt),
+        "imitation": json.loads(warm.read_text()) if warm.exists() else None,
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

@@ -1,0 +1,137 @@
+"""DAgger warm start: teach a PPO actor-critic the greedy avoider before PPO takes over.
+
+PPO from a random policy spends most of its budget discovering that sidestepping a neighbour's
+lane pays; the scripted greedy avoider (``envs.crossing.greedy_policy``) already knows it. This
+module clones it with DAgger (Ross et al., 2011), which, unlike plain behaviour cloning, labels
+the states the *learner* visits, so the clone learns to recover from its own mistakes:
+
+    iteration 0: the expert acts; later iterations: the learner samples its own actions.
+    every visited state of a real, unparked agent is labelled with the expert's action and added
+    to an aggregate dataset; the actor is fitted by cross-entropy on it, and the critic by squared
+    error on the discounted return observed from that state (so PPO starts with a useful
+    baseline instead of a random one, which would otherwise scramble the cloned actor).
+
+Everything is batched over the B worlds and L slots of :class:`envs.crossing.Crossing`; the
+policy sees exactly the flattened (L * F) token sets that :class:`envs.vec.CrossingVecEnv`
+gives PPO. Shapes: B worlds, L slots, F features, T steps, S samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from stable_baselines3.common.policies import ActorCriticPolicy
+
+from envs.crossing import NUM_FEATURES, Crossing, greedy_policy
+
+
+@dataclass
+class ImitationStats:
+    """Per DAgger iteration: how often the learner's argmax matched the expert on the states
+    visited (before fitting on them), and the mean per-agent return of that rollout's actor."""
+
+    agreement: list[float]
+    returns: list[float]
+    samples: int
+
+
+def discounted_returns(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
+    """(T, B, L) rewards -> (T, B, L) sum_k gamma^k r_{t+k} to the episode's end."""
+    out = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    for t in range(rewards.shape[0] - 1, -1, -1):  # a loop over time only
+        running = rewards[t] + gamma * running
+        out[t] = running
+    return out
+
+
+def rollout(env: Crossing, policy: ActorCriticPolicy, expert_acts: bool, gen: torch.Generator):
+    """One episode in every world, acted by the expert or by the learner (sampling).
+
+    Returns obs (S, L*F) and expert labels (S,) of the S visited (step, real unparked agent)
+    pairs, rewards (T, B, L), the (T, B, L) mask selecting those pairs, the learner's argmax
+    agreement with the labels and the mean per-agent return."""
+    env.reset()
+    B, L = env.B, env.L
+    obs_t, label_t, keep_t, guess, rew_t = [], [], [], [], []
+    with torch.no_grad():
+        for _ in range(env.T):
+            obs = env.observations().reshape(B * L, L * NUM_FEATURES)
+            label = greedy_policy(env)  # (B, L)
+            probs = policy.get_distribution(obs).distribution.probs  # (B*L, A)
+            guess.append(probs.argmax(-1).view(B, L))
+            act = label if expert_acts else torch.multinomial(probs, 1, generator=gen).view(B, L)
+            keep_t.append(env.mask & ~env.parked)
+            obs_t.append(obs.view(B, L, -1))
+            label_t.append(label)
+            rew_t.append(env.step(act))
+    keep = torch.stack(keep_t)  # (T, B, L)
+    rewards = torch.stack(rew_t)
+    labels, guesses = torch.stack(label_t)[keep], torch.stack(guess)[keep]
+    agree = float((labels == guesses).float().mean()) if keep.any() else float("nan")
+    mean_return = float((rewards.sum(0) * env.mask).sum() / env.mask.sum())
+    return torch.stack(obs_t)[keep], labels, rewards, keep, agree, mean_return
+
+
+def fit(policy: ActorCriticPolicy, obs, labels, targets, epochs: int, batch_size: int, vf_coef: float, gen):
+    """Cross-entropy on expert labels + vf_coef * squared error on returns, Adam of the policy."""
+    policy.set_training_mode(True)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(obs), generator=gen).split(batch_size):
+            values, log_prob, _ = policy.evaluate_actions(obs[idx], labels[idx])
+            loss = -log_prob.mean() + vf_coef * (values.squeeze(-1) - targets[idx]).pow(2).mean()
+            policy.optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), 0.5)
+            policy.optimizer.step()
+    policy.set_training_mode(False)
+
+
+def imitate(
+    policy: ActorCriticPolicy,
+    env: Crossing,
+    iterations: int,
+    epochs: int = 4,
+    batch_size: int = 1024,
+    gamma: float = 0.99,
+    vf_coef: float = 0.5,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+    keep_last: int = 4,
+) -> ImitationStats:
+    """Run ``iterations`` DAgger rounds on ``policy`` (in place) in ``env``; see the module doc.
+
+    The policy's own Adam optimizer is used at ``learning_rate``. ``keep_last`` bounds memory:
+    the aggregate keeps the last this many rounds' samples.
+    """
+    for name, value in (
+        ("iterations", iterations),
+        ("epochs", epochs),
+        ("batch_size", batch_size),
+        ("keep_last", keep_last),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if not learning_rate > 0:
+        raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
+    for group in policy.optimizer.param_groups:  # PPO sets its own rate again at every update
+        group["lr"] = learning_rate
+    gen = torch.Generator().manual_seed(seed)
+    env.seed(seed)
+    data: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    agreement, returns, total = [], [], 0
+    for k in range(iterations):
+        obs, labels, rewards, keep, agree, mean_return = rollout(env, policy, expert_acts=k == 0, gen=gen)
+        agreement.append(agree)
+        returns.append(mean_return)
+        data = [
+            *data[max(len(data) - keep_last + 1, 0) :],
+            (obs, labels, discounted_returns(rewards, gamma)[keep]),
+        ]
+        total += len(obs)
+        fit(
+            policy, *(torch.cat(parts) for parts in zip(*data, strict=True)), epochs, batch_size, vf_coef, gen
+        )
+    policy.optimizer.state.clear()  # PPO starts with fresh Adam moments, as without a warm start
+    return ImitationStats(agreement, returns, total)
