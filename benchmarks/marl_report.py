@@ -82,12 +82,51 @@ def table(summary: dict, per_seed: dict) -> str:
     return "\n".join(lines)
 
 
+def compare_figure(report: dict, modes: list[str], path: Path) -> None:
+    """Gain over MOVE_RIGHT against L: one panel per family, one line per mode, greedy dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families = [a for a in next(iter(report[modes[0]]["summary"].values())) if a not in BASELINES]
+    fig, axes = plt.subplots(1, len(families), figsize=(4.6 * len(families), 4.2), sharey=True)
+    for ax, fam in zip(list(axes) if len(families) > 1 else [axes], families, strict=True):
+        for k, mode in enumerate(modes):
+            summary = {int(L): v for L, v in report[mode]["summary"].items()}  # JSON keys are str
+            xs = sorted(L for L in summary if fam in summary[L])
+            y = [summary[L][fam]["gain"] for L in xs]
+            ci = [summary[L][fam]["ci_gain"] for L in xs]
+            (line,) = ax.plot(xs, y, marker="o", lw=2, label=mode, color=f"C{k}")
+            ax.fill_between(xs, [c[0] for c in ci], [c[1] for c in ci], color=line.get_color(), alpha=0.15)
+        ref = report[modes[0]]["summary"]
+        xs = sorted(int(L) for L in ref)
+        ax.plot(
+            xs, [ref[str(L) if str(L) in ref else L]["greedy"]["gain"] for L in xs], "k--", label="greedy"
+        )
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [str(c) for c in xs])
+        ax.set_ylim(-1.0, 1.05)
+        ax.set_title(fam.upper())
+        ax.set_xlabel("agents per world L")
+        ax.grid(alpha=0.3)
+    fig.axes[0].set_ylabel("gain over MOVE_RIGHT (95% CI)")
+    fig.axes[0].legend(fontsize=9, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modes", nargs="+", help="mode=dir with ood_summary.json")
     parser.add_argument("--json", default=None, help="summaries and bar checks of every mode")
     parser.add_argument("--marl-json", default=None, help="per-episode returns, marl-eval layout")
     parser.add_argument("--figures", default=None, help="copy each mode's ood.png here")
+    parser.add_argument(
+        "--compare", nargs="+", default=None, help="modes to draw side by side per family (needs --figures)"
+    )
     args = parser.parse_args()
     report, episodes = {}, {}
     for spec in args.modes:
@@ -105,6 +144,9 @@ def main() -> None:
             print(f"- {a.upper()}: " + "; ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in c.items()))
         if args.figures:
             shutil.copyfile(Path(path) / "ood.png", Path(args.figures) / f"marl_ood_{mode}.png")
+    if args.compare and args.figures:
+        name = "marl_compare_" + "_vs_".join(args.compare) + ".png"
+        compare_figure(report, args.compare, Path(args.figures) / name)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     if args.marl_json:

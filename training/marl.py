@@ -8,9 +8,17 @@ A run lives in ``runs/<name>/``: ``config.json``, ``metrics.json``, TensorBoard 
 resumes from the checkpoint and trains only the missing steps, so an interrupted run loses none
 of the steps it learned from. Evaluate at other agent counts with ``hyperagents ood``.
 
+``--imitate-iterations K`` first clones the scripted greedy avoider with K DAgger rounds
+(``training/imitate.py``; actor and critic), then PPO fine-tunes from there. Use a small PPO
+learning rate after a warm start (docs/marl.md uses 1e-4 decaying to 1e-5): at the default 1e-3
+the first updates undo much of the clone.
+
 Example::
 
     hyperagents train --family sa --total-timesteps 1000000 --run-name sa_s0
+    hyperagents train --family hfa --num-agents 2 16 --neighbours 7 --imitate-iterations 12 \
+        --learning-rate 1e-4 --learning-rate-final 1e-5 --ent-coef 0 --n-steps 96 \
+        --batch-size 4096 --clip-range 0.1 --total-timesteps 1500000 --run-name hfa_dagger_s0
 """
 
 from __future__ import annotations

@@ -1,0 +1,78 @@
+"""Where a crossing policy's return goes: collisions (distinct partners) vs step costs, per agent.
+
+The reward is -0.05 (1 - dx) per unparked step minus one per new distinct partner, so a return
+splits exactly into the two: per step the partner count is round(-r) (step costs are at most 0.1).
+Scripted baselines and trained runs play the same starts (seeded as ``hyperagents ood`` does).
+
+    /work/venv/bin/python benchmarks/marl_breakdown.py --counts 8 64 \\
+        --runs runs/crossing_v__hfa__0 runs/crossing_dagger__hfa__1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+from stable_baselines3 import PPO
+
+from envs.crossing import POLICIES, Crossing
+from training.ood import policy_actor
+
+
+def breakdown(env: Crossing, actor, start_seed: int, act_seed: int) -> dict:
+    """Per-agent means over the episode batch: collisions, step cost and return (= -both)."""
+    env.seed(start_seed)
+    env.reset()
+    torch.manual_seed(act_seed)
+    gen = torch.Generator().manual_seed(act_seed)
+    partners = torch.zeros(env.B, env.L)
+    steps = torch.zeros(env.B, env.L)
+    while not env.done.all():
+        r = env.step(actor(env, gen))  # (B, L)
+        c = torch.round(-r)  # new distinct partners this step
+        partners += c
+        steps += -r - c
+    n = env.mask.sum()
+    return {
+        "collisions": float(partners.sum() / n),
+        "step_cost": float(steps.sum() / n),
+        "return": float(-(partners + steps).sum() / n),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--counts", type=int, nargs="+", default=[8, 64])
+    parser.add_argument("--runs", nargs="*", default=[], help="run directories with checkpoint.zip")
+    parser.add_argument("--episodes", type=int, default=100)
+    parser.add_argument("--neighbours", type=int, default=7, help="attention cap at evaluation")
+    parser.add_argument("--seed", type=int, default=12345, help="as hyperagents ood: starts = seed + 1000 L")
+    parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--json", default=None, help="write the table here")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    actors = {name: fn for name, fn in POLICIES.items() if name != "random"}
+    for path in args.runs:
+        model = PPO.load(f"{path}/checkpoint.zip", device="cpu")
+        if hasattr(model.policy.features_extractor, "neighbours"):
+            model.policy.features_extractor.neighbours = args.neighbours
+        actors[path] = policy_actor(model, args.deterministic, 4096)
+    table = {}
+    for L in args.counts:
+        env = Crossing(num_worlds=args.episodes, num_agents=L)
+        for name, actor in actors.items():
+            row = breakdown(env, actor, args.seed + 1000 * L, args.seed)
+            table.setdefault(L, {})[name] = row
+            print(
+                f"L={L:3d} {name:40s} collisions {row['collisions']:7.3f}  step cost {row['step_cost']:6.3f}"
+                f"  return {row['return']:7.3f}",
+                flush=True,
+            )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "table": table}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

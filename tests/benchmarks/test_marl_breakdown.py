@@ -1,0 +1,19 @@
+"""benchmarks/marl_breakdown.py: the split of a return into collisions and step costs is exact."""
+
+import pytest
+
+from envs.crossing import POLICIES, Crossing
+from training.ood import play
+
+
+def test_split_adds_up_to_the_played_return(load_script):
+    mb = load_script("marl_breakdown")
+    env = Crossing(num_worlds=16, num_agents=6, grid_size=16, max_steps=24, start_width=4)
+    right = mb.breakdown(env, POLICIES["move_right"], 3, 0)
+    assert right["step_cost"] == 0.0 and right["collisions"] > 0  # MOVE_RIGHT only collides
+    greedy = mb.breakdown(env, POLICIES["greedy"], 3, 0)
+    assert greedy["step_cost"] > 0 and greedy["collisions"] < right["collisions"]
+    for name, row in (("move_right", right), ("greedy", greedy)):
+        assert row["return"] == pytest.approx(-(row["collisions"] + row["step_cost"]))
+        # play() averages per world first; with a fixed count that is the same per-agent mean
+        assert row["return"] == pytest.approx(float(play(env, POLICIES[name], 3, 0).mean()), abs=1e-5)
