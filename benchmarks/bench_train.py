@@ -10,7 +10,8 @@ Measured side by side in one process, torch on 1 thread (reference/PEERS.md sect
   (4 worlds x L = 8 agents = 32 slots, like the peer's 24), with the SAME PPO settings
   (``n_steps=128, batch_size=256``, SB3 defaults otherwise, ``seed=0``), and again with our
   training defaults (``training/marl.py``: 32 worlds = 256 slots, ``n_steps=32, batch_size=1024,
-  n_epochs=4``).
+  n_epochs=4``), and with the PPO settings of the DAgger round in docs/marl.md (``n_steps=96,
+  batch_size=4096``, 4 epochs, clip 0.1, no entropy bonus; the warm start itself is not timed).
 - ours, ``MlpPolicy`` on the same VecEnv and PPO settings: isolates the env/adapter cost.
 
 Each configuration runs ``--repeats`` times, alternating; the best rate counts (the machine is
@@ -79,6 +80,18 @@ CONFIGS = {
         n_steps=32,
         batch_size=1024,
         n_epochs=4,
+        seed=0,
+        policy_kwargs=ATTENTION,
+        device="cpu",
+    ),
+    "ours_crossing_sa_dagger_round_ppo": lambda: PPO(
+        "MlpPolicy",
+        CrossingVecEnv(num_worlds=32, num_agents=8),
+        n_steps=96,
+        batch_size=4096,
+        n_epochs=4,
+        clip_range=0.1,
+        ent_coef=0.0,
         seed=0,
         policy_kwargs=ATTENTION,
         device="cpu",
