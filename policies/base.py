@@ -116,6 +116,24 @@ def _desc(obj: object) -> str:
     return type(obj).__name__
 
 
+def attend_prelude(module, x: Tensor, mask: Tensor | None, first_only: bool, linear_kernel):
+    """Shared start of SA's and HFA's unchecked ``attend``: zero the padding, then run the paths
+    that need no special query-0 kernel (linear, causal softmax) and slice token 0 if asked.
+
+    Returns (x with padding zeroed, out), out None when the caller's non-causal softmax runs.
+    """
+    if mask is not None:
+        x = zero_padding(x, mask)
+    if module.kind == "linear":
+        out = linear_kernel(x, module.interaction(), module.W_V, module.causal)
+    elif module.causal:  # not used by the extractor: the full pass, then slice
+        full = x.new_ones(x.shape[:2], dtype=torch.bool) if mask is None else mask
+        out = module._softmax(x, full, mask is not None, False)
+    else:
+        return x, None
+    return x, out[:, :1] if first_only else out
+
+
 # ---------------------------------------------------------------- masks
 
 

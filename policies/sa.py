@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from policies.base import (
     KINDS,
     AttentionScores,
+    attend_prelude,
     check_choice,
     check_divisible,
     check_input,
@@ -226,15 +227,9 @@ class SelfAttention(nn.Module):
         x (B, L, dim), real tokens finite; mask (B, L) bool, or None for no padding (then no masking
         work at all). first_only: the output of query 0 only, (B, 1, out_dim) (keys still span all L).
         """
-        if mask is not None:
-            x = zero_padding(x, mask)
-        if self.kind == "linear":
-            out = linear_sa(x, self.interaction(), self.W_V, self.causal)
-            return out[:, :1] if first_only else out
-        if self.causal:  # not used by the extractor: the full pass, then slice
-            full = x.new_ones(x.shape[:2], dtype=torch.bool) if mask is None else mask
-            out = self._softmax(x, full, mask is not None, False)
-            return out[:, :1] if first_only else out
+        x, out = attend_prelude(self, x, mask, first_only, linear_sa)
+        if out is not None:
+            return out
         B, L, d = x.shape
         H, d_h = self.heads, self.head_dim
         if first_only:

@@ -191,30 +191,20 @@ def policy_kwargs(cfg: TrainConfig) -> dict:
     )
 
 
+def task_kwargs(cfg: TrainConfig) -> dict:
+    """The task's keyword arguments in ``cfg`` (shared by the VecEnv and the warm start's task)."""
+    keys = ("num_worlds", "grid_size", "radius", "max_steps", "start_width")
+    return {"num_agents": tuple(cfg.num_agents), **{k: getattr(cfg, k) for k in keys}}
+
+
 def make_task(cfg: TrainConfig, seed: int | None = None) -> Crossing:
     """The batched task of ``cfg`` (what the training VecEnv wraps)."""
-    return Crossing(
-        num_worlds=cfg.num_worlds,
-        num_agents=tuple(cfg.num_agents),
-        grid_size=cfg.grid_size,
-        radius=cfg.radius,
-        max_steps=cfg.max_steps,
-        start_width=cfg.start_width,
-        seed=seed,
-    )
+    return Crossing(**task_kwargs(cfg), seed=seed)
 
 
 def make_env(cfg: TrainConfig, seed: int | None = None) -> CrossingVecEnv:
     """The training VecEnv of ``cfg``."""
-    return CrossingVecEnv(
-        num_worlds=cfg.num_worlds,
-        num_agents=tuple(cfg.num_agents),
-        grid_size=cfg.grid_size,
-        radius=cfg.radius,
-        max_steps=cfg.max_steps,
-        start_width=cfg.start_width,
-        seed=seed,
-    )
+    return CrossingVecEnv(**task_kwargs(cfg), seed=seed)
 
 
 def linear(start: float, end: float, fraction: float) -> float:
