@@ -142,29 +142,15 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.family not in ALL_FAMILIES:
         raise ValueError(f"family must be one of {ALL_FAMILIES}, got {cfg.family!r}")
     parse_count(tuple(cfg.num_agents), "num_agents")
-    for name in (
-        "width",
-        "blocks",
-        "heads",
-        "num_worlds",
-        "total_timesteps",
-        "n_steps",
-        "batch_size",
-        "n_epochs",
-        "checkpoint_every",
-        "threads",
-        "mlp_k",
-        "imitate_epochs",
-    ):
+    positive = ("width", "blocks", "heads", "num_worlds", "total_timesteps", "n_steps", "batch_size")
+    positive += ("n_epochs", "checkpoint_every", "threads", "mlp_k", "imitate_epochs")
+    minimum = dict.fromkeys(positive, 1) | {"imitate_iterations": 0}
+    for name, lo in minimum.items():
         value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    if (
-        isinstance(cfg.imitate_iterations, bool)
-        or not isinstance(cfg.imitate_iterations, int)
-        or cfg.imitate_iterations < 0
-    ):
-        raise ValueError(f"imitate_iterations must be an int >= 0, got {cfg.imitate_iterations!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+            raise ValueError(f"{name} must be an int >= {lo}, got {value!r}")
+    if not cfg.imitate_learning_rate > 0:  # also catches NaN
+        raise ValueError(f"imitate_learning_rate must be > 0, got {cfg.imitate_learning_rate!r}")
 
 
 def policy_kwargs(cfg: TrainConfig) -> dict:

@@ -61,6 +61,12 @@ def test_warm_start_runs_once_and_resume_skips_it(tmp_path):
 def test_bad_imitation_settings_raise(tmp_path):
     with pytest.raises(ValueError, match="imitate_iterations"):
         main(TrainConfig(**SMALL, imitate_iterations=-1, runs_dir=str(tmp_path)))
+    with pytest.raises(ValueError, match="imitate_learning_rate"):
+        main(
+            TrainConfig(
+                **SMALL, imitate_iterations=1, imitate_learning_rate=float("nan"), runs_dir=str(tmp_path)
+            )
+        )
     with pytest.raises(ValueError, match="imitate_epochs"):
         main(TrainConfig(**SMALL, imitate_iterations=1, imitate_epochs=0, runs_dir=str(tmp_path)))
     model = PPO("MlpPolicy", "CartPole-v1")
