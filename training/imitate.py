@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from stable_baselines3.common.policies import ActorCriticPolicy
 
-from envs.crossing import NUM_FEATURES, Crossing, greedy_policy
+from envs.crossing import NUM_FEATURES, POLICIES, Crossing
 
 
 @dataclass
@@ -46,8 +46,14 @@ def discounted_returns(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
     return out
 
 
-def rollout(env: Crossing, policy: ActorCriticPolicy, expert_acts: bool, gen: torch.Generator):
-    """One episode in every world, acted by the expert or by the learner (sampling).
+EXPERTS = ("greedy", "priority")
+
+
+def rollout(
+    env: Crossing, policy: ActorCriticPolicy, expert_acts: bool, gen: torch.Generator, expert="greedy"
+):
+    """One episode in every world, acted by the expert (a name in ``EXPERTS``) or by the learner
+    (sampling).
 
     Returns obs (S, L*F) and expert labels (S,) of the S visited (step, real unparked agent)
     pairs, rewards (T, B, L), the (T, B, L) mask selecting those pairs, the learner's argmax
@@ -58,7 +64,7 @@ def rollout(env: Crossing, policy: ActorCriticPolicy, expert_acts: bool, gen: to
     with torch.no_grad():
         for _ in range(env.T):
             obs = env.observations().reshape(B * L, L * NUM_FEATURES)
-            label = greedy_policy(env)  # (B, L)
+            label = POLICIES[expert](env)  # (B, L)
             probs = policy.get_distribution(obs).distribution.probs  # (B*L, A)
             guess.append(probs.argmax(-1).view(B, L))
             act = label if expert_acts else torch.multinomial(probs, 1, generator=gen).view(B, L)
@@ -99,12 +105,16 @@ def imitate(
     learning_rate: float = 1e-3,
     seed: int = 0,
     keep_last: int = 4,
+    expert: str = "greedy",
 ) -> ImitationStats:
     """Run ``iterations`` DAgger rounds on ``policy`` (in place) in ``env``; see the module doc.
 
     The policy's own Adam optimizer is used at ``learning_rate``. ``keep_last`` bounds memory:
-    the aggregate keeps the last this many rounds' samples.
+    the aggregate keeps the last this many rounds' samples. ``expert``: "greedy" (the lane-seeking
+    avoider) or "priority" (the collision-free prioritised planner, ``envs.crossing``).
     """
+    if expert not in EXPERTS:
+        raise ValueError(f"expert must be one of {EXPERTS}, got {expert!r}")
     for name, value in (
         ("iterations", iterations),
         ("epochs", epochs),
@@ -122,7 +132,9 @@ def imitate(
     data: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     agreement, returns, total = [], [], 0
     for k in range(iterations):
-        obs, labels, rewards, keep, agree, mean_return = rollout(env, policy, expert_acts=k == 0, gen=gen)
+        obs, labels, rewards, keep, agree, mean_return = rollout(
+            env, policy, expert_acts=k == 0, gen=gen, expert=expert
+        )
         agreement.append(agree)
         returns.append(mean_return)
         data = [

@@ -39,7 +39,7 @@ from tqdm import tqdm
 from envs.crossing import NUM_FEATURES, Crossing, parse_count
 from envs.vec import CrossingVecEnv
 from policies.actor_critic import FAMILIES, AttentionExtractor, NearestMLPExtractor
-from training.imitate import imitate
+from training.imitate import EXPERTS, imitate
 
 ALL_FAMILIES = (*FAMILIES, "mlp")
 
@@ -131,6 +131,9 @@ class TrainConfig:
     """epochs over the aggregated DAgger data per round"""
     imitate_learning_rate: float = 1e-3
     """Adam learning rate of the DAgger fits (PPO then uses learning_rate)"""
+    imitate_expert: Literal["greedy", "priority"] = "greedy"
+    """the scripted policy DAgger clones: "greedy" (lane-seeking avoider) or "priority"
+    (prioritised planner that never collides, also in crowds; envs/crossing.py)"""
 
     @property
     def name(self) -> str:
@@ -151,6 +154,8 @@ def check_config(cfg: TrainConfig) -> None:
             raise ValueError(f"{name} must be an int >= {lo}, got {value!r}")
     if not cfg.imitate_learning_rate > 0:  # also catches NaN
         raise ValueError(f"imitate_learning_rate must be > 0, got {cfg.imitate_learning_rate!r}")
+    if cfg.imitate_expert not in EXPERTS:
+        raise ValueError(f"imitate_expert must be one of {EXPERTS}, got {cfg.imitate_expert!r}")
 
 
 def policy_kwargs(cfg: TrainConfig) -> dict:
@@ -305,6 +310,7 @@ def main(cfg: TrainConfig, callbacks: list[BaseCallback] | None = None) -> dict:
             vf_coef=cfg.vf_coef,
             learning_rate=cfg.imitate_learning_rate,
             seed=cfg.seed,
+            expert=cfg.imitate_expert,
         )
         warm.write_text(json.dumps({**asdict(stats), "seconds": time.perf_counter() - start}, indent=2))
         save_atomic(model, ckpt)  # the warm start is never redone on resume

@@ -97,6 +97,30 @@ def test_greedy_beats_move_right_which_beats_random():
     assert means["greedy"] > means["move_right"] > means["random"]
 
 
+@pytest.mark.parametrize("num_agents, radius, grid_size", [((2, 64), 1, 64), (24, 2, 48), (40, 1, 32)])
+def test_priority_planner_never_collides(num_agents, radius, grid_size):
+    env = Crossing(num_worlds=16, num_agents=num_agents, radius=radius, grid_size=grid_size, seed=5)
+    env.reset()
+    ret = rollout(env, POLICIES["priority"])
+    real = env.mask.unsqueeze(1) & env.mask.unsqueeze(2)
+    assert not (env.world.collided & real).any()  # the ordering argument in its docstring
+    assert (ret <= 0).all() and env.parked.any(1).all()  # it does move, not freeze
+    env.seed(5)
+    env.reset()
+    right = rollout(env, move_right_policy)
+    assert (ret * env.mask).sum() > (right * env.mask).sum()
+
+
+def test_priority_planner_matches_greedy_when_nobody_is_near():
+    env = Crossing(num_worlds=4, num_agents=3, grid_size=32, start_width=1, seed=0)
+    env.reset(positions=torch.tensor([[[0, 0], [0, 10], [0, 20]]] * 4))
+    for _ in range(40):
+        act, moving = POLICIES["priority"](env), ~env.parked  # parked agents' actions are ignored
+        assert torch.equal(act[moving], POLICIES["greedy"](env)[moving])
+        env.step(act)
+    assert env.parked.all()
+
+
 @pytest.mark.parametrize(
     "kwargs, name",
     [
