@@ -21,7 +21,7 @@ import json
 import shutil
 from pathlib import Path
 
-BASELINES = ("move_right", "greedy", "random")
+BASELINES = ("move_right", "greedy", "cautious", "priority", "random")
 
 
 def bar_check(summary: dict, algo: str) -> dict:
@@ -62,13 +62,16 @@ def seed_gains(ood: dict) -> dict:
 
 
 def table(summary: dict, per_seed: dict) -> str:
-    algos = [a for a in next(iter(summary.values())) if a not in BASELINES]
-    cols = ["MOVE_RIGHT return", "greedy gain", "random gain"] + [f"{a.upper()} gain [95% CI]" for a in algos]
+    first = next(iter(summary.values()))
+    algos = [a for a in first if a not in BASELINES]
+    scripted = [b for b in ("greedy", "cautious", "priority") if b in first]  # older runs lack some
+    cols = ["MOVE_RIGHT return", *(f"{b} gain" for b in scripted), "random gain"]
+    cols += [f"{a.upper()} gain [95% CI]" for a in algos]
     lines = ["| L | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for L, s in summary.items():
         cells = [
             f"{s['move_right']['mean']:.3f}",
-            f"{s['greedy']['gain']:+.2f}",
+            *(f"{s[b]['gain']:+.2f}" for b in scripted),
             f"{s['random']['gain']:+.1f}",
         ]
         for a in algos:
@@ -83,7 +86,7 @@ def table(summary: dict, per_seed: dict) -> str:
 
 
 def compare_figure(report: dict, modes: list[str], path: Path) -> None:
-    """Gain over MOVE_RIGHT against L: one panel per family, one line per mode, greedy dashed."""
+    """Gain over MOVE_RIGHT against L: one panel per family, one line per mode, scripted dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -101,9 +104,10 @@ def compare_figure(report: dict, modes: list[str], path: Path) -> None:
             ax.fill_between(xs, [c[0] for c in ci], [c[1] for c in ci], color=line.get_color(), alpha=0.15)
         ref = report[modes[0]]["summary"]
         xs = sorted(int(L) for L in ref)
-        ax.plot(
-            xs, [ref[str(L) if str(L) in ref else L]["greedy"]["gain"] for L in xs], "k--", label="greedy"
-        )
+        for base, style in (("greedy", "k--"), ("cautious", "k-."), ("priority", "k:")):
+            if base in next(iter(ref.values())):
+                gains = [ref[str(L) if str(L) in ref else L][base]["gain"] for L in xs]
+                ax.plot(xs, gains, style, label=base)
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xscale("log", base=2)
         ax.set_xticks(xs, [str(c) for c in xs])

@@ -52,6 +52,7 @@ __all__ = [
     "POLICIES",
     "move_right_policy",
     "greedy_policy",
+    "cautious_policy",
     "priority_policy",
     "random_policy",
     "STAY",
@@ -303,8 +304,21 @@ def greedy_policy(env: Crossing, gen: torch.Generator | None = None) -> torch.Te
     and calls a candidate cell unsafe if it is within 2R of any other agent's current or predicted
     cell. A lane y is *blocked* if a parked agent sits within 2R of (N-1, y). The agent moves
     right if that is safe and its lane is open; otherwise it sidesteps (up or down, towards the
-    nearest open lane, the other way if that step is unsafe), and stays if nothing is safe.
+    nearest open lane, the other way if that step is unsafe), stays if that is safe, and moves
+    right if nothing is safe.
     """
+    return _avoid(env, fallback=RIGHT)
+
+
+def cautious_policy(env: Crossing, gen: torch.Generator | None = None) -> torch.Tensor:
+    """The greedy avoider with one change: when nothing is safe it stays instead of moving right.
+
+    In a crowd "nothing is safe" is common, and pushing right then walks into the agents parked
+    at the wall; staying costs 0.05 a step instead of 1 per new partner."""
+    return _avoid(env, fallback=STAY)
+
+
+def _avoid(env: Crossing, fallback: int) -> torch.Tensor:
     w, N = env.world, env.N
     pos, mask, parked = w.positions, w.mask, env.parked  # (B, L, 2), (B, L), (B, L)
     others = mask.unsqueeze(1) & mask.unsqueeze(2) & ~torch.eye(env.L, dtype=torch.bool, device=env.device)
@@ -323,7 +337,7 @@ def greedy_policy(env: Crossing, gen: torch.Generator | None = None) -> torch.Te
     un_right, un_up, un_dn, un_stay = unsafe(RIGHT), unsafe(UP), unsafe(DOWN), unsafe(STAY)
     un_first = torch.where(first == UP, un_up, un_dn)
     un_second = torch.where(first == UP, un_dn, un_up)
-    act = torch.where(~un_stay, STAY, RIGHT)
+    act = torch.where(~un_stay, STAY, fallback)
     act = torch.where(~un_second, second, act)
     act = torch.where(~un_first, first, act)
     act = torch.where(~un_right & lane_open, RIGHT, act)
@@ -375,6 +389,7 @@ def priority_policy(env: Crossing, gen: torch.Generator | None = None) -> torch.
 POLICIES = {
     "move_right": move_right_policy,
     "greedy": greedy_policy,
+    "cautious": cautious_policy,
     "priority": priority_policy,
     "random": random_policy,
 }

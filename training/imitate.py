@@ -46,7 +46,7 @@ def discounted_returns(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
     return out
 
 
-EXPERTS = ("greedy", "priority")
+EXPERTS = ("greedy", "cautious", "priority")
 
 
 def rollout(
@@ -111,7 +111,8 @@ def imitate(
 
     The policy's own Adam optimizer is used at ``learning_rate``. ``keep_last`` bounds memory:
     the aggregate keeps the last this many rounds' samples. ``expert``: "greedy" (the lane-seeking
-    avoider) or "priority" (the collision-free prioritised planner, ``envs.crossing``).
+    avoider), "cautious" (greedy that stays when nothing is safe) or "priority" (the
+    collision-free prioritised planner); see ``envs.crossing``.
     """
     if expert not in EXPERTS:
         raise ValueError(f"expert must be one of {EXPERTS}, got {expert!r}")

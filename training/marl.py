@@ -131,9 +131,10 @@ class TrainConfig:
     """epochs over the aggregated DAgger data per round"""
     imitate_learning_rate: float = 1e-3
     """Adam learning rate of the DAgger fits (PPO then uses learning_rate)"""
-    imitate_expert: Literal["greedy", "priority"] = "greedy"
-    """the scripted policy DAgger clones: "greedy" (lane-seeking avoider) or "priority"
-    (prioritised planner that never collides, also in crowds; envs/crossing.py)"""
+    imitate_expert: Literal["greedy", "cautious", "priority"] = "greedy"
+    """the scripted policy DAgger clones: "greedy" (lane-seeking avoider), "cautious" (greedy
+    that stays when nothing is safe) or "priority" (prioritised planner that never collides, also
+    in crowds); see envs/crossing.py"""
 
     @property
     def name(self) -> str:

@@ -285,9 +285,15 @@ def plot(summary: dict, path: Path) -> None:
 
     counts = sorted(summary)
     algos = list(summary[counts[0]])
-    styles = {"move_right": ("k", "--"), "greedy": ("tab:gray", "-."), "random": ("tab:red", ":")}
+    styles = {
+        "move_right": ("k", "--"),
+        "greedy": ("tab:gray", "-."),
+        "cautious": ("tab:olive", "-."),
+        "priority": ("tab:brown", ":"),
+        "random": ("tab:red", ":"),
+    }
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
-    palette = iter(["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:cyan", "tab:olive", "tab:pink"])
+    palette = iter(["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:cyan", "tab:pink"])
     for algo in algos:
         color, ls = styles.get(algo) or (next(palette, None), "-")
         for ax, key, ci in ((axes[0], "mean", "ci_mean"), (axes[1], "gain", "ci_gain")):

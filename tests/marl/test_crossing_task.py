@@ -111,6 +111,25 @@ def test_priority_planner_never_collides(num_agents, radius, grid_size):
     assert (ret * env.mask).sum() > (right * env.mask).sum()
 
 
+def test_cautious_differs_from_greedy_only_where_nothing_is_safe():
+    env = Crossing(num_worlds=16, num_agents=48, seed=2)
+    env.reset()
+    right = torch.zeros((), dtype=torch.long)
+    while not env.done.all():
+        greedy, cautious = POLICIES["greedy"](env), POLICIES["cautious"](env)
+        differ = greedy != cautious
+        assert (greedy[differ] == RIGHT).all() and (cautious[differ] == STAY).all()
+        right += differ.sum()
+        env.step(cautious)
+    assert right > 0  # the crowd does corner agents
+    totals = {}
+    for name in ("greedy", "cautious"):  # in a crowd, staying beats walking into parked agents
+        env.seed(2)
+        env.reset()
+        totals[name] = rollout(env, POLICIES[name]).sum()
+    assert totals["cautious"] > totals["greedy"]
+
+
 def test_priority_planner_matches_greedy_when_nobody_is_near():
     env = Crossing(num_worlds=4, num_agents=3, grid_size=32, start_width=1, seed=0)
     env.reset(positions=torch.tensor([[[0, 0], [0, 10], [0, 20]]] * 4))

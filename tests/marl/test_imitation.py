@@ -35,7 +35,7 @@ def test_discounted_returns_by_hand():
     assert out.tolist() == pytest.approx([1.0 + 0.25 * -2.0, 0.5 * -2.0, -2.0])
 
 
-@pytest.mark.parametrize("expert", ["greedy", "priority"])
+@pytest.mark.parametrize("expert", ["greedy", "cautious", "priority"])
 def test_dagger_clones_the_expert(expert):
     cfg = TrainConfig(**SMALL)
     model = PPO("MlpPolicy", make_env(cfg), policy_kwargs=policy_kwargs(cfg), seed=0)
