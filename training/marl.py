@@ -131,6 +131,10 @@ class TrainConfig:
     """epochs over the aggregated DAgger data per round"""
     imitate_learning_rate: float = 1e-3
     """Adam learning rate of the DAgger fits (PPO then uses learning_rate)"""
+    imitate_num_agents: tuple[int, int] | None = None
+    """agent-count range of the DAgger worlds (default: num_agents). Wider than PPO's range lets
+    the clone see crowds while PPO's samples stay at the counts it is tuned for: a range of
+    counts gives every world's agents a sample each, so crowds dominate PPO's batches"""
     imitate_expert: Literal["greedy", "cautious", "priority"] = "greedy"
     """the scripted policy DAgger clones: "greedy" (lane-seeking avoider), "cautious" (greedy
     that stays when nothing is safe) or "priority" (prioritised planner that never collides, also
@@ -146,6 +150,8 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.family not in ALL_FAMILIES:
         raise ValueError(f"family must be one of {ALL_FAMILIES}, got {cfg.family!r}")
     parse_count(tuple(cfg.num_agents), "num_agents")
+    if cfg.imitate_num_agents is not None:
+        parse_count(tuple(cfg.imitate_num_agents), "imitate_num_agents")
     positive = ("width", "blocks", "heads", "num_worlds", "total_timesteps", "n_steps", "batch_size")
     positive += ("n_epochs", "checkpoint_every", "threads", "mlp_k", "imitate_epochs")
     minimum = dict.fromkeys(positive, 1) | {"imitate_iterations": 0}
@@ -189,9 +195,10 @@ def task_kwargs(cfg: TrainConfig) -> dict:
     return {"num_agents": tuple(cfg.num_agents), **{k: getattr(cfg, k) for k in keys}}
 
 
-def make_task(cfg: TrainConfig, seed: int | None = None) -> Crossing:
-    """The batched task of ``cfg`` (what the training VecEnv wraps)."""
-    return Crossing(**task_kwargs(cfg), seed=seed)
+def make_task(cfg: TrainConfig, seed: int | None = None, num_agents=None) -> Crossing:
+    """The batched task of ``cfg`` (what the training VecEnv wraps), optionally at other counts."""
+    counts = {} if num_agents is None else {"num_agents": tuple(num_agents)}
+    return Crossing(**(task_kwargs(cfg) | counts), seed=seed)
 
 
 def make_env(cfg: TrainConfig, seed: int | None = None) -> CrossingVecEnv:
@@ -303,7 +310,7 @@ def main(cfg: TrainConfig, callbacks: list[BaseCallback] | None = None) -> dict:
         start = time.perf_counter()
         stats = imitate(
             model.policy,
-            make_task(cfg, seed=cfg.seed),
+            make_task(cfg, seed=cfg.seed, num_agents=cfg.imitate_num_agents),
             cfg.imitate_iterations,
             epochs=cfg.imitate_epochs,
             batch_size=cfg.batch_size,

@@ -60,6 +60,13 @@ def test_warm_start_runs_once_and_resume_skips_it(tmp_path):
     assert (tmp_path / "d" / "imitation.json").read_text() == saved
 
 
+def test_dagger_worlds_may_hold_more_agents_than_ppo(tmp_path):
+    cfg = TrainConfig(**SMALL, imitate_iterations=1, imitate_num_agents=(6, 6), total_timesteps=1)
+    out = main(TrainConfig(**{**cfg.__dict__, "runs_dir": str(tmp_path), "run_name": "wide"}))
+    # PPO's worlds hold at most 4 agents: 32 worlds x 16 steps x 4 = 2048 labelled states at most.
+    assert out["imitation"]["samples"] > 32 * 16 * 4
+
+
 def test_bad_imitation_settings_raise(tmp_path):
     with pytest.raises(ValueError, match="imitate_iterations"):
         main(TrainConfig(**SMALL, imitate_iterations=-1, runs_dir=str(tmp_path)))
@@ -71,6 +78,8 @@ def test_bad_imitation_settings_raise(tmp_path):
         )
     with pytest.raises(ValueError, match="imitate_epochs"):
         main(TrainConfig(**SMALL, imitate_iterations=1, imitate_epochs=0, runs_dir=str(tmp_path)))
+    with pytest.raises(ValueError, match="imitate_num_agents"):
+        main(TrainConfig(**SMALL, imitate_iterations=1, imitate_num_agents=(9, 3), runs_dir=str(tmp_path)))
     with pytest.raises(ValueError, match="imitate_expert"):
         main(TrainConfig(**SMALL, imitate_iterations=1, imitate_expert="oracle", runs_dir=str(tmp_path)))
     model = PPO("MlpPolicy", "CartPole-v1")
