@@ -302,7 +302,8 @@ def plot(summary: dict, path: Path) -> None:
             xs = [L for L in counts if algo in summary[L]]  # an algorithm may skip some counts
             y = [summary[L][algo][key] for L in xs]
             lo, hi = zip(*(summary[L][algo][ci] for L in xs), strict=True)
-            label = algo if algo in styles else f"{algo.upper()} ({summary[xs[0]][algo]['seeds']} seeds)"
+            n = summary[xs[0]][algo]["seeds"]
+            label = algo if algo in styles else f"{algo.upper()} ({n} seed{'s' * (n != 1)})"
             (line,) = ax.plot(xs, y, ls, marker="o", color=color, label=label, lw=2)
             ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15)
     axes[0].set_yscale("symlog", linthresh=1.0)
