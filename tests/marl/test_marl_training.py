@@ -84,7 +84,7 @@ def test_ood_writes_marl_eval_json_and_png(tmp_path):
     cfg = TrainConfig(**TINY, total_timesteps=144, runs_dir=str(tmp_path), run_name="o")
     main(cfg)
     summary = ood_main(OODConfig(run=(str(tmp_path / "o"),), counts=(2, 5), episodes=4, reps=200))
-    assert set(summary[5]) == {"move_right", "greedy", "random", "sa"}
+    assert set(summary[5]) == {"move_right", "greedy", "cautious", "priority", "random", "sa"}
     assert summary[5]["move_right"]["gain"] == 0.0
     data = json.loads((tmp_path / "o" / "ood.json").read_text())
     run = data["crossing"]["L=5"]["sa"]["seed_0"]
