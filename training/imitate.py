@@ -1,9 +1,10 @@
-"""DAgger warm start: teach a PPO actor-critic the greedy avoider before PPO takes over.
+"""DAgger warm start: teach a PPO actor-critic a scripted avoider before PPO takes over.
 
 PPO from a random policy spends most of its budget discovering that sidestepping a neighbour's
-lane pays; the scripted greedy avoider (``envs.crossing.greedy_policy``) already knows it. This
-module clones it with DAgger (Ross et al., 2011), which, unlike plain behaviour cloning, labels
-the states the *learner* visits, so the clone learns to recover from its own mistakes:
+lane pays; the scripted avoiders of ``envs.crossing`` (greedy, cautious, priority) already know
+it. This module clones one with DAgger (Ross et al., 2011), which, unlike plain behaviour
+cloning, labels the states the *learner* visits, so the clone learns to recover from its own
+mistakes:
 
     iteration 0: the expert acts; later iterations: the learner samples its own actions.
     every visited state of a real, unparked agent is labelled with the expert's action and added
@@ -50,7 +51,7 @@ EXPERTS = ("greedy", "cautious", "priority")
 
 
 def rollout(
-    env: Crossing, policy: ActorCriticPolicy, expert_acts: bool, gen: torch.Generator, expert="greedy"
+    env: Crossing, policy: ActorCriticPolicy, expert_acts: bool, gen: torch.Generator, expert: str = "greedy"
 ):
     """One episode in every world, acted by the expert (a name in ``EXPERTS``) or by the learner
     (sampling).
