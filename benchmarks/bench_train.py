@@ -53,48 +53,27 @@ def mpe_venv():
     return ss.concat_vec_envs_v1(env, 8, num_cpus=0, base_class="stable_baselines3")
 
 
+def ours(num_worlds: int, policy_kwargs: dict | None = ATTENTION, **ppo):
+    """A factory of SB3 PPO on ``num_worlds`` crossing worlds of L = 8 agents, seed 0, CPU."""
+    return lambda: PPO(
+        "MlpPolicy",
+        CrossingVecEnv(num_worlds=num_worlds, num_agents=8),
+        seed=0,
+        policy_kwargs=policy_kwargs,
+        device="cpu",
+        **ppo,
+    )
+
+
 CONFIGS = {
     "mpe2_simple_spread_supersuit_mlp": lambda: PPO(
         "MlpPolicy", mpe_venv(), n_steps=128, batch_size=256, device="cpu"
     ),
-    "ours_crossing_sa_same_ppo": lambda: PPO(
-        "MlpPolicy",
-        CrossingVecEnv(num_worlds=4, num_agents=8),
-        n_steps=128,
-        batch_size=256,
-        seed=0,
-        policy_kwargs=ATTENTION,
-        device="cpu",
-    ),
-    "ours_crossing_mlp_same_ppo": lambda: PPO(
-        "MlpPolicy",
-        CrossingVecEnv(num_worlds=4, num_agents=8),
-        n_steps=128,
-        batch_size=256,
-        seed=0,
-        device="cpu",
-    ),
-    "ours_crossing_sa_train_defaults": lambda: PPO(
-        "MlpPolicy",
-        CrossingVecEnv(num_worlds=32, num_agents=8),
-        n_steps=32,
-        batch_size=1024,
-        n_epochs=4,
-        seed=0,
-        policy_kwargs=ATTENTION,
-        device="cpu",
-    ),
-    "ours_crossing_sa_dagger_round_ppo": lambda: PPO(
-        "MlpPolicy",
-        CrossingVecEnv(num_worlds=32, num_agents=8),
-        n_steps=96,
-        batch_size=4096,
-        n_epochs=4,
-        clip_range=0.1,
-        ent_coef=0.0,
-        seed=0,
-        policy_kwargs=ATTENTION,
-        device="cpu",
+    "ours_crossing_sa_same_ppo": ours(4, n_steps=128, batch_size=256),
+    "ours_crossing_mlp_same_ppo": ours(4, None, n_steps=128, batch_size=256),
+    "ours_crossing_sa_train_defaults": ours(32, n_steps=32, batch_size=1024, n_epochs=4),
+    "ours_crossing_sa_dagger_round_ppo": ours(
+        32, n_steps=96, batch_size=4096, n_epochs=4, clip_range=0.1, ent_coef=0.0
     ),
 }
 
