@@ -12,6 +12,16 @@ mistakes:
     error on the discounted return observed from that state (so PPO starts with a useful
     baseline instead of a random one, which would otherwise scramble the cloned actor).
 
+Two optional sample weights on the cross-entropy (both 1 by default, plain DAgger):
+
+- ``weighting="world"`` gives every world the same total weight (each of its agents' samples
+  counts mean_L / L_world). With counts drawn per world, a world of 32 agents otherwise outvotes
+  a world of 2 sixteen to one, and the clone learns to hesitate in near-empty worlds, where a
+  wasted step costs the most gain.
+- ``avoid_weight=w`` multiplies the weight of samples whose expert action is not RIGHT (a
+  sidestep or a wait). Those are the rare decisions that avoid collisions; missing one costs up
+  to 1 per partner, while an extra sidestep costs 0.05, so a cost-sensitive clone leans to them.
+
 Everything is batched over the B worlds and L slots of :class:`envs.crossing.Crossing`; the
 policy sees exactly the flattened (L * F) token sets that :class:`envs.vec.CrossingVecEnv`
 gives PPO. Shapes: B worlds, L slots, F features, T steps, S samples.
@@ -24,13 +34,14 @@ from dataclasses import dataclass
 import torch
 from stable_baselines3.common.policies import ActorCriticPolicy
 
-from envs.crossing import NUM_FEATURES, POLICIES, Crossing
+from envs.crossing import NUM_FEATURES, POLICIES, RIGHT, Crossing
 
 
 @dataclass
 class ImitationStats:
     """Per DAgger iteration: how often the learner's argmax matched the expert on the states
-    visited (before fitting on them), and the mean per-agent return of that rollout's actor."""
+    visited (before fitting on them, unweighted), and the mean per-agent return of that
+    rollout's actor."""
 
     agreement: list[float]
     returns: list[float]
@@ -58,7 +69,8 @@ def rollout(
 
     Returns obs (S, L*F) and expert labels (S,) of the S visited (step, real unparked agent)
     pairs, rewards (T, B, L), the (T, B, L) mask selecting those pairs, the learner's argmax
-    agreement with the labels and the mean per-agent return."""
+    agreement with the labels and the mean per-agent return. The real agent count of each
+    sample's world is ``env.mask.sum(1)`` broadcast over the mask: see ``sample_weights``."""
     env.reset()
     B, L = env.B, env.L
     obs_t, label_t, keep_t, guess, rew_t = [], [], [], [], []
@@ -81,13 +93,32 @@ def rollout(
     return torch.stack(obs_t)[keep], labels, rewards, keep, agree, mean_return
 
 
-def fit(policy: ActorCriticPolicy, obs, labels, targets, epochs: int, batch_size: int, vf_coef: float, gen):
-    """Cross-entropy on expert labels + vf_coef * squared error on returns, Adam of the policy."""
+WEIGHTINGS = ("agent", "world")
+
+
+def sample_weights(
+    mask: torch.Tensor, keep: torch.Tensor, labels: torch.Tensor, weighting: str, avoid_weight: float
+) -> torch.Tensor:
+    """(S,) cross-entropy weights of the samples ``keep`` (T, B, L) selects; see the module doc.
+
+    mask (B, L): real agents; labels (S,): the expert's actions of those samples."""
+    counts = mask.sum(1).float()  # (B,) real agents per world
+    per_world = counts.mean() / counts if weighting == "world" else torch.ones_like(counts)
+    w = per_world.view(1, -1, 1).expand_as(keep)[keep]  # (S,)
+    return w * torch.where(labels == RIGHT, 1.0, avoid_weight)
+
+
+def fit(policy: ActorCriticPolicy, obs, labels, targets, weights, epochs: int, batch_size: int, vf_coef, gen):
+    """Weighted cross-entropy on expert labels + vf_coef * squared error on returns, Adam of the
+    policy. The weights scale only the actor's loss: the critic's target is a return, not a
+    decision, and stays an unbiased mean."""
     policy.set_training_mode(True)
     for _ in range(epochs):
         for idx in torch.randperm(len(obs), generator=gen).split(batch_size):
             values, log_prob, _ = policy.evaluate_actions(obs[idx], labels[idx])
-            loss = -log_prob.mean() + vf_coef * (values.squeeze(-1) - targets[idx]).pow(2).mean()
+            w = weights[idx]
+            ce = -(w * log_prob).sum() / w.sum()
+            loss = ce + vf_coef * (values.squeeze(-1) - targets[idx]).pow(2).mean()
             policy.optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(policy.parameters(), 0.5)
@@ -107,16 +138,23 @@ def imitate(
     seed: int = 0,
     keep_last: int = 4,
     expert: str = "greedy",
+    weighting: str = "agent",
+    avoid_weight: float = 1.0,
 ) -> ImitationStats:
     """Run ``iterations`` DAgger rounds on ``policy`` (in place) in ``env``; see the module doc.
 
     The policy's own Adam optimizer is used at ``learning_rate``. ``keep_last`` bounds memory:
     the aggregate keeps the last this many rounds' samples. ``expert``: "greedy" (the lane-seeking
     avoider), "cautious" (greedy that stays when nothing is safe) or "priority" (the
-    collision-free prioritised planner); see ``envs.crossing``.
+    collision-free prioritised planner); see ``envs.crossing``. ``weighting`` ("agent" or
+    "world") and ``avoid_weight`` (> 0) weight the cross-entropy; see the module doc.
     """
     if expert not in EXPERTS:
         raise ValueError(f"expert must be one of {EXPERTS}, got {expert!r}")
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    if isinstance(avoid_weight, bool) or not isinstance(avoid_weight, int | float) or not avoid_weight > 0:
+        raise ValueError(f"avoid_weight must be a number > 0, got {avoid_weight!r}")
     for name, value in (
         ("iterations", iterations),
         ("epochs", epochs),
@@ -131,7 +169,7 @@ def imitate(
         group["lr"] = learning_rate
     gen = torch.Generator().manual_seed(seed)
     env.seed(seed)
-    data: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    data: list[tuple[torch.Tensor, ...]] = []
     agreement, returns, total = [], [], 0
     for k in range(iterations):
         obs, labels, rewards, keep, agree, mean_return = rollout(
@@ -141,7 +179,12 @@ def imitate(
         returns.append(mean_return)
         data = [
             *data[max(len(data) - keep_last + 1, 0) :],
-            (obs, labels, discounted_returns(rewards, gamma)[keep]),
+            (
+                obs,
+                labels,
+                discounted_returns(rewards, gamma)[keep],
+                sample_weights(env.mask, keep, labels, weighting, avoid_weight),
+            ),
         ]
         total += len(obs)
         fit(

@@ -39,7 +39,7 @@ from tqdm import tqdm
 from envs.crossing import NUM_FEATURES, Crossing, parse_count
 from envs.vec import CrossingVecEnv
 from policies.actor_critic import FAMILIES, AttentionExtractor, NearestMLPExtractor
-from training.imitate import EXPERTS, imitate
+from training.imitate import EXPERTS, WEIGHTINGS, imitate
 
 ALL_FAMILIES = (*FAMILIES, "mlp")
 
@@ -139,6 +139,12 @@ class TrainConfig:
     """the scripted policy DAgger clones: "greedy" (lane-seeking avoider), "cautious" (greedy
     that stays when nothing is safe) or "priority" (prioritised planner that never collides, also
     in crowds); see envs/crossing.py"""
+    imitate_weighting: Literal["agent", "world"] = "agent"
+    """DAgger cross-entropy weighting: "agent" (every sample 1) or "world" (every world the same
+    total weight, so crowded worlds do not outvote near-empty ones); see training/imitate.py"""
+    imitate_avoid_weight: float = 1.0
+    """weight of DAgger samples whose expert action is not RIGHT (sidesteps and waits: the rare
+    decisions that avoid collisions); 1: plain DAgger"""
 
     @property
     def name(self) -> str:
@@ -163,6 +169,10 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"imitate_learning_rate must be > 0, got {cfg.imitate_learning_rate!r}")
     if cfg.imitate_expert not in EXPERTS:
         raise ValueError(f"imitate_expert must be one of {EXPERTS}, got {cfg.imitate_expert!r}")
+    if cfg.imitate_weighting not in WEIGHTINGS:
+        raise ValueError(f"imitate_weighting must be one of {WEIGHTINGS}, got {cfg.imitate_weighting!r}")
+    if not cfg.imitate_avoid_weight > 0:  # also catches NaN
+        raise ValueError(f"imitate_avoid_weight must be > 0, got {cfg.imitate_avoid_weight!r}")
 
 
 def policy_kwargs(cfg: TrainConfig) -> dict:
@@ -319,6 +329,8 @@ def main(cfg: TrainConfig, callbacks: list[BaseCallback] | None = None) -> dict:
             learning_rate=cfg.imitate_learning_rate,
             seed=cfg.seed,
             expert=cfg.imitate_expert,
+            weighting=cfg.imitate_weighting,
+            avoid_weight=cfg.imitate_avoid_weight,
         )
         warm.write_text(json.dumps({**asdict(stats), "seconds": time.perf_counter() - start}, indent=2))
         save_atomic(model, ckpt)  # the warm start is never redone on resume

@@ -7,7 +7,8 @@ import torch
 from stable_baselines3 import PPO
 
 from envs.crossing import POLICIES, Crossing
-from training.imitate import discounted_returns, imitate
+from envs.world import RIGHT, STAY, UP
+from training.imitate import discounted_returns, imitate, sample_weights
 from training.marl import TrainConfig, main, make_env, make_task, policy_kwargs
 from training.ood import play, policy_actor
 
@@ -33,6 +34,30 @@ def test_discounted_returns_by_hand():
     rewards = torch.tensor([1.0, 0.0, -2.0]).view(3, 1, 1)  # (T, B, L)
     out = discounted_returns(rewards, 0.5).flatten()
     assert out.tolist() == pytest.approx([1.0 + 0.25 * -2.0, 0.5 * -2.0, -2.0])
+
+
+def test_sample_weights_by_hand():
+    mask = torch.tensor([[True, True, True, True], [True, False, False, False]])  # worlds of 4 and 1
+    keep = mask.unsqueeze(0).expand(2, -1, -1).clone()  # (T=2, B, L): every real agent, both steps
+    keep[1, 0, 3] = False  # one agent parked at the second step
+    labels = torch.full((int(keep.sum()),), RIGHT)
+    assert sample_weights(mask, keep, labels, "agent", 1.0).tolist() == [1.0] * 9
+    w = sample_weights(mask, keep, labels, "world", 1.0)
+    # Samples are ordered (t, b, l): world 0's 4 agents, world 1's one, then 3 + 1 again.
+    assert w.tolist() == pytest.approx([2.5 / 4] * 4 + [2.5] + [2.5 / 4] * 3 + [2.5])
+    labels[[0, 4]] = torch.tensor([UP, STAY])
+    avoid = sample_weights(mask, keep, labels, "world", 3.0)
+    assert avoid.tolist() == pytest.approx([7.5 / 4] + [2.5 / 4] * 3 + [7.5] + [2.5 / 4] * 3 + [2.5])
+
+
+def test_world_weighting_equalises_worlds():
+    mask = torch.arange(16).unsqueeze(0) < torch.tensor([[2], [16]])  # (B=2, L=16): 2 and 16 agents
+    keep = mask.unsqueeze(0).expand(5, -1, -1)
+    w = sample_weights(mask, keep, torch.full((int(keep.sum()),), RIGHT), "world", 1.0)
+    world = mask.nonzero()[:, 0].repeat(5)  # each sample's world, in the same (t, b, l) order
+    # Same total weight per world, and the mean weight stays 1 while nobody parks.
+    assert w[world == 0].sum() == pytest.approx(w[world == 1].sum()) and w.mean() == pytest.approx(1.0)
+    assert w[world == 0][0] == pytest.approx(8 * w[world == 1][0])
 
 
 @pytest.mark.parametrize("expert", ["greedy", "cautious", "priority"])
@@ -89,3 +114,25 @@ def test_bad_imitation_settings_raise(tmp_path):
         imitate(model.policy, Crossing(num_worlds=2), 0)
     with pytest.raises(ValueError, match="learning_rate"):
         imitate(model.policy, Crossing(num_worlds=2), 1, learning_rate=0.0)
+
+
+def test_weighted_dagger_still_clones():
+    cfg = TrainConfig(**SMALL)
+    model = PPO("MlpPolicy", make_env(cfg), policy_kwargs=policy_kwargs(cfg), seed=0)
+    task = make_task(cfg, seed=0, num_agents=(2, 8))
+    kw = dict(epochs=8, batch_size=256, learning_rate=3e-3, weighting="world", avoid_weight=3.0)
+    stats = imitate(model.policy, task, 4, **kw)
+    assert stats.agreement[0] < 0.5 and stats.agreement[-1] > 0.85, stats.agreement
+
+
+def test_bad_weighting_settings_raise(tmp_path):
+    cfg = TrainConfig(**SMALL)
+    model = PPO("MlpPolicy", make_env(cfg), policy_kwargs=policy_kwargs(cfg))
+    with pytest.raises(ValueError, match="weighting"):
+        imitate(model.policy, Crossing(num_worlds=2), 1, weighting="episode")
+    for bad in (0.0, -1.0, float("nan"), True):
+        with pytest.raises(ValueError, match="avoid_weight"):
+            imitate(model.policy, Crossing(num_worlds=2), 1, avoid_weight=bad)
+    for name, bad in (("imitate_weighting", "episode"), ("imitate_avoid_weight", float("nan"))):
+        with pytest.raises(ValueError, match=name):
+            main(TrainConfig(**SMALL, imitate_iterations=1, runs_dir=str(tmp_path), **{name: bad}))
