@@ -29,6 +29,7 @@ gives PPO. Shapes: B worlds, L slots, F features, T steps, S samples.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -128,7 +129,7 @@ def fit(policy: ActorCriticPolicy, obs, labels, targets, weights, epochs: int, b
 
 def imitate(
     policy: ActorCriticPolicy,
-    env: Crossing,
+    env: Crossing | Sequence[Crossing],
     iterations: int,
     epochs: int = 4,
     batch_size: int = 1024,
@@ -143,12 +144,18 @@ def imitate(
 ) -> ImitationStats:
     """Run ``iterations`` DAgger rounds on ``policy`` (in place) in ``env``; see the module doc.
 
+    ``env`` may be a sequence of tasks (e.g. one at PPO's agent counts and one with crowds):
+    every round then plays one episode batch in each, so each keeps its share of the samples.
+
     The policy's own Adam optimizer is used at ``learning_rate``. ``keep_last`` bounds memory:
     the aggregate keeps the last this many rounds' samples. ``expert``: "greedy" (the lane-seeking
     avoider), "cautious" (greedy that stays when nothing is safe) or "priority" (the
     collision-free prioritised planner); see ``envs.crossing``. ``weighting`` ("agent" or
     "world") and ``avoid_weight`` (> 0) weight the cross-entropy; see the module doc.
     """
+    envs = [env] if isinstance(env, Crossing) else list(env)
+    if not envs or not all(isinstance(e, Crossing) for e in envs):
+        raise TypeError(f"env must be a Crossing or a non-empty sequence of them, got {env!r}")
     if expert not in EXPERTS:
         raise ValueError(f"expert must be one of {EXPERTS}, got {expert!r}")
     if weighting not in WEIGHTINGS:
@@ -168,25 +175,24 @@ def imitate(
     for group in policy.optimizer.param_groups:  # PPO sets its own rate again at every update
         group["lr"] = learning_rate
     gen = torch.Generator().manual_seed(seed)
-    env.seed(seed)
+    width = max(e.L for e in envs) * NUM_FEATURES  # obs of smaller-L tasks are padded to it
+    for e in envs:
+        e.seed(seed)
     data: list[tuple[torch.Tensor, ...]] = []
     agreement, returns, total = [], [], 0
     for k in range(iterations):
-        obs, labels, rewards, keep, agree, mean_return = rollout(
-            env, policy, expert_acts=k == 0, gen=gen, expert=expert
-        )
-        agreement.append(agree)
-        returns.append(mean_return)
-        data = [
-            *data[max(len(data) - keep_last + 1, 0) :],
-            (
-                obs,
-                labels,
-                discounted_returns(rewards, gamma)[keep],
-                sample_weights(env.mask, keep, labels, weighting, avoid_weight),
-            ),
-        ]
-        total += len(obs)
+        parts, agree, ret = [], 0.0, 0.0
+        for e in envs:
+            obs, labels, rewards, keep, a, r = rollout(e, policy, expert_acts=k == 0, gen=gen, expert=expert)
+            weights = sample_weights(e.mask, keep, labels, weighting, avoid_weight)
+            obs = torch.nn.functional.pad(obs, (0, width - obs.shape[1]))  # absent tokens: all zeros
+            parts.append((obs, labels, discounted_returns(rewards, gamma)[keep], weights))
+            agree, ret = agree + (a * len(labels) if len(labels) else 0.0), ret + r / len(envs)
+        round_data = tuple(torch.cat(p) for p in zip(*parts, strict=True))
+        agreement.append(agree / max(len(round_data[1]), 1))
+        returns.append(ret)
+        data = [*data[max(len(data) - keep_last + 1, 0) :], round_data]
+        total += len(round_data[0])
         fit(
             policy, *(torch.cat(parts) for parts in zip(*data, strict=True)), epochs, batch_size, vf_coef, gen
         )

@@ -135,6 +135,9 @@ class TrainConfig:
     """agent-count range of the DAgger worlds (default: num_agents). Wider than PPO's range lets
     the clone see crowds while PPO's samples stay at the counts it is tuned for: a range of
     counts gives every world's agents a sample each, so crowds dominate PPO's batches"""
+    imitate_mixed: bool = False
+    """with imitate_num_agents set: every DAgger round also plays a batch of worlds at num_agents,
+    so worlds of PPO's counts keep their share of the samples next to the crowds"""
     imitate_expert: Literal["greedy", "cautious", "priority"] = "greedy"
     """the scripted policy DAgger clones: "greedy" (lane-seeking avoider), "cautious" (greedy
     that stays when nothing is safe) or "priority" (prioritised planner that never collides, also
@@ -158,6 +161,8 @@ def check_config(cfg: TrainConfig) -> None:
     parse_count(tuple(cfg.num_agents), "num_agents")
     if cfg.imitate_num_agents is not None:
         parse_count(tuple(cfg.imitate_num_agents), "imitate_num_agents")
+    elif cfg.imitate_mixed:
+        raise ValueError("imitate_mixed needs imitate_num_agents (the second range of DAgger worlds)")
     positive = ("width", "blocks", "heads", "num_worlds", "total_timesteps", "n_steps", "batch_size")
     positive += ("n_epochs", "checkpoint_every", "threads", "mlp_k", "imitate_epochs")
     minimum = dict.fromkeys(positive, 1) | {"imitate_iterations": 0}
@@ -320,7 +325,10 @@ def main(cfg: TrainConfig, callbacks: list[BaseCallback] | None = None) -> dict:
         start = time.perf_counter()
         stats = imitate(
             model.policy,
-            make_task(cfg, seed=cfg.seed, num_agents=cfg.imitate_num_agents),
+            [
+                make_task(cfg, seed=cfg.seed, num_agents=cfg.imitate_num_agents),
+                *([make_task(cfg, seed=cfg.seed)] if cfg.imitate_mixed else []),
+            ],
             cfg.imitate_iterations,
             epochs=cfg.imitate_epochs,
             batch_size=cfg.batch_size,

@@ -92,6 +92,17 @@ def test_dagger_worlds_may_hold_more_agents_than_ppo(tmp_path):
     assert out["imitation"]["samples"] > 32 * 16 * 4
 
 
+def test_mixed_dagger_plays_both_ranges(tmp_path):
+    base = dict(
+        SMALL, imitate_iterations=1, imitate_num_agents=(6, 6), total_timesteps=1, runs_dir=str(tmp_path)
+    )
+    wide = main(TrainConfig(**base, run_name="wide"))["imitation"]["samples"]
+    mixed = main(TrainConfig(**base, imitate_mixed=True, run_name="mixed"))["imitation"]["samples"]
+    # Same seeded 6-agent batch in both, plus (mixed) a batch of 32 worlds of 2..4 agents whose
+    # narrower observations are padded to the 6-agent width.
+    assert wide < mixed <= wide + 32 * 16 * 4, (wide, mixed)
+
+
 def test_bad_imitation_settings_raise(tmp_path):
     with pytest.raises(ValueError, match="imitate_iterations"):
         main(TrainConfig(**SMALL, imitate_iterations=-1, runs_dir=str(tmp_path)))
@@ -107,6 +118,8 @@ def test_bad_imitation_settings_raise(tmp_path):
         main(TrainConfig(**SMALL, imitate_iterations=1, imitate_num_agents=(9, 3), runs_dir=str(tmp_path)))
     with pytest.raises(ValueError, match="imitate_expert"):
         main(TrainConfig(**SMALL, imitate_iterations=1, imitate_expert="oracle", runs_dir=str(tmp_path)))
+    with pytest.raises(ValueError, match="imitate_mixed needs imitate_num_agents"):
+        main(TrainConfig(**SMALL, imitate_iterations=1, imitate_mixed=True, runs_dir=str(tmp_path)))
     model = PPO("MlpPolicy", "CartPole-v1")
     with pytest.raises(ValueError, match="expert"):
         imitate(model.policy, Crossing(num_worlds=2), 1, expert="random")
@@ -130,6 +143,9 @@ def test_bad_weighting_settings_raise(tmp_path):
     model = PPO("MlpPolicy", make_env(cfg), policy_kwargs=policy_kwargs(cfg))
     with pytest.raises(ValueError, match="weighting"):
         imitate(model.policy, Crossing(num_worlds=2), 1, weighting="episode")
+    for bad in ([], [Crossing(num_worlds=2), "task"]):
+        with pytest.raises(TypeError, match="env must be a Crossing"):
+            imitate(model.policy, bad, 1)
     for bad in (0.0, -1.0, float("nan"), True):
         with pytest.raises(ValueError, match="avoid_weight"):
             imitate(model.policy, Crossing(num_worlds=2), 1, avoid_weight=bad)
