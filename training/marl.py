@@ -342,6 +342,7 @@ def main(cfg: TrainConfig, callbacks: list[BaseCallback] | None = None) -> dict:
         )
         warm.write_text(json.dumps({**asdict(stats), "seconds": time.perf_counter() - start}, indent=2))
         save_atomic(model, ckpt)  # the warm start is never redone on resume
+        save_atomic(model, run_dir / "warm_start.zip")  # kept: evaluate the clone before PPO
     remaining = cfg.total_timesteps - model.num_timesteps
     entropy = None if cfg.ent_coef_final is None else (cfg.ent_coef, cfg.ent_coef_final)
     run_cb = RunCallback(ckpt, cfg.checkpoint_every, cfg.total_timesteps, cfg.progress, entropy)

@@ -47,6 +47,8 @@ class OODConfig:
 
     run: tuple[str, ...] = ()
     """run directories (runs/<name>) holding checkpoint.zip and config.json; several = seeds"""
+    checkpoint: str = "checkpoint.zip"
+    """checkpoint file in each run directory (warm_start.zip: the DAgger clone before PPO)"""
     counts: tuple[int, ...] = (2, 4, 8, 16, 32, 64)
     """agent counts L to evaluate at"""
     episodes: int = 30
@@ -154,14 +156,16 @@ def play(env: Crossing, actor: Callable, start_seed: int, act_seed: int) -> np.n
     return (total.sum(1) / env.mask.sum(1)).numpy()
 
 
-def load_runs(paths: tuple[str, ...], neighbours: int | None = None) -> list[dict]:
-    """[{algo, seed, model, steps, path}] for each run directory."""
+def load_runs(
+    paths: tuple[str, ...], neighbours: int | None = None, checkpoint: str = "checkpoint.zip"
+) -> list[dict]:
+    """[{algo, seed, model, steps, path}] for each run directory (``checkpoint`` read in each)."""
     runs = []
     for p in paths:
         path = Path(p)
-        ckpt, cfg_file = path / "checkpoint.zip", path / "config.json"
+        ckpt, cfg_file = path / checkpoint, path / "config.json"
         if not ckpt.exists() or not cfg_file.exists():
-            raise ValueError(f"run must be a directory with checkpoint.zip and config.json, got {p!r}")
+            raise ValueError(f"run must be a directory with {checkpoint} and config.json, got {p!r}")
         cfg = json.loads(cfg_file.read_text())
         model = PPO.load(ckpt, device="cpu")
         extractor = model.policy.features_extractor
@@ -334,7 +338,7 @@ def main(cfg: OODConfig) -> dict:
     if cfg.episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {cfg.episodes}")
     torch.set_num_threads(cfg.threads)
-    runs = [] if cfg.merge else load_runs(tuple(cfg.run), cfg.neighbours)
+    runs = [] if cfg.merge else load_runs(tuple(cfg.run), cfg.neighbours, cfg.checkpoint)
     out_dir = Path(cfg.out_dir or (cfg.run[0] if cfg.run else "runs/ood"))
     out_dir.mkdir(parents=True, exist_ok=True)
     results = load_merged(tuple(cfg.merge)) if cfg.merge else evaluate(cfg, runs)

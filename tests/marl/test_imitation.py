@@ -10,7 +10,7 @@ from envs.crossing import POLICIES, Crossing
 from envs.world import RIGHT, STAY, UP
 from training.imitate import discounted_returns, imitate, sample_weights
 from training.marl import TrainConfig, main, make_env, make_task, policy_kwargs
-from training.ood import play, policy_actor
+from training.ood import load_runs, play, policy_actor
 
 SMALL = dict(
     family="sa",
@@ -83,6 +83,11 @@ def test_warm_start_runs_once_and_resume_skips_it(tmp_path):
     again = main(TrainConfig(**{**cfg.__dict__, "total_timesteps": 2048}))  # resume: PPO only
     assert again["resumed_from"] > 0 and again["imitation"] == json.loads(saved)
     assert (tmp_path / "d" / "imitation.json").read_text() == saved
+    # The clone before PPO is kept beside the checkpoint, and `hyperagents ood` can evaluate it.
+    run = (str(tmp_path / "d"),)
+    assert load_runs(run, checkpoint="warm_start.zip")[0]["steps"] == 0 < load_runs(run)[0]["steps"]
+    with pytest.raises(ValueError, match="with final.zip and config.json"):
+        load_runs(run, checkpoint="final.zip")
 
 
 def test_dagger_worlds_may_hold_more_agents_than_ppo(tmp_path):
