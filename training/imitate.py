@@ -14,10 +14,11 @@ mistakes:
 
 Two optional sample weights on the cross-entropy (both 1 by default, plain DAgger):
 
-- ``weighting="world"`` gives every world the same total weight (each of its agents' samples
-  counts mean_L / L_world). With counts drawn per world, a world of 32 agents otherwise outvotes
-  a world of 2 sixteen to one, and the clone learns to hesitate in near-empty worlds, where a
-  wasted step costs the most gain.
+- ``weighting="world"`` gives every world of a batch the same total weight (each of its agents'
+  samples counts mean_L / L_world, mean_L over that batch's worlds). With counts drawn per
+  world, a world of 32 agents otherwise outvotes a world of 2 sixteen to one. (In the runs of
+  docs/marl.md this did not stop the clone hesitating in near-empty worlds; playing a separate
+  batch of small worlds in every round, a sequence of tasks below, did.)
 - ``avoid_weight=w`` multiplies the weight of samples whose expert action is not RIGHT (a
   sidestep or a wait). Those are the rare decisions that avoid collisions; missing one costs up
   to 1 per partner, while an extra sidestep costs 0.05, so a cost-sensitive clone leans to them.
@@ -70,8 +71,8 @@ def rollout(
 
     Returns obs (S, L*F) and expert labels (S,) of the S visited (step, real unparked agent)
     pairs, rewards (T, B, L), the (T, B, L) mask selecting those pairs, the learner's argmax
-    agreement with the labels and the mean per-agent return. The real agent count of each
-    sample's world is ``env.mask.sum(1)`` broadcast over the mask: see ``sample_weights``."""
+    agreement with the labels and the mean per-agent return (``sample_weights`` then reads each
+    sample's world size from ``env.mask``)."""
     env.reset()
     B, L = env.B, env.L
     obs_t, label_t, keep_t, guess, rew_t = [], [], [], [], []
@@ -188,13 +189,11 @@ def imitate(
             obs = torch.nn.functional.pad(obs, (0, width - obs.shape[1]))  # absent tokens: all zeros
             parts.append((obs, labels, discounted_returns(rewards, gamma)[keep], weights))
             agree, ret = agree + (a * len(labels) if len(labels) else 0.0), ret + r / len(envs)
-        round_data = tuple(torch.cat(p) for p in zip(*parts, strict=True))
+        round_data = tuple(torch.cat(col) for col in zip(*parts, strict=True))
         agreement.append(agree / max(len(round_data[1]), 1))
         returns.append(ret)
         data = [*data[max(len(data) - keep_last + 1, 0) :], round_data]
         total += len(round_data[0])
-        fit(
-            policy, *(torch.cat(parts) for parts in zip(*data, strict=True)), epochs, batch_size, vf_coef, gen
-        )
+        fit(policy, *(torch.cat(col) for col in zip(*data, strict=True)), epochs, batch_size, vf_coef, gen)
     policy.optimizer.state.clear()  # PPO starts with fresh Adam moments, as without a warm start
     return ImitationStats(agreement, returns, total)
