@@ -8,8 +8,9 @@ A run lives in ``runs/<name>/``: ``config.json``, ``metrics.json``, TensorBoard 
 resumes from the checkpoint and trains only the missing steps, so an interrupted run loses none
 of the steps it learned from. Evaluate at other agent counts with ``hyperagents ood``.
 
-``--imitate-iterations K`` first clones the scripted greedy avoider with K DAgger rounds
-(``training/imitate.py``; actor and critic), then PPO fine-tunes from there. Use a small PPO
+``--imitate-iterations K`` first clones a scripted avoider (``--imitate-expert``, default greedy)
+with K DAgger rounds (``training/imitate.py``; actor and critic), then PPO fine-tunes from there;
+the clone is kept as ``warm_start.zip``. Use a small PPO
 learning rate after a warm start (docs/marl.md uses 1e-4 decaying to 1e-5): at the default 1e-3
 the first updates undo much of the clone.
 
@@ -19,6 +20,11 @@ Example::
     hyperagents train --family hfa --num-agents 2 16 --neighbours 7 --imitate-iterations 12 \
         --learning-rate 1e-4 --learning-rate-final 1e-5 --ent-coef 0 --n-steps 96 \
         --batch-size 4096 --clip-range 0.1 --total-timesteps 1500000 --run-name hfa_dagger_s0
+    # docs/marl.md round 5: the cautious teacher on crowds and on PPO's counts in every round
+    hyperagents train --family hfa --num-agents 2 16 --neighbours 7 --imitate-iterations 16 \
+        --imitate-epochs 8 --imitate-expert cautious --imitate-num-agents 2 32 --imitate-mixed \
+        --learning-rate 1e-4 --learning-rate-final 1e-5 --ent-coef 0 --n-steps 96 \
+        --batch-size 4096 --clip-range 0.1 --total-timesteps 1500000 --run-name hfa_mix_s0
 """
 
 from __future__ import annotations
