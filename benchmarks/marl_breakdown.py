@@ -14,10 +14,9 @@ import argparse
 import json
 
 import torch
-from stable_baselines3 import PPO
 
 from envs.crossing import POLICIES, Crossing
-from training.ood import policy_actor
+from training.ood import load_runs, policy_actor
 
 
 def breakdown(env: Crossing, actor, start_seed: int, act_seed: int) -> dict:
@@ -53,11 +52,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     actors = {name: fn for name, fn in POLICIES.items() if name != "random"}
-    for path in args.runs:
-        model = PPO.load(f"{path}/checkpoint.zip", device="cpu")
-        if hasattr(model.policy.features_extractor, "neighbours"):
-            model.policy.features_extractor.neighbours = args.neighbours
-        actors[path] = policy_actor(model, args.deterministic, 4096)
+    for run in load_runs(tuple(args.runs), args.neighbours):
+        actors[run["path"]] = policy_actor(run["model"], args.deterministic, 4096, run["features"])
     table = {}
     for L in args.counts:
         env = Crossing(num_worlds=args.episodes, num_agents=L)

@@ -37,6 +37,19 @@ step (0 after a reset, after a move clipped by the wall and while parked), so a 
 predict where its neighbours go next (the greedy baseline assumes "right unless parked").
 Padded slots are all zero; a padded agent's own view is zero.
 
+Feature sets (``features=``): ``"base"`` is the 10 above. ``"touch"`` appends 10 binary
+collision features for slot j (0 for self)::
+
+    [touch(c_i(a), p_j) for a in STAY, RIGHT, LEFT, UP, DOWN] + [touch(c_i(a), q_j) for the same a]
+
+where c_i(a) is the cell agent i reaches with action a (wall-clipped), p_j is j's cell and
+q_j the cell j reaches if it keeps moving right (its cell if parked), touch = centres within 2R.
+Why: whether a move collides is a disc test, dx^2 + dy^2 <= (2R)^2, on integer offsets, and a
+small network learns its edge (|dy| = 2R touches, 2R + 1 does not) only approximately from the
+offset features; the clones of docs/marl.md collided exactly there. The touch features give the
+pairwise test itself, and the attention still has to learn which partners matter and how to
+combine them into a move. ``"base"`` stays the default so earlier checkpoints keep loading.
+
 Shapes: B worlds, L agent slots (L_max), N grid size, R radius, F token features.
 """
 
@@ -49,6 +62,7 @@ from envs.world import DOWN, LEFT, NUM_ACTIONS, RIGHT, STAY, UP, World, circular
 __all__ = [
     "Crossing",
     "NUM_FEATURES",
+    "FEATURE_SETS",
     "POLICIES",
     "move_right_policy",
     "greedy_policy",
@@ -63,7 +77,8 @@ __all__ = [
     "NUM_ACTIONS",
 ]
 
-NUM_FEATURES = 10
+NUM_FEATURES = 10  # the "base" feature set
+FEATURE_SETS = {"base": NUM_FEATURES, "touch": NUM_FEATURES + 2 * NUM_ACTIONS}
 STEP_COST = 0.05
 
 
@@ -84,6 +99,13 @@ def parse_count(num_agents, name: str = "num_agents") -> tuple[int, int]:
     return int(low), int(high)
 
 
+def check_features(features) -> str:
+    """``features`` if it names a feature set, else ValueError listing them."""
+    if not isinstance(features, str) or features not in FEATURE_SETS:
+        raise ValueError(f"features must be one of {tuple(FEATURE_SETS)}, got {features!r}")
+    return features
+
+
 class Crossing:
     """B crossing worlds stepped together.
 
@@ -96,6 +118,7 @@ class Crossing:
         start_width: starts have x uniform in [0, start_width).
         seed: seed of the env's torch.Generator (see :meth:`seed`).
         device: torch device.
+        features: the observation's feature set, a key of ``FEATURE_SETS`` (see module doc).
     """
 
     def __init__(
@@ -108,8 +131,10 @@ class Crossing:
         start_width: int = 16,
         seed: int | None = None,
         device: str | torch.device = "cpu",
+        features: str = "base",
     ):
         self.low, self.high = parse_count(num_agents)
+        self.features = check_features(features)
         for name, value, lo in (
             ("num_worlds", num_worlds, 1),
             ("max_steps", max_steps, 1),
@@ -230,8 +255,17 @@ class Crossing:
         """(B,) bool: worlds whose episode reached the time limit."""
         return self.world.steps >= self.T
 
-    def observations(self) -> torch.Tensor:
-        """(B, L, L, F) float32 token sets: [b, i] is agent i's view, self first (see module doc)."""
+    @property
+    def num_features(self) -> int:
+        """F of :meth:`observations` with the env's feature set."""
+        return FEATURE_SETS[self.features]
+
+    def observations(self, features: str | None = None) -> torch.Tensor:
+        """(B, L, L, F) float32 token sets: [b, i] is agent i's view, self first (see module doc).
+
+        ``features`` overrides the env's feature set (a policy trained on another set can then
+        act in this env; the dynamics do not depend on it)."""
+        features = self.features if features is None else check_features(features)
         w, N, L = self.world, self.N, self.L
         pos, mask = w.positions, w.mask  # (B, L, 2), (B, L)
         dx = (pos[:, None, :, 0] - pos[:, :, None, 0]).float()  # (B, L, L): slot j seen from agent i
@@ -254,9 +288,28 @@ class Crossing:
             ],
             -1,
         )  # (B, L, L, F)
+        if features == "touch":
+            feats = torch.cat([feats, self._touch_features()], -1)
+        F = feats.shape[-1]
         feats = feats * (mask[:, None, :, None] & mask[:, :, None, None])
-        order = self._order.view(1, L, L, 1).expand(self.B, -1, -1, NUM_FEATURES)
+        order = self._order.view(1, L, L, 1).expand(self.B, -1, -1, F)
         return torch.gather(feats, 2, order)
+
+    def _touch_features(self) -> torch.Tensor:
+        """(B, L, L, 2A) float: [b, i, j] = touch(i's cell after each action, j's cell now) then
+        touch(same, j's cell if it keeps moving right); the diagonal is 0."""
+        w, N = self.world, self.N
+        pos = w.positions  # (B, L, 2)
+        cand = pos.unsqueeze(2) + w._moves  # (B, L, A, 2): i's cell after each action
+        cand[..., 0].clamp_(0, N - 1)
+        cand[..., 1].remainder_(N)
+        nxt = pos.clone()
+        nxt[..., 0] = torch.where(self.parked, pos[..., 0], (pos[..., 0] + 1).clamp(max=N - 1))
+        c = cand.unsqueeze(2)  # (B, L_i, 1, A, 2)
+        now = w.touching(c, pos[:, None, :, None, :])  # (B, L_i, L_j, A)
+        then = w.touching(c, nxt[:, None, :, None, :])
+        eye = torch.eye(self.L, dtype=torch.bool, device=self.device).view(1, self.L, self.L, 1)
+        return torch.cat([now, then], -1).masked_fill(eye, False).float()
 
 
 # ---------------------------------------------------------------- scripted baselines

@@ -33,7 +33,7 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv
 
-from envs.crossing import NUM_ACTIONS, NUM_FEATURES, Crossing
+from envs.crossing import NUM_ACTIONS, Crossing
 
 
 class CrossingVecEnv(VecEnv):
@@ -42,14 +42,14 @@ class CrossingVecEnv(VecEnv):
     Args:
         num_worlds: B worlds; ``num_envs`` is B * L_max.
         num_agents: int or (low, high); L_max = high.
-        **task_kwargs: grid_size, radius, max_steps, start_width, seed, device.
+        **task_kwargs: grid_size, radius, max_steps, start_width, seed, device, features.
     """
 
     def __init__(self, num_worlds: int = 64, num_agents=8, **task_kwargs):
         self.render_mode = None  # SB3 warns when a VecEnv has no render_mode
         self.task = Crossing(num_worlds=num_worlds, num_agents=num_agents, **task_kwargs)
         B, L = self.task.B, self.task.L
-        obs_space = spaces.Box(-1.0, 1.0, (L * NUM_FEATURES,), np.float32)
+        obs_space = spaces.Box(-1.0, 1.0, (L * self.task.num_features,), np.float32)
         super().__init__(B * L, obs_space, spaces.Discrete(NUM_ACTIONS))
         self._actions: np.ndarray | None = None
         self._returns = torch.zeros(B, L)
@@ -124,4 +124,4 @@ class CrossingVecEnv(VecEnv):
 
     def _obs(self) -> np.ndarray:
         t = self.task
-        return t.observations().reshape(t.B * t.L, t.L * NUM_FEATURES).numpy()
+        return t.observations().reshape(t.B * t.L, -1).numpy()

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from stable_baselines3.common.policies import ActorCriticPolicy
 
-from envs.crossing import NUM_FEATURES, POLICIES, RIGHT, Crossing
+from envs.crossing import POLICIES, RIGHT, Crossing
 
 
 @dataclass
@@ -78,7 +78,7 @@ def rollout(
     obs_t, label_t, keep_t, guess, rew_t = [], [], [], [], []
     with torch.no_grad():
         for _ in range(env.T):
-            obs = env.observations().reshape(B * L, L * NUM_FEATURES)
+            obs = env.observations().reshape(B * L, -1)
             label = POLICIES[expert](env)  # (B, L)
             probs = policy.get_distribution(obs).distribution.probs  # (B*L, A)
             guess.append(probs.argmax(-1).view(B, L))
@@ -157,6 +157,8 @@ def imitate(
     envs = [env] if isinstance(env, Crossing) else list(env)
     if not envs or not all(isinstance(e, Crossing) for e in envs):
         raise TypeError(f"env must be a Crossing or a non-empty sequence of them, got {env!r}")
+    if len({e.features for e in envs}) > 1:
+        raise ValueError(f"env tasks must share one feature set, got {[e.features for e in envs]}")
     if expert not in EXPERTS:
         raise ValueError(f"expert must be one of {EXPERTS}, got {expert!r}")
     if weighting not in WEIGHTINGS:
@@ -176,7 +178,7 @@ def imitate(
     for group in policy.optimizer.param_groups:  # PPO sets its own rate again at every update
         group["lr"] = learning_rate
     gen = torch.Generator().manual_seed(seed)
-    width = max(e.L for e in envs) * NUM_FEATURES  # obs of smaller-L tasks are padded to it
+    width = max(e.L * e.num_features for e in envs)  # obs of smaller-L tasks are padded to it
     for e in envs:
         e.seed(seed)
     data: list[tuple[torch.Tensor, ...]] = []

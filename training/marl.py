@@ -42,7 +42,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from tqdm import tqdm
 
-from envs.crossing import NUM_FEATURES, Crossing, parse_count
+from envs.crossing import FEATURE_SETS, Crossing, check_features, parse_count
 from envs.vec import CrossingVecEnv
 from policies.actor_critic import FAMILIES, AttentionExtractor, NearestMLPExtractor
 from training.imitate import EXPERTS, WEIGHTINGS, imitate
@@ -87,6 +87,10 @@ class TrainConfig:
     """episode length T"""
     start_width: int = 16
     """starts have x uniform in [0, start_width)"""
+    features: Literal["base", "touch"] = "base"
+    """observation feature set: "base" (offsets, velocities, flags) or "touch" (base plus, per
+    neighbour, whether each action would touch it now or after its next move right); see
+    envs/crossing.py"""
 
     # Run
     total_timesteps: int = 1_000_000
@@ -165,6 +169,7 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.family not in ALL_FAMILIES:
         raise ValueError(f"family must be one of {ALL_FAMILIES}, got {cfg.family!r}")
     parse_count(tuple(cfg.num_agents), "num_agents")
+    check_features(cfg.features)
     if cfg.imitate_num_agents is not None:
         parse_count(tuple(cfg.imitate_num_agents), "imitate_num_agents")
     elif cfg.imitate_mixed:
@@ -191,12 +196,12 @@ def policy_kwargs(cfg: TrainConfig) -> dict:
     if cfg.family == "mlp":
         extractor, kwargs = (
             NearestMLPExtractor,
-            dict(num_features=NUM_FEATURES, k=cfg.mlp_k, width=2 * cfg.width),
+            dict(num_features=FEATURE_SETS[cfg.features], k=cfg.mlp_k, width=2 * cfg.width),
         )
     else:
         extractor = AttentionExtractor
         kwargs = dict(
-            num_features=NUM_FEATURES,
+            num_features=FEATURE_SETS[cfg.features],
             family=cfg.family,
             width=cfg.width,
             blocks=cfg.blocks,
@@ -212,7 +217,7 @@ def policy_kwargs(cfg: TrainConfig) -> dict:
 
 def task_kwargs(cfg: TrainConfig) -> dict:
     """The task's keyword arguments in ``cfg`` (shared by the VecEnv and the warm start's task)."""
-    keys = ("num_worlds", "grid_size", "radius", "max_steps", "start_width")
+    keys = ("num_worlds", "grid_size", "radius", "max_steps", "start_width", "features")
     return {"num_agents": tuple(cfg.num_agents), **{k: getattr(cfg, k) for k in keys}}
 
 

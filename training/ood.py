@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from stable_baselines3 import PPO
 
-from envs.crossing import NUM_FEATURES, POLICIES, STAY, Crossing
+from envs.crossing import POLICIES, STAY, Crossing
 
 TASK_KEYS = ("grid_size", "radius", "max_steps", "start_width")
 
@@ -115,8 +115,10 @@ def paired_gain_ci(ret: np.ndarray, ref: np.ndarray, reps: int, seed: int = 0) -
 # ---------------------------------------------------------------- rollouts
 
 
-def policy_actor(model: PPO, deterministic: bool, chunk: int) -> Callable:
+def policy_actor(model: PPO, deterministic: bool, chunk: int, features: str = "base") -> Callable:
     """Crossing -> (B, L) actions from an SB3 policy, for any L (see module docstring).
+
+    ``features``: the observation feature set the policy was trained on (its run's config).
 
     Only agents that can still move are fed to the policy: parked and padded agents get STAY,
     which the task would substitute anyway.
@@ -125,7 +127,7 @@ def policy_actor(model: PPO, deterministic: bool, chunk: int) -> Callable:
 
     def act(env: Crossing, gen: torch.Generator | None = None) -> torch.Tensor:
         active = (env.mask & ~env.parked).reshape(-1)  # (B*L,)
-        obs = env.observations().reshape(env.B * env.L, env.L * NUM_FEATURES)[active]  # (M, L*F)
+        obs = env.observations(features).reshape(env.B * env.L, -1)[active]  # (M, L*F)
         actions = torch.full((env.B * env.L,), STAY, dtype=torch.long)
         if not active.any():
             return actions.reshape(env.B, env.L)
@@ -179,6 +181,7 @@ def load_runs(
                 steps=int(model.num_timesteps),
                 path=str(path),
                 task={k: cfg[k] for k in TASK_KEYS if k in cfg},
+                features=cfg.get("features", "base"),  # runs from before the option: "base"
             )
         )
     return runs
@@ -196,7 +199,7 @@ def evaluate(cfg: OODConfig, runs: list[dict]) -> dict:
         starts = cfg.seed + 1000 * L
         res: dict = {name: {0: (0, play(env, fn, starts, cfg.seed))} for name, fn in POLICIES.items()}
         for run in runs:
-            actor = policy_actor(run["model"], cfg.deterministic, cfg.chunk)
+            actor = policy_actor(run["model"], cfg.deterministic, cfg.chunk, run.get("features", "base"))
             res.setdefault(run["algo"], {})[run["seed"]] = (run["steps"], play(env, actor, starts, cfg.seed))
         results[L] = res
         line = ", ".join(f"{a} {np.mean([v[1].mean() for v in s.values()]):.3f}" for a, s in res.items())

@@ -163,3 +163,72 @@ def test_bad_actions_raise():
         env.step(torch.zeros(2, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="actions"):
         env.step(torch.full((2, 3), 7))
+
+
+def _touch_by_hand(env: Crossing) -> torch.Tensor:
+    """The "touch" features by a loop over (world, agent, slot, action): the slow, plain reading."""
+    B, L, N, R = env.B, env.L, env.N, env.R
+    pos, mask, parked = env.positions.tolist(), env.mask.tolist(), env.parked.tolist()
+    moves = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)]  # STAY, RIGHT, LEFT, UP, DOWN
+
+    def touch(a, b):
+        dy = (b[1] - a[1]) % N
+        dy = min(dy, N - dy)
+        return (b[0] - a[0]) ** 2 + dy**2 <= (2 * R) ** 2
+
+    out = torch.zeros(B, L, L, 10)
+    for b in range(B):
+        for i in range(L):
+            others = [j for j in range(L) if j != i]
+            for k, j in enumerate([i, *others]):  # self first, then the others in index order
+                if j == i or not (mask[b][i] and mask[b][j]):
+                    continue
+                (xi, yi), (xj, yj) = pos[b][i], pos[b][j]
+                ahead = (xj if parked[b][j] else min(xj + 1, N - 1), yj)
+                for a, (mx, my) in enumerate(moves):
+                    cell = (min(max(xi + mx, 0), N - 1), (yi + my) % N)
+                    out[b, i, k, a] = float(touch(cell, (xj, yj)))
+                    out[b, i, k, 5 + a] = float(touch(cell, ahead))
+    return out
+
+
+@pytest.mark.parametrize("radius, grid_size", [(1, 16), (2, 20)])
+def test_touch_features_match_a_plain_loop(radius, grid_size):
+    env = Crossing(num_worlds=3, num_agents=(3, 6), grid_size=grid_size, radius=radius, seed=radius)
+    env.reset()
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(grid_size + 2):  # random walks: wall clipping, wraps, parked agents, touches
+        env.step(POLICIES["random"](env, gen))
+        env.step(torch.full((env.B, env.L), RIGHT))
+        obs = env.observations("touch")
+        assert obs.shape == (3, env.L, env.L, 20)
+        assert torch.equal(obs[..., :NUM_FEATURES], env.observations())  # "base" is the prefix
+        assert torch.equal(obs[..., NUM_FEATURES:], _touch_by_hand(env))
+    assert env.parked.any()
+
+
+def test_touch_features_carry_what_greedy_tests():
+    # Greedy calls an action unsafe when the cell it reaches touches any other agent's cell now or
+    # after that agent's next move right: exactly the OR over slots of the two touch features.
+    env = Crossing(num_worlds=64, num_agents=(2, 12), seed=5, features="touch")
+    env.reset()
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(40):
+        touch = env.observations()[..., NUM_FEATURES:]  # (B, L, L, 10)
+        unsafe = (touch[..., :5] + touch[..., 5:]).amax(2) > 0  # (B, L, A)
+        act = POLICIES["greedy"](env)
+        moving = env.mask & ~env.parked
+        lane_right = act == RIGHT
+        # Greedy only moves right when that move is safe (the fallback apart: nothing safe at all).
+        all_unsafe = unsafe[..., [STAY, UP, DOWN, RIGHT]].all(-1)
+        assert not (lane_right & moving & unsafe[..., RIGHT] & ~all_unsafe).any()
+        env.step(
+            torch.where(torch.rand(env.B, env.L, generator=gen) < 0.3, POLICIES["random"](env, gen), act)
+        )
+
+
+def test_bad_feature_set_raises():
+    with pytest.raises(ValueError, match="features must be one of"):
+        Crossing(features="pixels")
+    with pytest.raises(ValueError, match="features must be one of"):
+        Crossing(num_worlds=1).observations("touches")

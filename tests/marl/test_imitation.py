@@ -126,6 +126,8 @@ def test_bad_imitation_settings_raise(tmp_path):
     with pytest.raises(ValueError, match="imitate_mixed needs imitate_num_agents"):
         main(TrainConfig(**SMALL, imitate_iterations=1, imitate_mixed=True, runs_dir=str(tmp_path)))
     model = PPO("MlpPolicy", "CartPole-v1")
+    with pytest.raises(ValueError, match="share one feature set"):
+        imitate(model.policy, [Crossing(num_worlds=2), Crossing(num_worlds=2, features="touch")], 1)
     with pytest.raises(ValueError, match="expert"):
         imitate(model.policy, Crossing(num_worlds=2), 1, expert="random")
     with pytest.raises(ValueError, match="iterations"):

@@ -104,11 +104,33 @@ def test_ood_writes_marl_eval_json_and_png(tmp_path):
         (dict(num_agents=(4, 2)), "num_agents"),
         (dict(width=0), "width"),
         (dict(total_timesteps=0), "total_timesteps"),
+        (dict(features="pixels"), "features"),
     ],
 )
 def test_bad_config_raises(tmp_path, change, name):
     with pytest.raises(ValueError, match=name):
         main(TrainConfig(**{**TINY, **change}, runs_dir=str(tmp_path)))
+
+
+def test_ood_evaluates_each_run_on_its_own_feature_set(tmp_path):
+    main(TrainConfig(**TINY, total_timesteps=144, runs_dir=str(tmp_path), run_name="base"))
+    main(
+        TrainConfig(
+            **TINY, features="touch", seed=1, total_timesteps=144, runs_dir=str(tmp_path), run_name="t"
+        )
+    )
+    touch = PPO.load(tmp_path / "t" / "checkpoint.zip")
+    assert touch.observation_space.shape == (3 * 20,)  # L_max = 3 slots of 20 features
+    # A run from before the option has no "features" in its config: it reads as "base".
+    cfg_file = tmp_path / "base" / "config.json"
+    cfg_file.write_text(
+        json.dumps({k: v for k, v in json.loads(cfg_file.read_text()).items() if k != "features"})
+    )
+    runs = (str(tmp_path / "base"), str(tmp_path / "t"))
+    summary = ood_main(
+        OODConfig(run=runs, counts=(2, 4), episodes=4, reps=200, out_dir=str(tmp_path / "ood"))
+    )
+    assert summary[4]["sa"]["seeds"] == 2 and np.isfinite(summary[4]["sa"]["mean"])
 
 
 def test_ood_rejects_bad_counts_and_runs(tmp_path):
