@@ -3,7 +3,18 @@
 import pytest
 import torch
 
-from envs.crossing import DOWN, LEFT, NUM_FEATURES, POLICIES, RIGHT, STAY, UP, Crossing, move_right_policy
+from envs.crossing import (
+    DOWN,
+    LEFT,
+    NUM_FEATURES,
+    POLICIES,
+    RIGHT,
+    STAY,
+    UP,
+    Crossing,
+    _lane_plan,
+    move_right_policy,
+)
 from envs.scenarios import near_y
 
 
@@ -209,22 +220,29 @@ def test_touch_features_match_a_plain_loop(radius, grid_size):
 
 def test_touch_features_carry_what_greedy_tests():
     # Greedy calls an action unsafe when the cell it reaches touches any other agent's cell now or
-    # after that agent's next move right: exactly the OR over slots of the two touch features.
+    # after that agent's next move right: the OR over slots of the two touch features. With its
+    # lane plan, that rebuilds greedy's every decision.
     env = Crossing(num_worlds=64, num_agents=(2, 12), seed=5, features="touch")
     env.reset()
     gen = torch.Generator().manual_seed(1)
-    for _ in range(40):
+    for _ in range(60):
         touch = env.observations()[..., NUM_FEATURES:]  # (B, L, L, 10)
         unsafe = (touch[..., :5] + touch[..., 5:]).amax(2) > 0  # (B, L, A)
-        act = POLICIES["greedy"](env)
-        moving = env.mask & ~env.parked
-        lane_right = act == RIGHT
-        # Greedy only moves right when that move is safe (the fallback apart: nothing safe at all).
-        all_unsafe = unsafe[..., [STAY, UP, DOWN, RIGHT]].all(-1)
-        assert not (lane_right & moving & unsafe[..., RIGHT] & ~all_unsafe).any()
-        env.step(
-            torch.where(torch.rand(env.B, env.L, generator=gen) < 0.3, POLICIES["random"](env, gen), act)
-        )
+        lane_open, first, second = _lane_plan(env)
+        act = torch.full_like(first, RIGHT)  # nothing safe: greedy's fallback
+        for option, ok in (
+            (torch.full_like(first, STAY), True),
+            (second, True),
+            (first, True),
+            (torch.full_like(first, RIGHT), lane_open),
+        ):  # later options win, as in greedy's preference order
+            act = torch.where(~unsafe.gather(-1, option.unsqueeze(-1)).squeeze(-1) & ok, option, act)
+        greedy = POLICIES["greedy"](env)
+        real = env.mask
+        assert torch.equal(act[real], greedy[real])
+        noisy = torch.rand(env.B, env.L, generator=gen) < 0.3
+        env.step(torch.where(noisy, POLICIES["random"](env, gen), greedy))
+    assert env.parked.any()
 
 
 def test_bad_feature_set_raises():
