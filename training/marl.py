@@ -20,11 +20,13 @@ Example::
     hyperagents train --family hfa --num-agents 2 16 --neighbours 7 --imitate-iterations 12 \
         --learning-rate 1e-4 --learning-rate-final 1e-5 --ent-coef 0 --n-steps 96 \
         --batch-size 4096 --clip-range 0.1 --total-timesteps 1500000 --run-name hfa_dagger_s0
-    # docs/marl.md round 5: the cautious teacher on crowds and on PPO's counts in every round
-    hyperagents train --family hfa --num-agents 2 16 --neighbours 7 --imitate-iterations 16 \
-        --imitate-epochs 8 --imitate-expert cautious --imitate-num-agents 2 32 --imitate-mixed \
-        --learning-rate 1e-4 --learning-rate-final 1e-5 --ent-coef 0 --n-steps 96 \
-        --batch-size 4096 --clip-range 0.1 --total-timesteps 1500000 --run-name hfa_mix_s0
+    # docs/marl.md round 6 (meets issue #6's bar with SA): the cautious teacher on crowds and on
+    # PPO's counts in every round, with the touch features
+    hyperagents train --family sa --features touch --num-agents 2 16 --neighbours 7 \
+        --imitate-iterations 16 --imitate-epochs 8 --imitate-expert cautious \
+        --imitate-num-agents 2 32 --imitate-mixed --learning-rate 1e-4 --learning-rate-final 1e-5 \
+        --ent-coef 0 --n-steps 96 --batch-size 4096 --clip-range 0.1 --total-timesteps 1500000 \
+        --run-name sa_touch_s0
 """
 
 from __future__ import annotations
