@@ -303,8 +303,7 @@ class Crossing:
         cand = pos.unsqueeze(2) + w._moves  # (B, L, A, 2): i's cell after each action
         cand[..., 0].clamp_(0, N - 1)
         cand[..., 1].remainder_(N)
-        nxt = pos.clone()
-        nxt[..., 0] = torch.where(self.parked, pos[..., 0], (pos[..., 0] + 1).clamp(max=N - 1))
+        nxt = _ahead(self)
         c = cand.unsqueeze(2)  # (B, L_i, 1, A, 2)
         now = w.touching(c, pos[:, None, :, None, :])  # (B, L_i, L_j, A)
         then = w.touching(c, nxt[:, None, :, None, :])
@@ -371,12 +370,20 @@ def cautious_policy(env: Crossing, gen: torch.Generator | None = None) -> torch.
     return _avoid(env, fallback=STAY)
 
 
+def _ahead(env: Crossing) -> torch.Tensor:
+    """(B, L, 2) each agent's cell after one more move right (its own cell if parked): the guess
+    of the others' next cells that greedy and the "touch" features share."""
+    pos = env.world.positions
+    nxt = pos.clone()
+    nxt[..., 0] = torch.where(env.parked, pos[..., 0], (pos[..., 0] + 1).clamp(max=env.N - 1))
+    return nxt
+
+
 def _avoid(env: Crossing, fallback: int) -> torch.Tensor:
     w, N = env.world, env.N
-    pos, mask, parked = w.positions, w.mask, env.parked  # (B, L, 2), (B, L), (B, L)
+    pos, mask = w.positions, w.mask  # (B, L, 2), (B, L)
     others = mask.unsqueeze(1) & mask.unsqueeze(2) & ~torch.eye(env.L, dtype=torch.bool, device=env.device)
-    nxt = pos.clone()
-    nxt[..., 0] = torch.where(parked, pos[..., 0], (pos[..., 0] + 1).clamp(max=N - 1))
+    nxt = _ahead(env)
 
     def unsafe(action: int) -> torch.Tensor:  # (B, L) bool
         cand = pos + w._moves[action]
