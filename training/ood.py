@@ -199,7 +199,7 @@ def evaluate(cfg: OODConfig, runs: list[dict]) -> dict:
         starts = cfg.seed + 1000 * L
         res: dict = {name: {0: (0, play(env, fn, starts, cfg.seed))} for name, fn in POLICIES.items()}
         for run in runs:
-            actor = policy_actor(run["model"], cfg.deterministic, cfg.chunk, run.get("features", "base"))
+            actor = policy_actor(run["model"], cfg.deterministic, cfg.chunk, run["features"])
             res.setdefault(run["algo"], {})[run["seed"]] = (run["steps"], play(env, actor, starts, cfg.seed))
         results[L] = res
         line = ", ".join(f"{a} {np.mean([v[1].mean() for v in s.values()]):.3f}" for a, s in res.items())
