@@ -10,6 +10,7 @@ from policies import devised
 from training import fit
 from training.checkpoint import save_atomic
 from viz import overlay as ov
+from viz import readout
 from viz import viewer as vw
 
 N, R = 16, 1
@@ -230,7 +231,7 @@ def test_linear_labelled_contributions_sum_to_the_prediction(attention):
     s = ov.learned_strengths(model, tokens)
     x = model.embedding(tokens)
     _, sc = model.attention(x, return_scores=True)
-    self_term = (sc.scores[0] * ov._linear_values(model, x)[:, None, :]).sum(0).diagonal()
+    self_term = (sc.scores[0] * readout._linear_values(model, x)[:, None, :]).sum(0).diagonal()
     assert s.units == "value"
     torch.testing.assert_close(s.pairs.sum(1) + self_term.double(), model(tokens)[0].detach())
 
