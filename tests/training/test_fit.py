@@ -8,7 +8,7 @@ import torch
 from envs.genotype import make_genotype_dataset, sample_rules
 from policies.devised import genotype_target
 from training import fit
-from training.checkpoint import load
+from training.runs import load_torch as load
 
 TINY = dict(
     grid_size=16,
