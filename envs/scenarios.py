@@ -10,6 +10,8 @@ over ``grid_size`` steps is an exact regression target (`rollout_returns`).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from envs.world import MOVE_RIGHT, UP, Contacts, World, circular_delta
@@ -136,8 +138,12 @@ class Alliances(Scenario):
     label_names = ("alliance",)
 
     def __init__(self, num_alliances: int = 3, bonus: float = 1.0):
+        if isinstance(num_alliances, bool) or not isinstance(num_alliances, int):
+            raise TypeError(f"num_alliances must be an int >= 1, got {num_alliances!r}")
         if num_alliances < 1:
             raise ValueError(f"num_alliances must be >= 1, got {num_alliances}")
+        if isinstance(bonus, bool) or not isinstance(bonus, (int, float)) or not math.isfinite(bonus):
+            raise TypeError(f"bonus must be a finite number, got {bonus!r}")
         self.label_sizes = (num_alliances,)
         self.bonus = bonus
         # Order-3 terms also run over j = k and j or k = i: with g3 = bonus/2 on allied mutually

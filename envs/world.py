@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 STAY, RIGHT, LEFT, UP, DOWN = range(5)
@@ -31,6 +32,10 @@ _MOVES = torch.tensor([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1]])
 # From this many agents per world on, the neighbour grid replaces the dense (L, L) test: measured
 # crossover at B = 1 on a 2-core CPU between 512 and 1024 agents (benchmarks/README.md, section 3).
 GRID_MIN_AGENTS = 1024
+
+
+class ResetNeeded(RuntimeError):
+    """Stepping (or reading) a world or env that has no live episode: call ``reset()`` first."""
 
 
 def check_world_args(num_agents: int, grid_size: int, radius: int) -> None:
@@ -130,6 +135,8 @@ class World:
         self.mask = torch.ones(self.B, self.L, dtype=torch.bool, device=self.device)  # (B, L) real agents
         self.collided = torch.zeros(self.B, self.L, self.L, dtype=torch.bool, device=self.device)
         self.steps = torch.zeros(self.B, dtype=torch.long, device=self.device)
+        # Worlds placed by reset() so far; once all are, moving is allowed (checked on the CPU, no sync).
+        self._placed: np.ndarray | None = np.zeros(self.B, dtype=bool)
 
     # ------------------------------------------------------------------ state
     def reset(self, positions: torch.Tensor, mask: torch.Tensor | None = None, worlds=None) -> None:
@@ -159,11 +166,20 @@ class World:
             raise ValueError(f"mask must have shape {tuple(target.shape[:2])}, got {tuple(mask.shape)}")
         self.positions[sel] = positions.long()
         self.mask[sel] = mask
+        if self._placed is not None:
+            self._placed[sel if worlds is None else torch.as_tensor(worlds).cpu().numpy()] = True
+            if self._placed.all():
+                self._placed = None
         self.collided[sel] = False
         self.steps[sel] = 0
 
     def move(self, actions: torch.Tensor) -> None:
         """Apply one action per agent: x is clipped at the walls, y wraps around."""
+        if self._placed is not None:
+            raise ResetNeeded(
+                f"World.step()/move() before reset(): worlds {np.flatnonzero(~self._placed)[:5].tolist()} "
+                "have no agents placed yet; call reset(positions) first"
+            )
         actions = torch.as_tensor(actions, device=self.device)
         if actions.shape != (self.B, self.L):
             raise ValueError(f"actions must have shape {(self.B, self.L)}, got {tuple(actions.shape)}")

@@ -45,8 +45,12 @@ def test_touched_flag_and_infos_track_the_episode():
 def test_labels_in_infos_and_state():
     env = parallel_env(num_agents=4, grid_size=30, radius=1, scenario="predator_prey")
     _, infos = env.reset(seed=0)
-    assert set(infos["agent_0"]["labels"]) == {"species", "policy"}
-    assert env.state().shape == (4, 3 + 4)
+    assert env.scenario.label_names == ("species", "policy")
+    for i, agent in enumerate(env.agents):
+        lab = infos[agent]["labels"]
+        # A flat int array (not a dict), so that clients can turn infos into tensors.
+        assert lab.dtype == np.int64 and lab.tolist() == env.labels[0, i].tolist()
+        assert lab.tolist() == np.argmax(env.state()[i, 3:].reshape(2, 2), -1).tolist()
 
 
 @pytest.mark.parametrize(
