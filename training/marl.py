@@ -2,11 +2,14 @@
 
 One SB3 ``PPO`` over :class:`envs.vec.CrossingVecEnv` (one slot per agent) with a features
 extractor from ``policies/actor_critic.py`` (SA, HFA, HA, or the nearest-k MLP baseline).
-A run lives in ``runs/<name>/``: ``config.json``, ``metrics.json``, TensorBoard events
-(``tb_1/``) and ``checkpoint.zip``, written atomically (temp file, then ``os.replace``) every
-``checkpoint_every`` steps at a rollout boundary and at the end. Running the same command again
-resumes from the checkpoint and trains only the missing steps, so an interrupted run loses none
-of the steps it learned from. Evaluate at other agent counts with ``hyperagents ood``.
+A run lives in ``runs/<name>/`` (see ``training/runs.py``): ``config.json`` (the manifest),
+``metrics.json``, TensorBoard events (``tb_1/``) and the last two checkpoints (``checkpoint.zip``,
+``checkpoint.prev.zip``), written every ``checkpoint_every`` steps at a rollout boundary, at the
+end and on Ctrl-C. Running the same command again resumes from the checkpoint and trains only
+the missing steps, so an interrupted run loses none of the steps it learned from, and its return
+history and training time carry over. A rerun may change only ``TRAIN_MAY_CHANGE``; anything
+else needs another ``--run-name`` or ``--overwrite``. Evaluate at other agent counts with
+``hyperagents ood``.
 
 ``--imitate-iterations K`` first clones a scripted avoider (``--imitate-expert``, default greedy)
 with K DAgger rounds (``training/imitate.py``; actor and critic), then PPO fine-tunes from there;
@@ -32,10 +35,8 @@ Example::
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -47,7 +48,9 @@ from tqdm import tqdm
 from envs.crossing import FEATURE_SETS, Crossing, check_features, parse_count
 from envs.vec import CrossingVecEnv
 from policies.actor_critic import FAMILIES, AttentionExtractor, NearestMLPExtractor
+from training import runs
 from training.imitate import EXPERTS, WEIGHTINGS, imitate
+from training.runs import Run
 
 ALL_FAMILIES = (*FAMILIES, "mlp")
 
@@ -109,6 +112,8 @@ class TrainConfig:
     """torch CPU threads"""
     progress: bool = True
     """show a progress bar"""
+    overwrite: bool = False
+    """wipe the run folder and start again, whatever it held"""
 
     # PPO
     learning_rate: float = 1e-3
@@ -172,6 +177,7 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"family must be one of {ALL_FAMILIES}, got {cfg.family!r}")
     parse_count(tuple(cfg.num_agents), "num_agents")
     check_features(cfg.features)
+    runs.validate_name(cfg.name, "run_name")
     if cfg.imitate_num_agents is not None:
         parse_count(tuple(cfg.imitate_num_agents), "imitate_num_agents")
     elif cfg.imitate_mixed:
@@ -247,34 +253,70 @@ def learning_rate(cfg: TrainConfig):
     return lambda remaining: linear(start, end, 1.0 - remaining)
 
 
-def save_atomic(model: PPO, path: Path) -> None:
-    """Write ``model`` to ``path`` via a temp file and ``os.replace`` (never a half-written zip)."""
-    tmp = path.with_name(path.stem + ".tmp.zip")
-    model.save(tmp)
-    os.replace(tmp, path)
+# Settings a rerun may change: more timesteps, checkpoint cadence, and how it runs.
+TRAIN_MAY_CHANGE = (
+    "total_timesteps",
+    "checkpoint_every",
+    "threads",
+    "progress",
+    "overwrite",
+    "run_name",
+    "runs_dir",
+)
+
+
+def open_train_run(cfg: TrainConfig, suffix: str = ".zip") -> Run:
+    """The run folder of ``cfg`` (see training/runs.py): refused when it holds another run."""
+    return runs.open_run(
+        cfg.runs_dir,
+        cfg.name,
+        runs.make_manifest("train", cfg),
+        may_change=TRAIN_MAY_CHANGE,
+        overwrite=cfg.overwrite,
+        suffix=suffix,
+        defaults=runs.field_defaults(cfg),
+        name_flag="run-name",
+    )
 
 
 class RunCallback(BaseCallback):
-    """Progress bar, return history, and checkpoints at rollout boundaries (after each update)."""
+    """Progress bar, return history, checkpoints at rollout boundaries, and the stop on Ctrl-C.
 
-    def __init__(self, path: Path, every: int, total: int, progress: bool, entropy=None):
+    ``learned`` is the timestep count at the start of the current rollout: the steps whose
+    updates the policy holds (a rollout cut short is never learned from).
+    """
+
+    def __init__(self, run: Run, every: int, total: int, progress: bool, entropy, history, seconds):
         super().__init__()
-        self.path, self.every, self.total, self.progress = path, every, total, progress
+        self.run, self.every, self.total, self.progress = run, every, total, progress
         self.entropy = entropy  # (start, end) of a linear entropy-bonus schedule, or None
-        self.history: list[tuple[int, float]] = []
+        self.history: list[list] = history  # [timesteps, mean episode return] rows, resumed ones first
+        self.seconds_before, self.start = seconds, time.perf_counter()
         self.bar = None
-        self.last_saved = 0
+        self.last_saved = self.learned = 0
+        self.flushed = len(history)
+
+    def seconds(self) -> float:
+        """Training seconds of the whole run: earlier processes' (to their checkpoint) plus this one's."""
+        return self.seconds_before + time.perf_counter() - self.start
+
+    def save(self) -> None:
+        step = int(self.model.num_timesteps)
+        state = {"seconds": self.seconds(), "history": self.history}
+        self.run.save_checkpoint(self.model.save, step, state)
+        self.run.append_history("return_history", self.history[self.flushed :])
+        self.flushed, self.last_saved = len(self.history), step
 
     def _on_training_start(self) -> None:
-        self.last_saved = self.num_timesteps
+        self.last_saved = self.learned = self.num_timesteps
         if self.progress:
             self.bar = tqdm(total=self.total, initial=self.num_timesteps, unit="step", dynamic_ncols=True)
 
     def _on_rollout_start(self) -> None:
         # Called after the previous rollout was learned from: num_timesteps counts learned steps only.
+        self.learned = self.num_timesteps
         if self.num_timesteps - self.last_saved >= self.every:
-            save_atomic(self.model, self.path)
-            self.last_saved = self.num_timesteps
+            self.save()
         if self.entropy is not None:  # a function of learned steps only, so resuming continues it
             self.model.ent_coef = linear(*self.entropy, self.num_timesteps / self.total)
 
@@ -282,18 +324,65 @@ class RunCallback(BaseCallback):
         buf = self.model.ep_info_buffer
         if buf:
             value = float(np.mean([ep["r"] for ep in buf]))
-            self.history.append((int(self.num_timesteps), value))
+            self.history.append([int(self.num_timesteps), value])
             if self.bar is not None:
                 self.bar.set_postfix(ep_return=f"{value:.3f}")
 
     def _on_step(self) -> bool:
         if self.bar is not None:
             self.bar.update(self.model.n_envs)
-        return True
+        return not self.run.stop_requested
 
     def _on_training_end(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def new_model(cfg: TrainConfig, run: Run) -> PPO:
+    """A fresh PPO of ``cfg`` on its training VecEnv."""
+    return PPO(
+        "MlpPolicy",
+        make_env(cfg),
+        learning_rate=learning_rate(cfg),
+        n_steps=cfg.n_steps,
+        batch_size=cfg.batch_size,
+        n_epochs=cfg.n_epochs,
+        gamma=cfg.gamma,
+        gae_lambda=cfg.gae_lambda,
+        clip_range=cfg.clip_range,
+        ent_coef=cfg.ent_coef,
+        vf_coef=cfg.vf_coef,
+        policy_kwargs=policy_kwargs(cfg),
+        tensorboard_log=str(run.path),
+        seed=cfg.seed,
+        device="cpu",
+        verbose=0,
+    )
+
+
+def warm_start(cfg: TrainConfig, model: PPO, run: Run) -> None:
+    """DAgger rounds cloning the scripted expert, then the first checkpoint and warm_start.zip."""
+    start = time.perf_counter()
+    stats = imitate(
+        model.policy,
+        [
+            make_task(cfg, seed=cfg.seed, num_agents=cfg.imitate_num_agents),
+            *([make_task(cfg, seed=cfg.seed)] if cfg.imitate_mixed else []),
+        ],
+        cfg.imitate_iterations,
+        epochs=cfg.imitate_epochs,
+        batch_size=cfg.batch_size,
+        gamma=cfg.gamma,
+        vf_coef=cfg.vf_coef,
+        learning_rate=cfg.imitate_learning_rate,
+        seed=cfg.seed,
+        expert=cfg.imitate_expert,
+        weighting=cfg.imitate_weighting,
+        avoid_weight=cfg.imitate_avoid_weight,
+    )
+    runs.write_json({**asdict(stats), "seconds": time.perf_counter() - start}, run.path / "imitation.json")
+    run.save_checkpoint(model.save, 0, {"seconds": 0.0, "history": []})  # never redone on resume
+    runs.write_atomic(model.save, run.path / "warm_start.zip")  # kept: evaluate the clone before PPO
 
 
 def main(cfg: TrainConfig, callbacks: list[BaseCallback] | None = None) -> dict:
@@ -302,64 +391,35 @@ def main(cfg: TrainConfig, callbacks: list[BaseCallback] | None = None) -> dict:
     ``callbacks`` are extra SB3 callbacks (a test stops training early with one).
     """
     check_config(cfg)
-    torch.set_num_threads(cfg.threads)
-    run_dir = Path(cfg.runs_dir) / cfg.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = run_dir / "checkpoint.zip"
-    (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    with open_train_run(cfg) as run:
+        return train_sb3(cfg, run, callbacks)
 
-    if ckpt.exists():
-        model = PPO.load(ckpt, device="cpu", tensorboard_log=str(run_dir))
+
+def train_sb3(cfg: TrainConfig, run: Run, callbacks: list[BaseCallback] | None = None) -> dict:
+    """PPO on an open run: resume from its checkpoint, learn the missing steps, merge the metrics."""
+    torch.set_num_threads(cfg.threads)
+    old = run.read_metrics()
+    if run.resumed:
+        model = PPO.load(run.checkpoint.path, device="cpu", tensorboard_log=str(run.path))
         # A fresh env stream for the resumed part, reproducible from (seed, steps done).
         model.set_env(make_env(cfg, seed=cfg.seed + model.num_timesteps))
         resumed_from = int(model.num_timesteps)
+        state = run.checkpoint.state
+        if "history" not in state:  # a checkpoint made before they carried their own history
+            state = {
+                "seconds": old.get("train_seconds", 0.0),
+                "history": [h for h in old.get("return_history", []) if h[0] <= resumed_from],
+            }
     else:
-        model = PPO(
-            "MlpPolicy",
-            make_env(cfg),
-            learning_rate=learning_rate(cfg),
-            n_steps=cfg.n_steps,
-            batch_size=cfg.batch_size,
-            n_epochs=cfg.n_epochs,
-            gamma=cfg.gamma,
-            gae_lambda=cfg.gae_lambda,
-            clip_range=cfg.clip_range,
-            ent_coef=cfg.ent_coef,
-            vf_coef=cfg.vf_coef,
-            policy_kwargs=policy_kwargs(cfg),
-            tensorboard_log=str(run_dir),
-            seed=cfg.seed,
-            device="cpu",
-            verbose=0,
-        )
-        resumed_from = 0
-    warm = run_dir / "imitation.json"
-    if cfg.imitate_iterations and not ckpt.exists():
-        start = time.perf_counter()
-        stats = imitate(
-            model.policy,
-            [
-                make_task(cfg, seed=cfg.seed, num_agents=cfg.imitate_num_agents),
-                *([make_task(cfg, seed=cfg.seed)] if cfg.imitate_mixed else []),
-            ],
-            cfg.imitate_iterations,
-            epochs=cfg.imitate_epochs,
-            batch_size=cfg.batch_size,
-            gamma=cfg.gamma,
-            vf_coef=cfg.vf_coef,
-            learning_rate=cfg.imitate_learning_rate,
-            seed=cfg.seed,
-            expert=cfg.imitate_expert,
-            weighting=cfg.imitate_weighting,
-            avoid_weight=cfg.imitate_avoid_weight,
-        )
-        warm.write_text(json.dumps({**asdict(stats), "seconds": time.perf_counter() - start}, indent=2))
-        save_atomic(model, ckpt)  # the warm start is never redone on resume
-        save_atomic(model, run_dir / "warm_start.zip")  # kept: evaluate the clone before PPO
+        model, resumed_from, state = new_model(cfg, run), 0, {"seconds": 0.0, "history": []}
+        if cfg.imitate_iterations:
+            warm_start(cfg, model, run)
     remaining = cfg.total_timesteps - model.num_timesteps
     entropy = None if cfg.ent_coef_final is None else (cfg.ent_coef, cfg.ent_coef_final)
-    run_cb = RunCallback(ckpt, cfg.checkpoint_every, cfg.total_timesteps, cfg.progress, entropy)
-    start = time.perf_counter()
+    history = [list(h) for h in state["history"]]
+    run_cb = RunCallback(
+        run, cfg.checkpoint_every, cfg.total_timesteps, cfg.progress, entropy, history, state["seconds"]
+    )
     if remaining > 0:
         model.learn(
             remaining,
@@ -367,23 +427,25 @@ def main(cfg: TrainConfig, callbacks: list[BaseCallback] | None = None) -> dict:
             tb_log_name="tb",
             reset_num_timesteps=resumed_from == 0,
         )
-    seconds = time.perf_counter() - start
+        if run.stop_requested:
+            model.num_timesteps = run_cb.learned  # the cut rollout was never learned from
+            run_cb.save()
+            run.exit_interrupted(run_cb.learned)
     finished = model.num_timesteps >= cfg.total_timesteps
-    if finished:
-        save_atomic(model, ckpt)
-    old = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
-    history = [h for h in old.get("return_history", []) if h[0] <= resumed_from] + run_cb.history
+    if finished and remaining > 0:
+        run_cb.save()
+    seconds = run_cb.seconds() if remaining > 0 else state["seconds"]
+    warm = run.path / "imitation.json"
     metrics = {
         "num_timesteps": int(model.num_timesteps),
         "finished": finished,
         "checkpoint_timesteps": int(model.num_timesteps) if finished else run_cb.last_saved,
         "resumed_from": resumed_from,
-        "train_seconds": old.get("train_seconds", 0.0) * (resumed_from > 0) + seconds,
-        "steps_per_second": (model.num_timesteps - resumed_from) / max(seconds, 1e-9),
+        "train_seconds": seconds,
+        "steps_per_second": model.num_timesteps / seconds if seconds > 0 else old.get("steps_per_second"),
         "final_ep_return": history[-1][1] if history else None,
         "return_history": history,
-        "checkpoint": str(ckpt),
+        "checkpoint": str(run.path / f"checkpoint{run.suffix}"),
         "imitation": json.loads(warm.read_text()) if warm.exists() else None,
     }
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    return metrics
+    return run.update_metrics(metrics)
