@@ -10,8 +10,11 @@ not check observation shapes; the extractors in ``policies/actor_critic.py`` rea
 
 Reported per (L, algorithm): mean and IQM (mean of the middle 50% of episodes) with 95%
 percentile stratified-bootstrap CIs (strata = runs/seeds; episodes resampled within each), and
-the gain relative to MOVE_RIGHT, ``(mean return - mean return_MR) / |mean return_MR|``, whose CI
-comes from a paired bootstrap over the shared starts.
+the gain over MOVE_RIGHT with a CI from a paired bootstrap over the shared starts. The gain is
+relative, ``(mean return - mean return_MR) / |mean return_MR|`` (+0.5: half of MOVE_RIGHT's
+collision cost avoided), except where MOVE_RIGHT's mean return is 0 (no collisions to avoid,
+common at small L with few episodes): there it is the absolute difference ``mean return -
+mean return_MR`` in return units, and ``gain_kind`` says "absolute" (the table marks it "abs").
 
 Outputs in ``out_dir`` (default: the first run's directory):
 - ``ood.json``: marl-eval format ``env -> task -> algorithm -> run -> step_0 {step_count, return}``
@@ -37,6 +40,7 @@ import torch
 from stable_baselines3 import PPO
 
 from envs.crossing import POLICIES, STAY, Crossing
+from training import runs
 
 TASK_KEYS = ("grid_size", "radius", "max_steps", "start_width")
 
@@ -46,9 +50,10 @@ class OODConfig:
     """Evaluate checkpoints at several agent counts against the scripted baselines."""
 
     run: tuple[str, ...] = ()
-    """run directories (runs/<name>) holding checkpoint.zip and config.json; several = seeds"""
-    checkpoint: str = "checkpoint.zip"
-    """checkpoint file in each run directory (warm_start.zip: the DAgger clone before PPO)"""
+    """run directories (runs/<name>) written by `hyperagents train`; several = seeds"""
+    checkpoint: str | None = None
+    """checkpoint file in each run directory (None: its latest verified checkpoint; warm_start.zip:
+    the DAgger clone before PPO)"""
     counts: tuple[int, ...] = (2, 4, 8, 16, 32, 64)
     """agent counts L to evaluate at"""
     episodes: int = 30
@@ -94,17 +99,35 @@ def stratified_bootstrap(strata: list[np.ndarray], stat: Callable, reps: int, se
     return float(lo), float(hi)
 
 
-def paired_gain_ci(ret: np.ndarray, ref: np.ndarray, reps: int, seed: int = 0) -> tuple:
-    """95% CI of (mean ret - mean ref) / |mean ref|, resampling the shared starts in pairs.
+ZERO_RETURN = 1e-9  # |mean return_MR| below this has no relative gain: the absolute difference is used
 
-    ret: (S, E) per seed and episode; ref: (E,) the reference on the same starts.
+
+def gain(mean: float, ref: float) -> tuple[float, str]:
+    """(gain over the reference, "relative" or "absolute"); see the module docstring."""
+    if abs(ref) < ZERO_RETURN:
+        return mean - ref, "absolute"
+    return (mean - ref) / abs(ref), "relative"
+
+
+def paired_gain_ci(
+    ret: np.ndarray, ref: np.ndarray, reps: int, seed: int = 0, kind: str = "relative"
+) -> tuple:
+    """95% CI of the gain of ret over ref, resampling the shared starts in pairs.
+
+    ret: (S, E) per seed and episode; ref: (E,) the reference on the same starts. kind "relative":
+    (mean ret - mean ref) / |mean ref|; "absolute": mean ret - mean ref.
     """
     rng = np.random.default_rng(seed)
     S, E = ret.shape
     idx = rng.integers(0, E, size=(reps, E))  # (reps, E), the same draw for every seed
     r = ret[:, idx].mean(axis=(0, 2))  # (reps,)
     m = ref[idx].mean(axis=1)
-    ok = m != 0  # a resample whose reference return is exactly 0 has no defined gain: dropped
+    if kind == "absolute":
+        lo, hi = np.percentile(r - m, [2.5, 97.5])
+        return float(lo), float(hi)
+    ok = (
+        np.abs(m) >= ZERO_RETURN
+    )  # a resample whose reference return is exactly 0 has no defined gain: dropped
     gains = (r[ok] - m[ok]) / np.abs(m[ok])
     if gains.size == 0:
         return float("nan"), float("nan")
@@ -159,21 +182,28 @@ def play(env: Crossing, actor: Callable, start_seed: int, act_seed: int) -> np.n
 
 
 def load_runs(
-    paths: tuple[str, ...], neighbours: int | None = None, checkpoint: str = "checkpoint.zip"
+    paths: tuple[str, ...], neighbours: int | None = None, checkpoint: str | None = None
 ) -> list[dict]:
-    """[{algo, seed, model, steps, path}] for each run directory (``checkpoint`` read in each)."""
-    runs = []
+    """[{algo, seed, model, steps, path}] for each run directory.
+
+    ``checkpoint``: the file read in each (None: the run's latest checkpoint whose checksum holds).
+    """
+    out = []
     for p in paths:
         path = Path(p)
-        ckpt, cfg_file = path / checkpoint, path / "config.json"
-        if not ckpt.exists() or not cfg_file.exists():
-            raise ValueError(f"run must be a directory with {checkpoint} and config.json, got {p!r}")
-        cfg = json.loads(cfg_file.read_text())
+        cfg = runs.read_manifest(path) if path.is_dir() else None
+        found = runs.find_checkpoint(path) if cfg is not None and checkpoint is None else None
+        ckpt = path / checkpoint if checkpoint is not None else (found.path if found else None)
+        if cfg is None or ckpt is None or not ckpt.exists():
+            what = checkpoint or "a checkpoint"
+            raise ValueError(f"run must be a directory with {what} and config.json, got {p!r}")
+        if cfg.get("command", "train") != "train" or "family" not in cfg:
+            raise ValueError(f"{p} is a `hyperagents {cfg.get('command')}` run; ood evaluates `train` runs")
         model = PPO.load(ckpt, device="cpu")
         extractor = model.policy.features_extractor
         if neighbours is not None and hasattr(extractor, "neighbours"):
             extractor.neighbours = neighbours
-        runs.append(
+        out.append(
             dict(
                 algo=cfg["family"],
                 seed=cfg["seed"],
@@ -184,21 +214,21 @@ def load_runs(
                 features=cfg.get("features", "base"),  # runs from before the option: "base"
             )
         )
-    return runs
+    return out
 
 
 # ---------------------------------------------------------------- main
 
 
-def evaluate(cfg: OODConfig, runs: list[dict]) -> dict:
+def evaluate(cfg: OODConfig, trained: list[dict]) -> dict:
     """Per-episode returns: {L: {algo: {seed: (step_count, np.ndarray (E,))}}}."""
-    task = runs[0]["task"] if runs else {}  # every run is evaluated on the first run's task
+    task = trained[0]["task"] if trained else {}  # every run is evaluated on the first run's task
     results: dict = {}
     for L in cfg.counts:
         env = Crossing(num_worlds=cfg.episodes, num_agents=L, **task)
         starts = cfg.seed + 1000 * L
         res: dict = {name: {0: (0, play(env, fn, starts, cfg.seed))} for name, fn in POLICIES.items()}
-        for run in runs:
+        for run in trained:
             actor = policy_actor(run["model"], cfg.deterministic, cfg.chunk, run["features"])
             res.setdefault(run["algo"], {})[run["seed"]] = (run["steps"], play(env, actor, starts, cfg.seed))
         results[L] = res
@@ -208,7 +238,7 @@ def evaluate(cfg: OODConfig, runs: list[dict]) -> dict:
 
 
 def summarise(results: dict, reps: int) -> dict:
-    """{L: {algo: mean, iqm, ci_mean, ci_iqm, gain, ci_gain, episodes, seeds}}."""
+    """{L: {algo: mean, iqm, ci_mean, ci_iqm, gain, gain_kind, ci_gain, episodes, seeds}}."""
     summary: dict = {}
     for L, res in results.items():
         ref = res["move_right"][0][1]
@@ -217,13 +247,15 @@ def summarise(results: dict, reps: int) -> dict:
             strata = [v[1] for v in seeds.values()]
             pooled = np.concatenate(strata)
             mean = float(pooled.mean())
+            value, kind = gain(mean, float(ref.mean()))
             summary[L][algo] = {
                 "mean": mean,
                 "iqm": float(iqm(pooled)),
                 "ci_mean": stratified_bootstrap(strata, np.mean, reps),
                 "ci_iqm": stratified_bootstrap(strata, iqm, reps),
-                "gain": (mean - float(ref.mean())) / max(abs(float(ref.mean())), 1e-12),
-                "ci_gain": paired_gain_ci(np.stack(strata), ref, reps),
+                "gain": value,
+                "gain_kind": kind,
+                "ci_gain": paired_gain_ci(np.stack(strata), ref, reps, kind=kind),
                 "episodes": int(pooled.size),
                 "seeds": len(strata),
             }
@@ -266,7 +298,8 @@ def marl_eval_json(results: dict) -> dict:
 
 
 def markdown_table(summary: dict) -> str:
-    """Rows L; per algorithm: mean return [95% CI] and gain over MOVE_RIGHT [paired 95% CI]."""
+    """Rows L; per algorithm: mean return [95% CI] and gain over MOVE_RIGHT [paired 95% CI]
+    ("abs": an absolute difference in return, where MOVE_RIGHT's mean return is 0)."""
     algos = list(next(iter(summary.values())))
     head = "| L | " + " | ".join(f"{a} return | {a} gain" for a in algos) + " |"
     lines = [head, "|" + "---|" * (1 + 2 * len(algos))]
@@ -278,7 +311,8 @@ def markdown_table(summary: dict) -> str:
                 continue
             v = res[a]
             cells.append(f"{v['mean']:.3f} [{v['ci_mean'][0]:.3f}, {v['ci_mean'][1]:.3f}]")
-            cells.append(f"{v['gain']:+.2f} [{v['ci_gain'][0]:+.2f}, {v['ci_gain'][1]:+.2f}]")
+            unit = " abs" if v.get("gain_kind") == "absolute" else ""
+            cells.append(f"{v['gain']:+.2f}{unit} [{v['ci_gain'][0]:+.2f}, {v['ci_gain'][1]:+.2f}]")
         lines.append(f"| {L} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -307,6 +341,10 @@ def plot(summary: dict, path: Path) -> None:
             if key == "gain" and algo == "random":
                 continue  # far below the others; its returns are in the left panel
             xs = [L for L in counts if algo in summary[L]]  # an algorithm may skip some counts
+            if key == "gain":  # absolute differences (MOVE_RIGHT's return 0) are on another scale
+                xs = [L for L in xs if summary[L][algo].get("gain_kind", "relative") == "relative"]
+            if not xs:
+                continue
             y = [summary[L][algo][key] for L in xs]
             lo, hi = zip(*(summary[L][algo][ci] for L in xs), strict=True)
             n = summary[xs[0]][algo]["seeds"]
@@ -325,7 +363,13 @@ def plot(summary: dict, path: Path) -> None:
     axes[0].set_title("Crossing: return vs agent count (95% bootstrap CI)")
     axes[1].set_title("Gain relative to MOVE_RIGHT (paired 95% CI)")
     axes[0].legend(loc="center left", fontsize=9)
-    low = min(v["gain"] for L in counts for a, v in summary[L].items() if a != "random")
+    relative = [
+        v["gain"]
+        for L in counts
+        for a, v in summary[L].items()
+        if a != "random" and v.get("gain_kind", "relative") == "relative"
+    ]
+    low = min(relative, default=0.0)
     axes[1].set_ylim(
         max(-1.0, min(-0.2, low - 0.1)), 1.05
     )  # lower points are clipped (see the table)  # CIs of the tiny-|R_MR| counts can reach far down
@@ -341,23 +385,26 @@ def main(cfg: OODConfig) -> dict:
     if cfg.episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {cfg.episodes}")
     torch.set_num_threads(cfg.threads)
-    runs = [] if cfg.merge else load_runs(tuple(cfg.run), cfg.neighbours, cfg.checkpoint)
+    trained = [] if cfg.merge else load_runs(tuple(cfg.run), cfg.neighbours, cfg.checkpoint)
     out_dir = Path(cfg.out_dir or (cfg.run[0] if cfg.run else "runs/ood"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = load_merged(tuple(cfg.merge)) if cfg.merge else evaluate(cfg, runs)
+    results = load_merged(tuple(cfg.merge)) if cfg.merge else evaluate(cfg, trained)
     summary = summarise(results, cfg.reps)
     (out_dir / "ood.json").write_text(json.dumps(marl_eval_json(results)))
     record = {"config": asdict(cfg), "summary": {str(L): s for L, s in summary.items()}}
     (out_dir / "ood_summary.json").write_text(json.dumps(record, indent=1))
     plot(summary, out_dir / "ood.png")
     (out_dir / "ood_table.md").write_text(markdown_table(summary))
-    if len(runs) == 1:  # a run's metrics.json holds every figure it reports
-        metrics_file = Path(runs[0]["path"]) / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    if len(trained) == 1:  # a run's metrics.json holds every figure it reports
         mode = f"{'det' if cfg.deterministic else 'sto'}_{f'k{cfg.neighbours}' if cfg.neighbours else 'full'}"
-        metrics[f"ood_{mode}"] = {str(L): s for L, s in summary.items()}
-        metrics_file.write_text(json.dumps(metrics, indent=2))
+        runs.merge_metrics(trained[0]["path"], {f"ood_{mode}": {str(L): s for L, s in summary.items()}})
     for L, s in summary.items():
-        print(f"L={L:3d} " + "  ".join(f"{a}: {v['mean']:.3f} gain {v['gain']:+.2f}" for a, v in s.items()))
+        cells = [f"{a}: {v['mean']:.3f} gain {v['gain']:+.2f}" for a, v in s.items()]
+        zero = (
+            " (MOVE_RIGHT returns 0 here: gains are absolute differences)"
+            if any(v["gain_kind"] == "absolute" for v in s.values())
+            else ""
+        )
+        print(f"L={L:3d} " + "  ".join(cells) + zero)
     print(f"wrote {out_dir / 'ood.json'}, {out_dir / 'ood_summary.json'}, {out_dir / 'ood.png'}")
     return summary
