@@ -1,11 +1,20 @@
-"""``hyperagents <command>``: one console script, one tyro config per command."""
+"""``hyperagents <command>``: one console script, one tyro config per command.
+
+Bad input never ends in a traceback: a ValueError, TypeError or FileNotFoundError from a command
+prints one line, ``hyperagents <command>: error: ...``, and exits with status 2; a run folder that
+cannot be used now (busy, no valid checkpoint) exits with status 1. Set HYPERAGENTS_DEBUG=1 to get
+the traceback instead.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+
 import tyro
 
-from training import demo, fit, lm, marl, ood
-from viz import viewer
+from training import demo, fit, lm, marl, ood, view
+from training.runs import RunError
 
 COMMANDS = {
     "demo": (demo.DemoConfig, demo.main),
@@ -13,8 +22,13 @@ COMMANDS = {
     "train": (marl.TrainConfig, marl.main),
     "ood": (ood.OODConfig, ood.main),
     "lm": (lm.LMTrainConfig, lm.main),
-    "view": (viewer.ViewConfig, viewer.main),
+    "view": (view.ViewConfig, view.main),
 }
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,10 +36,14 @@ def main(argv: list[str] | None = None) -> None:
     cfg = tyro.extras.subcommand_cli_from_dict(
         {name: cls for name, (cls, _) in COMMANDS.items()}, args=argv, description=__doc__
     )
-    for cls, run in COMMANDS.values():
-        if isinstance(cfg, cls):
-            run(cfg)
-            return
+    name = next(name for name, (cls, _) in COMMANDS.items() if isinstance(cfg, cls))
+    try:
+        COMMANDS[name][1](cfg)
+    except (ValueError, TypeError, FileNotFoundError, RunError) as err:
+        if os.environ.get("HYPERAGENTS_DEBUG"):
+            raise
+        print(f"hyperagents {name}: error: {first_line(err)}", file=sys.stderr)
+        raise SystemExit(1 if isinstance(err, RunError) else 2) from None
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ def train_predictor(cfg: DemoConfig) -> dict:
         seed=cfg.seed,
         out_dir=str(Path(cfg.out_dir).parent),
         name=Path(cfg.out_dir).name + "_predictor",
-        resume=False,
+        overwrite=True,
     )
     print(
         f"\ntraining the paper's predictor: linear SA, one-hot d = N = {cfg.grid_size}, "
@@ -102,7 +102,7 @@ def train_predictor(cfg: DemoConfig) -> dict:
         f"{fcfg.steps:,} Adam steps"
     )
     metrics = fit.main(fcfg)
-    from viz.viewer import record_overlay
+    from training.view import record_overlay
 
     metrics["overlay_gif"] = str(
         record_overlay(

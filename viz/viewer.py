@@ -1,9 +1,10 @@
-"""``hyperagents view``: watch a trained predictor's interaction strengths while agents move.
+"""Watch a trained predictor's interaction strengths while agents move (``hyperagents view``'s window).
 
-Runs the scenario's scripted policy in the PettingZoo env (``envs.colliding_agents_v0``), draws
-the world with ``envs.render.Renderer`` and, on top, the edges of :mod:`viz.overlay`; a side
-panel holds the HUD, colour bar, legend and keys. Interactive in a window, or headless with
-``--record out.gif`` (or ``.mp4``) for ``--steps`` frames.
+Given a model and the facts of its run (no run loading here: ``training/view.py`` opens run
+folders), it runs the scenario's scripted policy in the PettingZoo env
+(``envs.colliding_agents_v0``), draws the world with ``envs.render.Renderer`` and, on top, the
+edges of :mod:`viz.overlay`; a side panel holds the HUD, colour bar, legend and keys.
+Interactive in a window (:func:`interactive`), or headless frames for a video (:func:`record`).
 
 Keys: space pause, right arrow one step, t learned / truth / difference, f cycle HFA factors,
 e edges on / off,
@@ -20,14 +21,12 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 
-from viz.overlay import MODES, PANEL_WIDTH, SCENARIOS, InteractionOverlay, draw_panel
+from viz.overlay import PANEL_WIDTH, SCENARIOS, InteractionOverlay, draw_panel
 
 KEYS_HELP = [
     "space pause   -> step   t mode",
@@ -37,42 +36,17 @@ KEYS_HELP = [
 ]
 INDEX_COLOURED = (120, 120, 130)  # legend swatch when agents are coloured by index, not by label
 MAX_AGENTS = 400  # +/- stops here
-DEFAULT_FRAMES = 121  # --record without --steps: frames are held in memory (about 2 MB each)
+DEFAULT_FRAMES = 121  # a recording without a frame count: frames are held in memory (about 2 MB each)
 SLOT_GROWTH = 2  # the env is rebuilt with this many times the slots when +/- outgrows it
-
-
-@dataclass
-class ViewConfig:
-    """Watch a `hyperagents fit` run: interaction edges on the moving world, or a recorded video."""
-
-    run: str
-    """run folder written by `hyperagents fit` (e.g. runs/viz_pairwise)"""
-    num_agents: int | None = None
-    """agents at start (None: the run's train_agents)"""
-    record: str | None = None
-    """write a .gif or .mp4 of --steps frames instead of opening a window"""
-    steps: int | None = None
-    """frames to record (None: one episode, grid_size + 1 frames, at most 121)"""
-    mode: Literal["learned", "truth", "difference"] = "learned"
-    """what the edges show at start"""
-    factor: int | None = None
-    """HFA runs: start on this factor's scores (1-based; None: their product)"""
-    fps: int = 15
-    """frames per second of the window and of the video"""
-    seed: int = 0
-    """seed of the start configurations"""
-    screenshot_dir: str = "screenshots"
-    """where the s key writes PNGs"""
-    screenshot: str | None = None
-    """write one PNG of the view after --steps steps (default 0) and exit, without a window"""
 
 
 class Viewer:
     """The env, the renderer, the overlay and a canvas with the side panel; no window of its own.
 
     Args:
-        fit_cfg: the run's FitConfig. model: its trained Predictor. num_agents: L at start.
-        seed: seed of start configurations.
+        fit_cfg: the facts of the model's run, read as attributes: scenario, grid_size, radius,
+            attention, kind, train_agents and optionally train_agents_max (a fit run's config).
+        model: its trained Predictor. num_agents: L at start. seed: seed of start configurations.
     """
 
     def __init__(self, fit_cfg, model, num_agents: int, seed: int = 0):
@@ -84,7 +58,11 @@ class Viewer:
                 f"hyperagents view draws runs of scenarios {SCENARIOS}; this run is "
                 f"{fit_cfg.scenario!r} (no world to draw)"
             )
-        if not 1 <= num_agents <= MAX_AGENTS:
+        if (
+            isinstance(num_agents, bool)
+            or not isinstance(num_agents, int)
+            or not 1 <= num_agents <= MAX_AGENTS
+        ):
             raise ValueError(f"num_agents must be in [1, {MAX_AGENTS}], got {num_agents}")
         import pygame
 
@@ -203,7 +181,7 @@ class Viewer:
         return path
 
 
-# ---------------------------------------------------------------------------- entry points
+# ---------------------------------------------------------------------------- running it
 @contextlib.contextmanager
 def one_torch_thread():
     """Drawing uses small tensors: one torch thread is twice as fast as two on a busy 2-core
@@ -216,70 +194,29 @@ def one_torch_thread():
         torch.set_num_threads(before)
 
 
-def open_run(run: str | os.PathLike):
-    """(FitConfig, Predictor) of a run folder, with one-line errors for the cases people hit."""
-    from training.fit import load_run
-
-    if not Path(run).is_dir():
-        raise FileNotFoundError(
-            f"run folder {str(run)!r} does not exist: train one with `hyperagents fit --name ...`"
+def check_video_path(path: str | os.PathLike) -> None:
+    """ValueError unless ``path`` ends in .gif or .mp4 (RuntimeError: .mp4 without imageio-ffmpeg)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".gif", ".mp4"):
+        raise ValueError(f"the video path must end in .gif or .mp4, got {str(path)!r}")
+    if suffix == ".mp4" and importlib.util.find_spec("imageio_ffmpeg") is None:
+        raise RuntimeError(
+            "writing .mp4 needs imageio-ffmpeg: pip install 'hyperagents[video]' (or record a .gif)"
         )
-    try:
-        cfg, model = load_run(run)
-    except (RuntimeError, TypeError, KeyError) as err:  # a checkpoint that does not fit its config.json
-        first = str(err).splitlines()[0]
-        raise ValueError(
-            f"cannot rebuild the predictor of {run} from config.json + checkpoint.pt: {first}"
-        ) from err
-    if cfg.scenario not in SCENARIOS:
-        raise ValueError(
-            f"hyperagents view draws runs of scenarios {SCENARIOS}; {run} is a "
-            f"{cfg.scenario!r} run (no world to draw)"
-        )
-    return cfg, model
 
 
 def record(viewer: Viewer, path: str | os.PathLike, steps: int, fps: int) -> Path:
     """``steps`` frames (the start, then one per env step) written to a .gif or .mp4."""
     from viz.video import save_video
 
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    suffix = Path(path).suffix.lower()
-    if suffix not in (".gif", ".mp4"):  # checked before drawing anything
-        raise ValueError(f"the video path must end in .gif or .mp4, got {str(path)!r}")
-    if suffix == ".mp4" and importlib.util.find_spec("imageio_ffmpeg") is None:
-        raise RuntimeError(
-            "writing .mp4 needs imageio-ffmpeg: pip install 'hyperagents[video]' (or record a .gif)"
-        )
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    check_video_path(path)  # before drawing anything
     frames = [viewer.frame()]
     for _ in range(steps - 1):
         viewer.step()
         frames.append(viewer.frame())
     return save_video(frames, path, fps=fps)
-
-
-def record_overlay(
-    run_dir: str | os.PathLike,
-    path: str | os.PathLike,
-    steps: int = 60,
-    num_agents: int | None = None,
-    seed: int = 0,
-    mode: str = "learned",
-    fps: int = 15,
-) -> Path:
-    """Write the overlay video of a trained run (for ``hyperagents demo``); returns its path.
-
-    Raises:
-        FileNotFoundError: no such run folder. ValueError: a run without a world (genotype).
-    """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    cfg, model = open_run(run_dir)
-    with one_torch_thread():
-        viewer = Viewer(cfg, model, num_agents or cfg.train_agents, seed)
-        viewer.overlay.mode = mode
-        return record(viewer, path, steps, fps)
 
 
 def has_display() -> bool:
@@ -288,8 +225,8 @@ def has_display() -> bool:
     return real and os.environ.get("SDL_VIDEODRIVER", "") not in ("dummy", "offscreen")
 
 
-def interactive(viewer: Viewer, cfg: ViewConfig) -> None:
-    """The window loop; keys as in the module docstring."""
+def interactive(viewer: Viewer, fps: int = 15, screenshot_dir: str | os.PathLike = "screenshots") -> None:
+    """The window loop; keys as in the module docstring (the s key writes PNGs to ``screenshot_dir``)."""
     pg = viewer.pg
     screen = pg.display.set_mode(viewer.canvas.get_size())
     pg.display.set_caption("hyperagents view: learned interaction strengths")
@@ -301,16 +238,16 @@ def interactive(viewer: Viewer, cfg: ViewConfig) -> None:
                 pg.display.quit()
                 return
             if event.type == pg.KEYDOWN:
-                paused, advance = _on_key(viewer, cfg, event, paused, advance)
+                paused, advance = _on_key(viewer, screenshot_dir, event, paused, advance)
         if advance:
             viewer.step()
         viewer.draw()
         screen.blit(viewer.canvas, (0, 0))
         pg.display.flip()
-        clock.tick(cfg.fps)
+        clock.tick(fps)
 
 
-def _on_key(viewer: Viewer, cfg: ViewConfig, event, paused: bool, advance: bool) -> tuple[bool, bool]:
+def _on_key(viewer: Viewer, screenshot_dir, event, paused: bool, advance: bool) -> tuple[bool, bool]:
     pg, key = viewer.pg, event.key
     if key == pg.K_SPACE:
         paused = not paused
@@ -327,65 +264,7 @@ def _on_key(viewer: Viewer, cfg: ViewConfig, event, paused: bool, advance: bool)
     elif key in (pg.K_MINUS, pg.K_KP_MINUS):
         viewer.resize(-1)
     elif key == pg.K_s:
-        print(f"screenshot: {viewer.screenshot(cfg.screenshot_dir)}")
+        print(f"screenshot: {viewer.screenshot(screenshot_dir)}")
     elif key == pg.K_r:
         viewer.new_configuration(viewer.num_agents)
     return paused, advance
-
-
-def main(cfg: ViewConfig) -> Path | None:
-    """Open the window, or record a video with ``--record``; one-line SystemExit on user errors."""
-    with one_torch_thread():
-        return _main(cfg)
-
-
-def _main(cfg: ViewConfig) -> Path | None:
-    if cfg.record is None and cfg.screenshot is None and not has_display():
-        raise SystemExit(
-            "hyperagents view: no display found (DISPLAY unset or SDL_VIDEODRIVER=dummy); record a "
-            f"video instead: hyperagents view --run {cfg.run} --record view.gif"
-        )
-    window = cfg.record is None and cfg.screenshot is None
-    if window:  # before the Renderer exists: its off-screen surface would select SDL's dummy driver
-        import pygame
-
-        try:
-            pygame.display.init()
-        except pygame.error as err:
-            raise SystemExit(
-                f"hyperagents view: cannot open a window ({err}); use --record view.gif"
-            ) from None
-    try:
-        fit_cfg, model = open_run(cfg.run)
-        viewer = Viewer(fit_cfg, model, cfg.num_agents or fit_cfg.train_agents, cfg.seed)
-    except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"hyperagents view: {err}") from None
-    viewer.overlay.mode = cfg.mode
-    if cfg.factor is not None:
-        if not 1 <= cfg.factor <= viewer.overlay.num_factors:
-            raise SystemExit(
-                f"hyperagents view: --factor must be in [1, {viewer.overlay.num_factors}] for this run"
-            )
-        viewer.overlay.factor = cfg.factor - 1
-    if cfg.screenshot is not None:
-        for _ in range(cfg.steps or 0):
-            viewer.step()
-        viewer.draw()
-        Path(cfg.screenshot).parent.mkdir(parents=True, exist_ok=True)
-        viewer.pg.image.save(viewer.canvas, cfg.screenshot)
-        print(f"wrote {cfg.screenshot}")
-        return Path(cfg.screenshot)
-    if cfg.record is not None:
-        try:
-            path = record(
-                viewer, cfg.record, cfg.steps or min(fit_cfg.grid_size + 1, DEFAULT_FRAMES), cfg.fps
-            )
-        except (ValueError, RuntimeError) as err:
-            raise SystemExit(f"hyperagents view: {err}") from None
-        print(f"wrote {path}")
-        return path
-    try:
-        interactive(viewer, cfg)
-    except viewer.pg.error as err:
-        raise SystemExit(f"hyperagents view: cannot open a window ({err}); use --record view.gif") from None
-    return None

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from policies import devised
-from training import fit
-from training.checkpoint import save_atomic
+from training import fit, runs
+from training import view as tv
 from viz import overlay as ov
 from viz import readout
 from viz import viewer as vw
@@ -28,18 +28,13 @@ TINY = dict(
 
 
 def write_run(folder, cfg, load_exact=False):
-    """A run folder as `hyperagents fit` leaves it (config.json, checkpoint.pt), without training."""
-    import dataclasses
-
-    from training.checkpoint import write_json
-
-    folder.mkdir(parents=True)
-    write_json(dataclasses.asdict(cfg), folder / "config.json")
+    """A run folder as `hyperagents fit` leaves it (manifest, checkpoint), without training."""
     domain = (cfg.num_alleles,) if cfg.scenario == "genotype" else fit.draw(cfg, 1, 2, 0).domain
     model = fit.build_model(cfg, domain)
     if load_exact:
         devised.load_linear_sa(model.attention, *devised.one_hot_band(N, R))
-    save_atomic({"model": model.state_dict()}, folder / "checkpoint.pt")
+    with runs.open_run(folder.parent, folder.name, runs.make_manifest("fit", cfg)) as run:
+        run.save_torch({"model": model.state_dict()}, cfg.steps)
     return folder
 
 
@@ -50,7 +45,7 @@ def exact_run(tmp_path_factory):
 
 
 def viewer_at(run, positions, mode="learned"):
-    cfg, model = vw.open_run(run)
+    cfg, model = tv.open_view_run(run)
     v = vw.Viewer(cfg, model, len(positions))
     v.start, v.start_labels = np.asarray(positions), np.zeros((len(positions), 0), np.int64)
     v.restart()
@@ -115,7 +110,7 @@ def test_edges_cross_the_seam_the_short_way(exact_run):
 def test_record_overlay_writes_the_requested_frames(exact_run, tmp_path):
     import imageio.v3 as iio
 
-    path = vw.record_overlay(exact_run, tmp_path / "o.gif", steps=5, num_agents=8, seed=1)
+    path = tv.record_overlay(exact_run, tmp_path / "o.gif", steps=5, num_agents=8, seed=1)
     frames = iio.imread(path, index=None)
     assert frames.shape[0] == 5 and frames.shape[-1] in (3, 4)
 
@@ -131,19 +126,19 @@ def test_resize_keeps_start_cells_and_updates_strengths(exact_run):
 
 
 def test_clear_errors(exact_run, tmp_path, monkeypatch):
-    with pytest.raises(SystemExit, match="does not exist"):
-        vw.main(vw.ViewConfig(run=str(tmp_path / "missing"), record=str(tmp_path / "x.gif")))
-    with pytest.raises(SystemExit, match=r"\.gif or \.mp4"):
-        vw.main(vw.ViewConfig(run=str(exact_run), record=str(tmp_path / "x.avi")))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        tv.main(tv.ViewConfig(run=str(tmp_path / "missing"), record=str(tmp_path / "x.gif")))
+    with pytest.raises(ValueError, match=r"\.gif or \.mp4"):
+        tv.main(tv.ViewConfig(run=str(exact_run), record=str(tmp_path / "x.avi")))
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     with pytest.raises(SystemExit, match="no display.*--record"):
-        vw.main(vw.ViewConfig(run=str(exact_run)))
+        tv.main(tv.ViewConfig(run=str(exact_run)))
     with pytest.raises(ValueError, match="scenarios"):
         ov.InteractionOverlay(None, "genotype", N, R)
     write_run(tmp_path / "geno", fit.FitConfig(**TINY, scenario="genotype", num_alleles=8))
-    with pytest.raises(SystemExit, match="genotype"):
-        vw.main(vw.ViewConfig(run=str(tmp_path / "geno"), record=str(tmp_path / "g.gif")))
+    with pytest.raises(ValueError, match="genotype"):
+        tv.main(tv.ViewConfig(run=str(tmp_path / "geno"), record=str(tmp_path / "g.gif")))
     assert os.environ.get("SDL_VIDEODRIVER") == "dummy"
 
 
@@ -185,7 +180,6 @@ def test_interactive_keys_under_the_dummy_driver(exact_run, tmp_path):
     import pygame
 
     v = viewer_at(exact_run, [A, B, C])
-    cfg = vw.ViewConfig(run=str(exact_run), screenshot_dir=str(tmp_path / "shots"), fps=1000)
     pygame.display.init()
     keys = [
         pygame.K_t,
@@ -199,7 +193,7 @@ def test_interactive_keys_under_the_dummy_driver(exact_run, tmp_path):
     ]
     for key in keys:
         pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=key))
-    vw.interactive(v, cfg)
+    vw.interactive(v, fps=1000, screenshot_dir=tmp_path / "shots")
     assert v.overlay.mode == "truth" and v.num_agents == 3 and not v.show_edges
     assert len(list((tmp_path / "shots").glob("view_truth_L3_*.png"))) == 1
 
