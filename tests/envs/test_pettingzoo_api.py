@@ -72,3 +72,20 @@ def test_registered_in_both_registries(kind):
 def test_exported_action_constants():
     assert (mod.STAY, mod.RIGHT, mod.LEFT, mod.UP, mod.DOWN) == (0, 1, 2, 3, 4)
     assert mod.MOVE_RIGHT == mod.RIGHT == envs.MOVE_RIGHT
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("flatten", [False, True])
+def test_padded_and_flattened_modes_pass_every_api_test(scenario, flatten):
+    # With pad_agents every possible agent lives the whole episode, so max_cycles_test holds at any
+    # range, also one where most slots are padding.
+    kw = dict(num_agents=(1, 6), scenario=scenario, grid_size=40, radius=1, pad_agents=True, flatten=flatten)
+    parallel_api_test(mod.parallel_env(**kw, max_cycles=30), num_cycles=40)
+    api_test(mod.env(**kw, max_cycles=30), num_cycles=40)
+    parallel_seed_test(functools.partial(mod.parallel_env, **kw, max_cycles=20))
+    max_cycles_test(
+        types.SimpleNamespace(
+            parallel_env=functools.partial(mod.parallel_env, **kw), env=functools.partial(mod.env, **kw)
+        )
+    )
+    render_test(functools.partial(mod.env, **kw, max_cycles=8))
