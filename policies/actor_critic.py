@@ -211,3 +211,69 @@ class NearestMLPExtractor(BaseFeaturesExtractor):
         keep = nearest_order(tokens, mask, self.position_features)[:, : self.k + 1]  # (B, k+1)
         view = torch.gather(tokens * mask[..., None], 1, keep[..., None].expand(-1, -1, F))
         return self.net(view.reshape(B, -1))
+
+
+def token_encoder(num_features: int, family: str = "sa", mlp_k: int = 6, **kwargs) -> BaseFeaturesExtractor:
+    """A token-set encoder outside SB3: tokens (M, L*F) -> (M, d) for any L.
+
+    ``family`` "mlp" gives :class:`NearestMLPExtractor` (width ``2 * width``, as in SB3 runs),
+    anything else :class:`AttentionExtractor`. The extractors only store SB3's observation space,
+    so a one-token placeholder stands in for it: L is read from every batch.
+    """
+    space = gym.spaces.Box(-1.0, 1.0, (num_features,))
+    if family == "mlp":
+        keep = ("present_feature", "position_features")
+        extra = {k: v for k, v in kwargs.items() if k in keep}
+        return NearestMLPExtractor(space, num_features, k=mlp_k, width=2 * kwargs.get("width", 32), **extra)
+    return AttentionExtractor(space, num_features, family=family, **kwargs)
+
+
+class TokenActorCritic(nn.Module):
+    """Shared actor and critic over token sets, for batched trainers (TorchRL): any leading dims.
+
+    ``actor(tokens (..., L, F)) -> logits (..., num_actions)`` and ``critic(tokens) -> (..., 1)``.
+    The actor reads ``actor_kwargs`` (e.g. ``neighbours=7``: self + the 7 nearest agents, a local
+    view); the critic has its own encoder (``critic_kwargs``; ``neighbours=None`` sees every agent,
+    the centralised critic of MAPPO). Heads are MLPs with ``net_arch`` hidden layers.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        num_actions: int,
+        actor_kwargs: dict,
+        critic_kwargs: dict,
+        net_arch: tuple[int, ...] = (64,),
+    ):
+        super().__init__()
+        self.num_features = num_features
+        self.actor_encoder = token_encoder(num_features, **actor_kwargs)
+        self.critic_encoder = token_encoder(num_features, **critic_kwargs)
+        self.actor_head = _mlp(self.actor_encoder.features_dim, net_arch, num_actions)
+        self.critic_head = _mlp(self.critic_encoder.features_dim, net_arch, 1)
+
+    def _encode(self, encoder: nn.Module, tokens: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+        lead, (L, F) = tokens.shape[:-2], tokens.shape[-2:]
+        if F != self.num_features:
+            raise ValueError(
+                f"tokens must have F = {self.num_features} features, got shape {tuple(tokens.shape)}"
+            )
+        return encoder(tokens.reshape(-1, L * F)), lead  # (M, d)
+
+    def actor(self, tokens: Tensor) -> Tensor:
+        """(..., L, F) -> action logits (..., num_actions)."""
+        x, lead = self._encode(self.actor_encoder, tokens)
+        return self.actor_head(x).reshape(*lead, -1)
+
+    def critic(self, tokens: Tensor) -> Tensor:
+        """(..., L, F) -> state value (..., 1)."""
+        x, lead = self._encode(self.critic_encoder, tokens)
+        return self.critic_head(x).reshape(*lead, 1)
+
+
+def _mlp(width: int, hidden: tuple[int, ...], out: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.Tanh()]
+        width = h
+    return nn.Sequential(*layers, nn.Linear(width, out))

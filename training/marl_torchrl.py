@@ -1,0 +1,293 @@
+"""``hyperagents train --backend torchrl``: MAPPO / IPPO on the crossing task, all on one device.
+
+The whole loop stays where the worlds are (CPU or one GPU): :class:`envs.torchrl_env.CrossingEnv`
+steps B worlds as tensors, the shared attention actor samples every agent's action in one
+batched pass, TorchRL's GAE (``vec_generalized_advantage_estimate``) and ``ClipPPOLoss`` make the
+update. No numpy, no per-agent Python, no host round trip per step.
+
+Rollouts are a direct batched loop over ``env.step_and_maybe_reset`` (what a TorchRL collector
+does inside, without its copies into a separate buffer): finished worlds restart in place, and
+the env's state carries over from one rollout to the next.
+
+- **Agents and padding.** One actor and one critic are shared by every agent (parameter
+  sharing). Samples of padded slots are dropped before the update. Samples of parked agents,
+  whose actions the world replaces by STAY, keep their value targets but get a zero advantage:
+  their sampled action changed nothing, so it should push the policy nowhere.
+- **Critics.** ``critic="central"`` (MAPPO): the critic attends over every agent of the world;
+  ``critic="local"`` (IPPO): it sees what the actor sees (self + ``neighbours`` nearest).
+- **Truncation.** Episodes end by truncation only; GAE bootstraps from the value of the last
+  observation (``terminated`` is False), the same as the SB3 path's ``TimeLimit.truncated``.
+
+Shapes: B worlds, T rollout steps, L agent slots, F token features, M real agent samples.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from tensordict import TensorDict
+from tensordict.nn import TensorDictModule
+from torchrl.modules import ProbabilisticActor
+from torchrl.objectives import ClipPPOLoss
+from torchrl.objectives.value.functional import vec_generalized_advantage_estimate
+
+from envs.crossing import NUM_ACTIONS, POLICIES, Crossing
+from envs.torchrl_env import CrossingEnv
+from policies.actor_critic import TokenActorCritic
+
+CRITICS = ("central", "local")
+
+
+def pick_device(name: str) -> torch.device:
+    """``name`` as a torch.device; ValueError (one line) when it asks for CUDA that is not there."""
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ValueError(f"device must be 'cpu' or 'cuda' (or 'cuda:<index>'), got {name!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} but no CUDA device is available here; use --device cpu")
+    return torch.device(name)
+
+
+def build_net(cfg, num_features: int) -> TokenActorCritic:
+    """The shared actor-critic of ``cfg`` (family, widths, neighbour cap, critic kind)."""
+    enc = dict(family=cfg.family, width=cfg.width, mlp_k=cfg.mlp_k)
+    if cfg.family != "mlp":
+        enc |= dict(blocks=cfg.blocks, heads=cfg.heads, kind=cfg.kind, dx_weight=cfg.neighbour_dx_weight)
+    actor = enc | ({} if cfg.family == "mlp" else {"neighbours": cfg.neighbours})
+    critic = actor if cfg.critic == "local" else enc | ({} if cfg.family == "mlp" else {"neighbours": None})
+    return TokenActorCritic(num_features, NUM_ACTIONS, actor, critic, tuple(cfg.net_arch))
+
+
+def make_loss(net: TokenActorCritic, cfg) -> ClipPPOLoss:
+    """TorchRL's clipped PPO loss over flat agent samples ("observation", "action", ...)."""
+    actor = ProbabilisticActor(
+        TensorDictModule(net.actor, in_keys=["observation"], out_keys=["logits"]),
+        in_keys=["logits"],
+        out_keys=["action"],
+        distribution_class=torch.distributions.Categorical,
+        return_log_prob=True,
+    )
+    critic = TensorDictModule(net.critic, in_keys=["observation"], out_keys=["state_value"])
+    return ClipPPOLoss(
+        actor,
+        critic,
+        clip_epsilon=cfg.clip_range,
+        entropy_coeff=cfg.ent_coef,
+        critic_coeff=cfg.vf_coef,
+        loss_critic_type="l2",
+        normalize_advantage=False,  # done by hand over the active samples only
+    )
+
+
+@torch.no_grad()
+def collect(env: CrossingEnv, td: TensorDict, net: TokenActorCritic, steps: int):
+    """Play ``steps`` steps in every world; returns (rollout (B, T) TensorDict, carried state)."""
+    frames = []
+    for _ in range(steps):
+        obs = td.get(("agents", "observation"))  # (B, L, L, F)
+        dist = torch.distributions.Categorical(logits=net.actor(obs))
+        action = dist.sample()  # (B, L)
+        td.set(("agents", "action"), action)
+        td.set(("agents", "action_log_prob"), dist.log_prob(action))
+        out, td = env.step_and_maybe_reset(td)
+        frames.append(out)
+    return torch.stack(frames, dim=1), td
+
+
+@torch.no_grad()
+def values(net: TokenActorCritic, obs: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Critic values of (..., L, F) token sets, ``chunk`` sets per pass (bounds activations)."""
+    flat = obs.reshape(-1, *obs.shape[-2:])
+    out = torch.cat([net.critic(part) for part in flat.split(chunk)]) if len(flat) else flat.new_zeros(0, 1)
+    return out.reshape(*obs.shape[:-2], 1)
+
+
+def samples(rollout: TensorDict, net: TokenActorCritic, cfg) -> TensorDict:
+    """Flat (M,) samples of real agents with GAE advantages and value targets.
+
+    The rollout is (B, T) with agent entries (B, T, L, ...). GAE runs along T for every
+    (world, agent) pair; a world's ``done`` cuts every one of its agents' traces.
+    """
+    agents, nxt = rollout.get("agents"), rollout.get("next")
+    chunk = max(cfg.batch_size, 1024)
+    value = values(net, agents.get("observation"), chunk)  # (B, T, L, 1)
+    next_value = values(net, nxt.get(("agents", "observation")), chunk)
+    reward = nxt.get(("agents", "reward"))  # (B, T, L, 1)
+    L = reward.shape[2]
+    done = nxt.get("done").unsqueeze(2).expand(-1, -1, L, -1)  # (B, T, L, 1)
+    terminated = nxt.get("terminated").unsqueeze(2).expand(-1, -1, L, -1)
+    per_agent = [t.transpose(1, 2) for t in (value, next_value, reward, done, terminated)]  # (B, L, T, 1)
+    adv, target = vec_generalized_advantage_estimate(cfg.gamma, cfg.gae_lambda, *per_agent, time_dim=-2)
+    adv, target = adv.transpose(1, 2), target.transpose(1, 2)  # (B, T, L, 1)
+    real, active = agents.get("mask"), agents.get("active")  # (B, T, L)
+    adv = adv * active.unsqueeze(-1)
+    flat = TensorDict(
+        observation=agents.get("observation"),
+        action=agents.get("action"),
+        action_log_prob=agents.get("action_log_prob"),
+        advantage=adv,
+        value_target=target,
+        active=active,
+        batch_size=real.shape,
+    )[real]  # (M,)
+    a = flat.get("advantage")[flat.get("active")]
+    if a.numel() > 1:
+        flat.set(
+            "advantage",
+            (flat.get("advantage") - a.mean()) / (a.std() + 1e-8) * flat.get("active").unsqueeze(-1),
+        )
+    return flat
+
+
+def update(
+    loss: ClipPPOLoss, opt: torch.optim.Optimizer, data: TensorDict, cfg, gen: torch.Generator
+) -> dict:
+    """``n_epochs`` passes of minibatch PPO over ``data``; mean losses of the last epoch."""
+    M = data.batch_size[0]
+    params = [p for group in opt.param_groups for p in group["params"]]
+    stats: dict[str, float] = {}
+    for _ in range(cfg.n_epochs):
+        order = torch.randperm(M, generator=gen).to(data.device)
+        sums = {"objective": 0.0, "critic": 0.0, "entropy": 0.0}
+        batches = 0
+        for idx in order.split(cfg.batch_size):
+            out = loss(data[idx])
+            total = out["loss_objective"] + out["loss_critic"] + out["loss_entropy"]
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(params, 0.5)
+            opt.step()
+            for key in sums:
+                sums[key] += float(out[f"loss_{key}"].detach())
+            batches += 1
+        stats = {k: v / max(batches, 1) for k, v in sums.items()}
+    return stats
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def net_actor(net: TokenActorCritic, deterministic: bool, chunk: int = 4096, features: str | None = None):
+    """An actor for :func:`play`-style loops: ``act(env: Crossing, gen) -> (B, L) long``."""
+
+    @torch.no_grad()
+    def act(env: Crossing, gen: torch.Generator | None = None) -> torch.Tensor:
+        obs = env.observations(features).reshape(env.B * env.L, env.L, -1)
+        logits = torch.cat([net.actor(part) for part in obs.split(chunk)])  # (B*L, A)
+        if deterministic:
+            action = logits.argmax(-1)
+        else:
+            probs = torch.softmax(logits.float(), -1).cpu()
+            action = torch.multinomial(probs, 1, generator=gen).squeeze(-1).to(env.device)
+        return action.reshape(env.B, env.L)
+
+    return act
+
+
+@torch.no_grad()
+def episode_returns(env: Crossing, act, seed: int) -> torch.Tensor:
+    """Mean return per agent of each world's episode from the starts seeded by ``seed``, (B,)."""
+    env.seed(seed)
+    env.reset()
+    gen = torch.Generator().manual_seed(seed)
+    total = torch.zeros(env.B, env.L, device=env.device)
+    while not env.done.all() and not (env.parked | ~env.mask).all():
+        total += env.step(act(env, gen))
+    return (total.sum(1) / env.mask.sum(1)).cpu()
+
+
+def gain(net: TokenActorCritic, cfg, count: int, episodes: int, device: torch.device, seed: int) -> dict:
+    """Argmax policy vs MOVE_RIGHT on the same ``episodes`` starts at ``count`` agents."""
+    task = dict(
+        grid_size=cfg.grid_size, radius=cfg.radius, max_steps=cfg.max_steps, start_width=cfg.start_width
+    )
+    env = Crossing(num_worlds=episodes, num_agents=count, device=device, features=cfg.features, **task)
+    ours = episode_returns(env, net_actor(net, True), seed).mean().item()
+    ref = episode_returns(env, POLICIES["move_right"], seed).mean().item()
+    return {"return": ours, "move_right": ref, "gain": (ours - ref) / abs(ref) if ref else float("nan")}
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def train(
+    cfg, net: TokenActorCritic, device: torch.device, state: dict | None = None, on_iteration=None
+) -> dict:
+    """Run PPO until ``cfg.total_timesteps`` agent-steps; ``state`` resumes a checkpoint's.
+
+    ``on_iteration(state, record)`` is called after every update with the checkpointable state
+    ({"net", "opt", "steps", "seconds", "history"}) and that iteration's record; returning
+    True stops training (a test stops early with it). Returns the final state.
+    """
+    net.to(device)
+    loss = make_loss(net, cfg)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, eps=1e-5)
+    state = state or {"steps": 0, "seconds": 0.0, "history": []}
+    if "opt" in state:
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])
+    # A fresh env stream for every (seed, steps done): a resumed run continues reproducibly.
+    env = CrossingEnv(
+        num_worlds=cfg.num_worlds,
+        num_agents=tuple(cfg.num_agents),
+        device=device,
+        grid_size=cfg.grid_size,
+        radius=cfg.radius,
+        max_steps=cfg.max_steps,
+        start_width=cfg.start_width,
+        features=cfg.features,
+        seed=cfg.seed + state["steps"],
+    )
+    torch.manual_seed(cfg.seed + state["steps"])
+    gen = torch.Generator().manual_seed(cfg.seed + state["steps"])
+    td = env.reset()
+    returns = torch.zeros(env.batch_size[0], env.num_agents, device=device)
+    while state["steps"] < cfg.total_timesteps:
+        start = time.perf_counter()
+        frac = state["steps"] / cfg.total_timesteps
+        for group in opt.param_groups:
+            group["lr"] = _schedule(cfg.learning_rate, cfg.learning_rate_final, frac)
+        loss.entropy_coeff.fill_(_schedule(cfg.ent_coef, cfg.ent_coef_final, frac))
+        rollout, td = collect(env, td, net, cfg.n_steps)
+        finished, returns = _episode_stats(rollout, returns)
+        stats = update(loss, opt, samples(rollout, net, cfg), cfg, gen)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+        agent_steps = int(rollout.get(("agents", "mask")).sum())
+        state["steps"] += agent_steps
+        state["seconds"] += seconds
+        record = {
+            "steps": state["steps"],
+            "seconds": round(state["seconds"], 3),
+            "agent_steps_per_s": agent_steps / seconds,
+            "ep_return": finished,
+            **stats,
+        }
+        state["history"].append(record)
+        state["net"], state["opt"] = net.state_dict(), opt.state_dict()
+        if on_iteration is not None and on_iteration(state, record):
+            break
+    return state
+
+
+def _schedule(start: float, end: float | None, fraction: float) -> float:
+    return start if end is None else start + (end - start) * min(max(fraction, 0.0), 1.0)
+
+
+def _episode_stats(rollout: TensorDict, returns: torch.Tensor) -> tuple[float | None, torch.Tensor]:
+    """Mean per-agent return of the episodes that ended in ``rollout``; running sums carried over."""
+    reward = rollout.get(("next", "agents", "reward")).squeeze(-1)  # (B, T, L)
+    mask = rollout.get(("agents", "mask"))  # (B, T, L)
+    done = rollout.get(("next", "done")).squeeze(-1)  # (B, T)
+    ended: list[torch.Tensor] = []
+    for t in range(reward.shape[1]):  # a loop over rollout steps, each tensorised over (B, L)
+        returns = returns + reward[:, t]
+        d = done[:, t]
+        if d.any():
+            m = mask[d, t]
+            ended.append(returns[d].sum(1) / m.sum(1).clamp(min=1))
+            returns = returns.masked_fill(d.unsqueeze(-1), 0.0)
+    value = torch.cat(ended).mean().item() if ended else None
+    return (None if value is None or math.isnan(value) else value), returns
