@@ -59,6 +59,16 @@ ALL_FAMILIES = (*FAMILIES, "mlp")
 class TrainConfig:
     """Train a shared-parameter PPO policy on the crossing task."""
 
+    # Engine
+    backend: Literal["sb3", "torchrl"] = "sb3"
+    """sb3: SB3 PPO on the CPU through a VecEnv; torchrl: batched MAPPO/IPPO with the whole loop
+    (worlds, rollout, update) on --device (training/marl_torchrl.py)"""
+    device: str = "cpu"
+    """torchrl backend: cpu, cuda or cuda:<index>"""
+    critic: Literal["central", "local"] = "central"
+    """torchrl backend: central (MAPPO: the critic attends over every agent) or local (IPPO: it
+    sees what the actor sees)"""
+
     # Policy
     family: Literal["sa", "hfa", "ha", "mlp"] = "sa"
     """attention family of the features extractor (mlp: nearest-k MLP baseline)"""
@@ -197,6 +207,16 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"imitate_weighting must be one of {WEIGHTINGS}, got {cfg.imitate_weighting!r}")
     if not cfg.imitate_avoid_weight > 0:  # also catches NaN
         raise ValueError(f"imitate_avoid_weight must be > 0, got {cfg.imitate_avoid_weight!r}")
+    if cfg.backend not in ("sb3", "torchrl"):
+        raise ValueError(f"backend must be 'sb3' or 'torchrl', got {cfg.backend!r}")
+    if cfg.critic not in ("central", "local"):
+        raise ValueError(f"critic must be 'central' or 'local', got {cfg.critic!r}")
+    if cfg.backend == "torchrl" and cfg.imitate_iterations:
+        raise ValueError(
+            "imitate_iterations (the DAgger warm start) needs --backend sb3; torchrl learns from scratch"
+        )
+    if cfg.backend == "sb3" and cfg.device != "cpu":
+        raise ValueError(f"device={cfg.device!r} needs --backend torchrl (the sb3 backend runs on the CPU)")
 
 
 def policy_kwargs(cfg: TrainConfig) -> dict:
@@ -256,6 +276,7 @@ def learning_rate(cfg: TrainConfig):
 # Settings a rerun may change: more timesteps, checkpoint cadence, and how it runs.
 TRAIN_MAY_CHANGE = (
     "total_timesteps",
+    "device",
     "checkpoint_every",
     "threads",
     "progress",
@@ -391,6 +412,12 @@ def main(cfg: TrainConfig, callbacks: list[BaseCallback] | None = None) -> dict:
     ``callbacks`` are extra SB3 callbacks (a test stops training early with one).
     """
     check_config(cfg)
+    if cfg.backend == "torchrl":
+        from training import marl_torchrl  # torchrl loads only for its backend
+
+        device = marl_torchrl.pick_device(cfg.device)
+        with open_train_run(cfg, suffix=".pt") as run:
+            return marl_torchrl.train_run(cfg, run, device)
     with open_train_run(cfg) as run:
         return train_sb3(cfg, run, callbacks)
 

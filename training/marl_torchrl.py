@@ -291,3 +291,99 @@ def _episode_stats(rollout: TensorDict, returns: torch.Tensor) -> tuple[float | 
             returns = returns.masked_fill(d.unsqueeze(-1), 0.0)
     value = torch.cat(ended).mean().item() if ended else None
     return (None if value is None or math.isnan(value) else value), returns
+
+
+# ---------------------------------------------------------------- the run folder
+
+
+def train_run(cfg, run, device: torch.device) -> dict:
+    """Train (or resume) ``cfg`` in the open run folder ``run`` (training/runs.py).
+
+    The checkpoint (``checkpoint.pt``) holds the network, the optimizer and the counters, saved
+    every ``checkpoint_every`` agent-steps, at the end, and on Ctrl-C / SIGTERM. A resumed run
+    trains only the missing steps; its history and training time carry over.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    from envs.crossing import FEATURE_SETS
+
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.threads)
+    net = build_net(cfg, FEATURE_SETS[cfg.features])
+    state = run.load_torch() if run.resumed else None
+    resumed_from = state["steps"] if state else 0
+    seconds_before = state["seconds"] if state else 0.0
+    writer = SummaryWriter(str(run.path / "tb_torchrl"))
+    bar = tqdm(total=cfg.total_timesteps, initial=resumed_from, unit="step", disable=not cfg.progress)
+    saved = {"step": resumed_from}
+
+    def save(state: dict) -> None:
+        cpu = {k: v.detach().cpu() for k, v in state["net"].items()}
+        snapshot = {**state, "net": cpu, "opt": _to_cpu(state["opt"])}
+        run.save_torch(snapshot, state["steps"], state={"seconds": state["seconds"]})
+        saved["step"] = state["steps"]
+
+    def on_iteration(state: dict, record: dict) -> bool:
+        bar.update(record["steps"] - bar.n)
+        if record["ep_return"] is not None:
+            bar.set_postfix(ep_return=f"{record['ep_return']:.3f}")
+            writer.add_scalar("charts/episodic_return", record["ep_return"], record["steps"])
+        for key in ("objective", "critic", "entropy"):
+            writer.add_scalar(f"losses/{key}", record[key], record["steps"])
+        writer.add_scalar("charts/agent_steps_per_s", record["agent_steps_per_s"], record["steps"])
+        if run.stop_requested or record["steps"] - saved["step"] >= cfg.checkpoint_every:
+            save(state)
+        if run.stop_requested:
+            run.exit_interrupted(state["steps"])
+        return False
+
+    try:
+        state = train(cfg, net, device, state, on_iteration)
+        if state["steps"] != saved["step"]:
+            save(state)
+    finally:
+        bar.close()
+        writer.close()
+    history = state["history"]
+    returns = [[h["steps"], h["ep_return"]] for h in history if h["ep_return"] is not None]
+    metrics = {
+        "backend": "torchrl",
+        "device": str(device),
+        "num_timesteps": state["steps"],
+        "finished": state["steps"] >= cfg.total_timesteps,
+        "resumed_from": resumed_from,
+        "train_seconds": state["seconds"],
+        "steps_per_second": state["steps"] / state["seconds"] if state["seconds"] else None,
+        "steps_per_second_this_session": (
+            (state["steps"] - resumed_from) / (state["seconds"] - seconds_before)
+            if state["seconds"] > seconds_before
+            else None
+        ),
+        "final_ep_return": returns[-1][1] if returns else None,
+        "return_history": returns,
+        "checkpoint": str(run.path / "checkpoint.pt"),
+    }
+    return run.update_metrics(metrics)
+
+
+def _to_cpu(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_cpu(v) for v in obj]
+    return obj
+
+
+def load_net(path, cfg: dict) -> TokenActorCritic:
+    """The network of a torchrl run's checkpoint file, given its config.json (dict), on the CPU."""
+    from types import SimpleNamespace
+
+    from envs.crossing import FEATURE_SETS
+
+    fields = SimpleNamespace(**cfg)
+    net = build_net(fields, FEATURE_SETS[cfg.get("features", "base")])
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["net"])
+    return net.eval()
