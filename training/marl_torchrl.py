@@ -168,44 +168,17 @@ def update(
 # ---------------------------------------------------------------- evaluation
 
 
-def net_actor(net: TokenActorCritic, deterministic: bool, chunk: int = 4096, features: str | None = None):
-    """An actor for :func:`play`-style loops: ``act(env: Crossing, gen) -> (B, L) long``."""
+def gain(net: TokenActorCritic, cfg, count: int, episodes: int, seed: int, device="cpu") -> dict:
+    """Argmax policy vs MOVE_RIGHT on the same ``episodes`` starts of ``count`` agents (ood's play)."""
+    from training.ood import play, policy_actor
 
-    @torch.no_grad()
-    def act(env: Crossing, gen: torch.Generator | None = None) -> torch.Tensor:
-        obs = env.observations(features).reshape(env.B * env.L, env.L, -1)
-        logits = torch.cat([net.actor(part) for part in obs.split(chunk)])  # (B*L, A)
-        if deterministic:
-            action = logits.argmax(-1)
-        else:
-            probs = torch.softmax(logits.float(), -1).cpu()
-            action = torch.multinomial(probs, 1, generator=gen).squeeze(-1).to(env.device)
-        return action.reshape(env.B, env.L)
-
-    return act
-
-
-@torch.no_grad()
-def episode_returns(env: Crossing, act, seed: int) -> torch.Tensor:
-    """Mean return per agent of each world's episode from the starts seeded by ``seed``, (B,)."""
-    env.seed(seed)
-    env.reset()
-    gen = torch.Generator().manual_seed(seed)
-    total = torch.zeros(env.B, env.L, device=env.device)
-    while not env.done.all() and not (env.parked | ~env.mask).all():
-        total += env.step(act(env, gen))
-    return (total.sum(1) / env.mask.sum(1)).cpu()
-
-
-def gain(net: TokenActorCritic, cfg, count: int, episodes: int, device: torch.device, seed: int) -> dict:
-    """Argmax policy vs MOVE_RIGHT on the same ``episodes`` starts at ``count`` agents."""
     task = dict(
         grid_size=cfg.grid_size, radius=cfg.radius, max_steps=cfg.max_steps, start_width=cfg.start_width
     )
-    env = Crossing(num_worlds=episodes, num_agents=count, device=device, features=cfg.features, **task)
-    ours = episode_returns(env, net_actor(net, True), seed).mean().item()
-    ref = episode_returns(env, POLICIES["move_right"], seed).mean().item()
-    return {"return": ours, "move_right": ref, "gain": (ours - ref) / abs(ref) if ref else float("nan")}
+    env = Crossing(num_worlds=episodes, num_agents=count, device=device, **task)
+    ours = float(play(env, policy_actor(net, True, 1 << 16, cfg.features), seed, seed).mean())
+    ref = float(play(env, POLICIES["move_right"], seed, seed).mean())
+    return {"return": ours, "move_right": ref, "gain": (ours - ref) / abs(ref) if ref else None}
 
 
 # ---------------------------------------------------------------- the loop
@@ -377,13 +350,14 @@ def _to_cpu(obj):
     return obj
 
 
-def load_net(path, cfg: dict) -> TokenActorCritic:
-    """The network of a torchrl run's checkpoint file, given its config.json (dict), on the CPU."""
+def load_net(path, cfg: dict) -> tuple[TokenActorCritic, int]:
+    """(network on the CPU, agent-steps trained) of a torchrl run's checkpoint, given its config.json."""
     from types import SimpleNamespace
 
     from envs.crossing import FEATURE_SETS
 
     fields = SimpleNamespace(**cfg)
     net = build_net(fields, FEATURE_SETS[cfg.get("features", "base")])
-    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["net"])
-    return net.eval()
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    net.load_state_dict(state["net"])
+    return net.eval(), int(state["steps"])

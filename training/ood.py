@@ -138,28 +138,40 @@ def paired_gain_ci(
 # ---------------------------------------------------------------- rollouts
 
 
-def policy_actor(model: PPO, deterministic: bool, chunk: int, features: str = "base") -> Callable:
-    """Crossing -> (B, L) actions from an SB3 policy, for any L (see module docstring).
+def policy_actor(model, deterministic: bool, chunk: int, features: str = "base") -> Callable:
+    """Crossing -> (B, L) actions from a trained policy, for any L (see module docstring).
 
+    ``model``: an SB3 ``PPO`` (sb3 backend) or a ``TokenActorCritic`` (torchrl backend).
     ``features``: the observation feature set the policy was trained on (its run's config).
 
     Only agents that can still move are fed to the policy: parked and padded agents get STAY,
-    which the task would substitute anyway.
+    which the task would substitute anyway. Sampling draws from torch's global generator.
     """
-    policy = model.policy.eval()
+    if isinstance(model, PPO):
+        policy = model.policy.eval()
+
+        def decide(obs: torch.Tensor) -> torch.Tensor:  # (M, L*F) -> (M,)
+            return policy.get_distribution(obs).get_actions(deterministic=deterministic)
+    else:
+        net = model.eval()
+
+        def decide(obs: torch.Tensor) -> torch.Tensor:
+            logits = net.actor(obs.reshape(len(obs), -1, net.num_features))  # (M, A)
+            return (
+                logits.argmax(-1)
+                if deterministic
+                else torch.distributions.Categorical(logits=logits).sample()
+            )
 
     def act(env: Crossing, gen: torch.Generator | None = None) -> torch.Tensor:
         active = (env.mask & ~env.parked).reshape(-1)  # (B*L,)
         obs = env.observations(features).reshape(env.B * env.L, -1)[active]  # (M, L*F)
-        actions = torch.full((env.B * env.L,), STAY, dtype=torch.long)
+        actions = torch.full((env.B * env.L,), STAY, dtype=torch.long, device=env.device)
         if not active.any():
             return actions.reshape(env.B, env.L)
         with torch.no_grad():
-            out = [
-                policy.get_distribution(o).get_actions(deterministic=deterministic) for o in obs.split(chunk)
-            ]
-        if out:
-            actions[active] = torch.cat(out).long()
+            out = [decide(o) for o in obs.split(chunk)]
+        actions[active] = torch.cat(out).long()
         return actions.reshape(env.B, env.L)
 
     return act
@@ -175,10 +187,10 @@ def play(env: Crossing, actor: Callable, start_seed: int, act_seed: int) -> np.n
     env.reset()
     gen = torch.Generator().manual_seed(act_seed)
     torch.manual_seed(act_seed)  # SB3 samples actions from torch's global generator
-    total = torch.zeros(env.B, env.L)
+    total = torch.zeros(env.B, env.L, device=env.device)
     while not env.done.all() and not (env.parked | ~env.mask).all():
         total += env.step(actor(env, gen))
-    return (total.sum(1) / env.mask.sum(1)).numpy()
+    return (total.sum(1) / env.mask.sum(1)).cpu().numpy()
 
 
 def load_runs(
@@ -199,8 +211,14 @@ def load_runs(
             raise ValueError(f"run must be a directory with {what} and config.json, got {p!r}")
         if cfg.get("command", "train") != "train" or "family" not in cfg:
             raise ValueError(f"{p} is a `hyperagents {cfg.get('command')}` run; ood evaluates `train` runs")
-        model = PPO.load(ckpt, device="cpu")
-        extractor = model.policy.features_extractor
+        if cfg.get("backend", "sb3") == "torchrl":
+            from training.marl_torchrl import load_net  # torchrl loads only for its runs
+
+            model, steps = load_net(ckpt, cfg)
+            extractor = model.actor_encoder
+        else:
+            model = PPO.load(ckpt, device="cpu")
+            steps, extractor = int(model.num_timesteps), model.policy.features_extractor
         if neighbours is not None and hasattr(extractor, "neighbours"):
             extractor.neighbours = neighbours
         out.append(
@@ -208,7 +226,7 @@ def load_runs(
                 algo=cfg["family"],
                 seed=cfg["seed"],
                 model=model,
-                steps=int(model.num_timesteps),
+                steps=steps,
                 path=str(path),
                 task={k: cfg[k] for k in TASK_KEYS if k in cfg},
                 features=cfg.get("features", "base"),  # runs from before the option: "base"
