@@ -321,12 +321,14 @@ class RunCallback(BaseCallback):
         """Training seconds of the whole run: earlier processes' (to their checkpoint) plus this one's."""
         return self.seconds_before + time.perf_counter() - self.start
 
-    def save(self) -> None:
+    def save(self) -> float:
+        """Checkpoint the model with the run's history and seconds; returns those seconds."""
         step = int(self.model.num_timesteps)
         state = {"seconds": self.seconds(), "history": self.history}
         self.run.save_checkpoint(self.model.save, step, state)
         self.run.append_history("return_history", self.history[self.flushed :])
         self.flushed, self.last_saved = len(self.history), step
+        return state["seconds"]
 
     def _on_training_start(self) -> None:
         self.last_saved = self.learned = self.num_timesteps
@@ -459,9 +461,8 @@ def train_sb3(cfg: TrainConfig, run: Run, callbacks: list[BaseCallback] | None =
             run_cb.save()
             run.exit_interrupted(run_cb.learned)
     finished = model.num_timesteps >= cfg.total_timesteps
-    if finished and remaining > 0:
-        run_cb.save()
-    seconds = run_cb.seconds() if remaining > 0 else state["seconds"]
+    # The metrics report the seconds the final checkpoint holds, so a rerun reports the same.
+    seconds = state["seconds"] if remaining <= 0 else run_cb.save() if finished else run_cb.seconds()
     warm = run.path / "imitation.json"
     metrics = {
         "num_timesteps": int(model.num_timesteps),
