@@ -1,0 +1,97 @@
+"""The console script: a bad value of every command is one line on stderr and exit status 2;
+`view` and `lm` edge inputs that used to be ignored or leak exceptions."""
+
+import re
+
+import pytest
+import torch
+
+from training import cli, fit, lm
+
+FIT = dict(
+    grid_size=16,
+    radius=1,
+    train_agents=4,
+    num_train=50,
+    num_test=10,
+    eval_agents=(4,),
+    steps=1,
+    batch_size=10,
+    progress=False,
+    figures=False,
+)
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"hyperagents {argv[0]}: error: "), err
+    return exit_.value.code, lines[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["demo", "--num-agents", "0", "--skip-fit", "--frame-every", "0"], "num_agents"),
+        (["fit", "--train-agents", "0"], "train_agents must be >= 1"),
+        (["train", "--width", "0"], "width must be an int >= 1"),
+        (["ood", "--counts", "0", "2"], "counts must be agent counts >= 1"),
+        (["lm", "--steps", "0"], "steps must be an int >= 1"),
+        (["lm", "--device", "tpu9"], "device must be"),
+        (["view", "--run", "no/such/run", "--record", "x.gif"], "does not exist"),
+        (["view", "--run", "no/such/run", "--record", "x.avi"], r"\.gif or \.mp4"),
+    ],
+)
+def test_a_bad_value_of_each_command_is_one_line_and_exit_2(argv, match, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # anything a command might write lands here
+    code, line = run_cli(argv, capsys)
+    assert code == 2
+    assert re.search(match, line), line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_lm_on_cuda_without_cuda_is_one_line(capsys, tmp_path):
+    code, line = run_cli(["lm", "--device", "cuda", "--runs-dir", str(tmp_path)], capsys)
+    assert code == 2 and "no CUDA GPU" in line and "--device cpu" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def view_runs(tmp_path_factory):
+    """A linear SA and a linear HFA fit run, and an lm run, each trained for one step."""
+    root = tmp_path_factory.mktemp("runs")
+    fit.main(fit.FitConfig(**FIT, out_dir=str(root), name="sa"))
+    fit.main(fit.FitConfig(**FIT, attention="hfa", out_dir=str(root), name="hfa"))
+    corpus = root / "corpus.txt"
+    corpus.write_text("to be or not to be, that is the question. " * 20)
+    tiny = dict(width=8, layers=1, heads=2, context=8, batch=2, steps=1, eval_windows=2, evals=1)
+    lm.main(lm.LMTrainConfig(corpus=str(corpus), runs_dir=str(root), run_name="lm", progress=False, **tiny))
+    return root
+
+
+@pytest.mark.parametrize(
+    ("run", "extra", "match"),
+    [
+        ("sa", ["--num-agents", "0"], r"num_agents must be an int in \[1, 400\], got 0"),
+        ("sa", ["--num-agents", "401"], r"num_agents must be an int in \[1, 400\], got 401"),
+        ("sa", ["--factor", "3"], "factor picks one of an HFA run's score factors; .* sa-linear run without"),
+        ("hfa", ["--factor", "3"], r"factor must be an int in \[1, 2\], got 3"),
+        ("lm", [], "is a `hyperagents lm` run, not a `hyperagents fit` run"),
+    ],
+)
+def test_view_edge_inputs_are_clear_errors(view_runs, run, extra, match, capsys, tmp_path):
+    argv = ["view", "--run", str(view_runs / run), "--record", str(tmp_path / "v.gif"), "--steps", "1"]
+    code, line = run_cli([*argv, *extra], capsys)
+    assert code == 2
+    assert re.search(match, line), line
+    assert not (tmp_path / "v.gif").exists()
+
+
+def test_view_records_a_valid_hfa_factor(view_runs, tmp_path, capsys):
+    cli.main(["view", "--run", str(view_runs / "hfa"), "--record", str(tmp_path / "v.gif"), "--steps", "2"])
+    cli.main(
+        ["view", "--run", str(view_runs / "hfa"), "--factor", "2", "--screenshot", str(tmp_path / "f.png")]
+    )
+    assert (tmp_path / "v.gif").stat().st_size > 0 and (tmp_path / "f.png").stat().st_size > 0
