@@ -2,7 +2,8 @@
 
 Bad input never ends in a traceback: a ValueError, TypeError or FileNotFoundError from a command
 prints one line, ``hyperagents <command>: error: ...``, and exits with status 2; a run folder that
-cannot be used now (busy, no valid checkpoint) exits with status 1. Set HYPERAGENTS_DEBUG=1 to get
+cannot be used now (busy, no valid checkpoint) exits with status 1, and Ctrl-C with status 130
+(training commands first write a checkpoint; see training/runs.py). Set HYPERAGENTS_DEBUG=1 to get
 the traceback instead.
 """
 
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"hyperagents {name}: error: {first_line(err)}", file=sys.stderr)
         raise SystemExit(1 if isinstance(err, RunError) else 2) from None
+    except KeyboardInterrupt:  # outside a run's checkpoint-safe loop, or a second Ctrl-C
+        print(f"hyperagents {name}: interrupted; nothing saved since the last checkpoint", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":
