@@ -1,0 +1,168 @@
+"""The TorchRL face of the crossing task and the batched trainer behind ``train --backend torchrl``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from torchrl.envs.utils import check_env_specs
+
+from envs.crossing import NUM_ACTIONS, POLICIES, Crossing
+from envs.torchrl_env import CrossingEnv
+from training import marl, marl_torchrl, ood
+
+TASK = dict(grid_size=24, radius=1, max_steps=30, start_width=6)
+
+
+@pytest.mark.parametrize("num_agents", [3, (2, 5)])
+def test_check_env_specs(num_agents):
+    env = CrossingEnv(num_worlds=4, num_agents=num_agents, seed=0, **TASK)
+    check_env_specs(env)
+
+
+def test_env_equals_crossing_world_for_world():
+    """Same seed, same actions: identical observations, masks, rewards and episode ends, across
+    the automatic reset at the time limit."""
+    env = CrossingEnv(num_worlds=5, num_agents=(2, 6), seed=3, **TASK)
+    ref = Crossing(num_worlds=5, num_agents=(2, 6), seed=3, **TASK)
+    gen = torch.Generator().manual_seed(0)
+    td = env.reset()
+    ref.reset()
+    resets = 0
+    for _ in range(2 * TASK["max_steps"] + 5):
+        assert torch.equal(td["agents", "observation"], ref.observations())
+        assert torch.equal(td["agents", "mask"], ref.mask)
+        assert torch.equal(td["agents", "active"], ref.mask & ~ref.parked)
+        action = torch.randint(0, NUM_ACTIONS, (5, ref.L), generator=gen)
+        td["agents", "action"] = action
+        out, td = env.step_and_maybe_reset(td)
+        reward = ref.step(action)
+        assert torch.equal(out["next", "agents", "reward"].squeeze(-1), reward)
+        assert torch.equal(out["next", "done"].squeeze(-1), ref.done)
+        assert not out["next", "terminated"].any()  # the crossing ends by truncation only
+        if ref.done.all():
+            ref.reset()
+            resets += 1
+    assert resets == 2
+
+
+def test_partial_reset_restarts_only_flagged_worlds():
+    env = CrossingEnv(num_worlds=3, num_agents=4, seed=1, **TASK)
+    td = env.reset()
+    for _ in range(4):
+        td["agents", "action"] = torch.full((3, 4), 1)
+        td = env.step(td)["next"]
+    before = env.task.positions.clone()
+    env.reset(td.set("_reset", torch.tensor([[False], [True], [False]])))
+    after = env.task.positions
+    assert torch.equal(after[[0, 2]], before[[0, 2]])
+    assert int(env.task.steps[1]) == 0 and int(env.task.steps[0]) == 4
+    assert (after[1, :, 0] < TASK["start_width"]).all()  # world 1 is back at the start area
+
+
+def tiny_cfg(tmp_path, **kw) -> marl.TrainConfig:
+    base = dict(
+        backend="torchrl",
+        num_agents=(2, 4),
+        num_worlds=16,
+        n_steps=15,
+        batch_size=512,
+        n_epochs=2,
+        total_timesteps=4000,
+        checkpoint_every=1000,
+        runs_dir=str(tmp_path),
+        run_name="tr",
+        progress=False,
+        **TASK,
+    )
+    return marl.TrainConfig(**(base | kw))
+
+
+def test_short_run_beats_random_and_ood_reads_it(tmp_path):
+    cfg = tiny_cfg(tmp_path, total_timesteps=12_000, learning_rate=3e-3)
+    metrics = marl.main(cfg)
+    assert metrics["backend"] == "torchrl" and metrics["finished"]
+    assert metrics["num_timesteps"] >= 12_000
+    net, steps = marl_torchrl.load_net(tmp_path / "tr" / "checkpoint.pt", vars(cfg))
+    assert steps == metrics["num_timesteps"]
+    env = Crossing(num_worlds=64, num_agents=4, **TASK)
+    trained = ood.play(env, ood.policy_actor(net, True, 4096), 7, 7).mean()
+    rand = ood.play(env, POLICIES["random"], 7, 7).mean()
+    assert trained > rand + 1.0, (trained, rand)
+    summary = ood.main(ood.OODConfig(run=(str(tmp_path / "tr"),), counts=(3, 6), episodes=8, reps=100))
+    assert set(summary[3]) >= {"sa", "move_right", "random"}
+
+
+def test_resume_trains_only_the_missing_steps(tmp_path):
+    first = marl.main(tiny_cfg(tmp_path, total_timesteps=2000))
+    second = marl.main(tiny_cfg(tmp_path, total_timesteps=5000))
+    assert second["resumed_from"] == first["num_timesteps"]
+    assert second["num_timesteps"] - first["num_timesteps"] < 5000 - first["num_timesteps"] + 16 * 15 * 4
+    steps = [row[0] for row in second["return_history"]]
+    assert steps == sorted(set(steps))  # no step counted twice
+    with pytest.raises(ValueError, match="seed"):  # a different run under the same name is refused
+        marl.main(tiny_cfg(tmp_path, total_timesteps=5000, seed=1))
+
+
+def test_sigint_saves_and_the_same_command_resumes(tmp_path):
+    cmd = [sys.executable, "-m", "training.cli", "train", "--backend", "torchrl", "--num-worlds", "16"]
+    cmd += ["--num-agents", "2", "4", "--n-steps", "15", "--batch-size", "512", "--n-epochs", "1"]
+    cmd += ["--grid-size", "24", "--max-steps", "30", "--start-width", "6", "--no-progress"]
+    cmd += ["--runs-dir", str(tmp_path), "--run-name", "int", "--checkpoint-every", "500"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(
+        [*cmd, "--total-timesteps", "10000000"], env=env, stderr=subprocess.PIPE, text=True
+    )
+    index = tmp_path / "int" / "checkpoints.json"
+    deadline = time.time() + 120
+    while not index.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert len(err.strip().splitlines()) == 1 and "resume" in err
+    step = json.loads(index.read_text())["checkpoints"][0]["step"]  # the latest
+    done = subprocess.run(
+        [*cmd, "--total-timesteps", str(step + 500)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((tmp_path / "int" / "metrics.json").read_text())
+    assert metrics["resumed_from"] == step and metrics["finished"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
+def test_cuda_without_cuda_is_one_line(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "training.cli", "train", "--backend", "torchrl", "--device", "cuda"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "cuda" in out.stderr.lower(), out.stderr
+
+
+def test_backend_options_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="imitate_iterations"):
+        marl.check_config(tiny_cfg(tmp_path, imitate_iterations=2))
+    with pytest.raises(ValueError, match="device"):
+        marl.check_config(tiny_cfg(tmp_path, backend="sb3", device="cuda"))
+    with pytest.raises(ValueError, match="device"):
+        marl_torchrl.pick_device("tpu")
+
+
+@pytest.mark.parametrize("critic", ["central", "local"])
+def test_actor_critic_reads_any_agent_count(tmp_path, critic):
+    net = marl_torchrl.build_net(tiny_cfg(tmp_path, neighbours=3, critic=critic), 10)
+    for L in (1, 4, 9):
+        tokens = torch.randn(2, 5, L, 10)
+        tokens[..., 0] = 1.0  # present
+        assert net.actor(tokens).shape == (2, 5, NUM_ACTIONS)
+        assert net.critic(tokens).shape == (2, 5, 1)
+    assert (net.critic_encoder.neighbours is None) == (critic == "central")
