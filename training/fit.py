@@ -301,11 +301,12 @@ def train(
             writer.add_scalar("losses/train_mse_batch", value, step)
             bar.set_postfix(mse=f"{value:.2e}")
         bar.update(1)
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps or run.stop_requested:
+        stop = run.stop_requested  # read once: a signal between two reads would skip the save
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop:
             state = dict(model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict())
             state.update(gen=gen.get_state(), step=step, history=history, seconds=clock.total())
             run.save_torch(state, step)
-        if run.stop_requested:
+        if stop:
             bar.close()
             run.exit_interrupted(step)
     bar.close()

@@ -363,12 +363,13 @@ def train_run(
             writer.add_scalar("val/loss", val_loss, step + 1)
             writer.add_scalar("val/perplexity", math.exp(val_loss), step + 1)
             bar.set_postfix(loss=f"{loss:.3f}", val=f"{val_loss:.3f}")
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == end or run.stop_requested:
+        stop = run.stop_requested  # read once: a signal between two reads would skip the save
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == end or stop:
             progress["train_seconds"] += seconds
             seconds = 0.0
             checkpoint()
         bar.update(1)
-        if run.stop_requested:
+        if stop:
             bar.close()
             writer.close()
             run.exit_interrupted(step + 1)

