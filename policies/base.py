@@ -134,6 +134,40 @@ def attend_prelude(module, x: Tensor, mask: Tensor | None, first_only: bool, lin
     return x, out[:, :1] if first_only else out
 
 
+# ---------------------------------------------------------------- memory budgets
+
+# Elements of one block of scores in the blockwise softmax kernels. On the CPU a block should stay
+# in the per-core L2 cache through the several elementwise passes that follow its matmul; on a GPU
+# it should be big enough to fill the device and amortise launches, yet a small share of free memory.
+CPU_BLOCK_ELEMENTS = 2**17
+CUDA_BLOCK_ELEMENTS = 2**23
+
+
+def free_bytes(device: torch.device) -> int:
+    """Bytes a new tensor on `device` may take: CUDA's free plus cached-but-unused memory, or the
+    host's MemAvailable (8 GiB if unreadable)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 8 * 2**30
+
+
+def block_elements(device: torch.device, itemsize: int, live: int) -> int:
+    """Scores per block: the device's cache- or occupancy-sized target, capped so that `live`
+    block-sized tensors of `itemsize` bytes take at most a quarter of the free memory."""
+    target = CUDA_BLOCK_ELEMENTS if device.type == "cuda" else CPU_BLOCK_ELEMENTS
+    if live * itemsize * target <= 2**26:  # 64 MiB fits anywhere: skip asking the device
+        return target
+    return max(1, min(target, free_bytes(device) // (4 * live * itemsize)))
+
+
 # ---------------------------------------------------------------- masks
 
 

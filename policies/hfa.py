@@ -24,6 +24,7 @@ from policies.base import (
     KINDS,
     AttentionScores,
     attend_prelude,
+    block_elements,
     check_choice,
     check_divisible,
     check_input,
@@ -35,8 +36,6 @@ from policies.base import (
     pair_mask,
     zero_padding,
 )
-
-QUERY_BLOCK = 2**22  # scores per block of queries in the fast softmax path (about cache-sized)
 
 # ---------------------------------------------------------------- linear kernels
 
@@ -82,37 +81,225 @@ def softmax_hfa_reference(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor):
 
 
 def softmax_hfa(
-    q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None, causal: bool, block: int | None = None
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    keep: Tensor | None = None,
+    causal: bool = False,
+    block: tuple[int, int] | None = None,
 ) -> Tensor:
-    """Fast path over blocks of queries (shapes as in the reference; allowed None = no padding).
+    """Softmax HFA without any (B, H, L, L) tensor: blocks of scores with an online softmax.
 
-    When not causal, q may hold fewer queries than k and v have keys: q (B, H, A, L_q, d_h) and
-    allowed (B, L_q, L) give out (B, H, L_q, d_h).
+    q (B, H, A, L_q, d_h), k and v (B, H, A, L, d_h); keep (B, L) bool marks real keys (None: all).
+    Returns (B, H, L_q, d_h). Query i sees key j when keep[j] and, if `causal` (needs L_q = L),
+    j <= i. Queries that see no key (only padded ones can) output zero. `block` = (queries, keys)
+    per block overrides the sizes chosen from L and free memory (`block_sizes`).
 
-    A (B, H, c, L) block stays in cache through the factor product, mask and softmax, which are
-    memory-bound; on the full (B, H, L, L) they cost more than the matmuls. When causal, block
-    i0:i1 reads keys :i1 only, skipping about half the work (as fused SDPA kernels do), and
-    without padding only its last c x c corner needs masking.
+    The same function as `softmax_hfa_reference` with allowed = keep, for every real query.
+    Under autograd, a problem small enough for one block runs as plain differentiable ops;
+    a larger one runs `_BlockwiseHFA`, which keeps only per-row statistics for backward and
+    recomputes the scores block by block there (as FlashAttention does), so memory is O(L),
+    not O(L^2).
     """
-    B, H, A, L, d_h = q.shape
-    Lk = k.shape[3]  # keys: L, or more when only some queries are asked for (not causal)
-    c = block or min(L, max(16, QUERY_BLOCK // (B * H * Lk)))  # queries per block
+    B, H, A, Lq, d_h = q.shape
+    Lk = k.shape[3]
+    if causal and Lq != Lk:
+        raise ValueError(f"causal needs as many queries as keys, got L_q={Lq} and L={Lk}")
     q = q * d_h**-0.5  # prod_a of 1/sqrt(d_h), applied to the small tensor
-    kt, values = k.transpose(-1, -2), v.prod(2)  # (B, H, A, d_h, L), (B, H, L, d_h)
-    outs = []
-    for i0 in range(0, L, c):  # a loop over query blocks, and inside it over the A factors
-        i1 = min(L, i0 + c)
-        keys = i1 if causal else Lk
-        logits = q[:, :, 0, i0:i1] @ kt[:, :, 0, :, :keys]  # (B, H, c, d_h) x (B, H, d_h, keys)
-        for a in range(1, A):
-            logits = logits * (q[:, :, a, i0:i1] @ kt[:, :, a, :, :keys])
-        if allowed is not None:
-            logits = logits.masked_fill_(~allowed[:, None, i0:i1, :keys], float("-inf"))
-        elif causal:  # keys i0:i1 against queries i0:i1: mask j > i
-            future = torch.ones(i1 - i0, i1 - i0, dtype=torch.bool, device=q.device).triu(1)
-            logits[..., i0:i1].masked_fill_(future, float("-inf"))
-        outs.append(logits.softmax(-1) @ values[:, :, :keys])  # (B, H, c, keys) x (B, H, keys, d_h)
-    return torch.cat(outs, 2)  # (B, H, L, d_h)
+    values = v.prod(2)  # (B, H, L, d_h): the Hadamard product of the A value matrices
+    if B * H * Lq * Lk == 0:  # no query or no key: zeros of the right shape, still in the graph
+        return values.new_zeros(B, H, Lq, d_h) + 0.0 * (q.sum() + k.sum() + values.sum())
+    # (A B H, L_q, d_h) and (A B H, d_h, L), factor-major: one copy each, then one bmm per block
+    # gives every factor's scores.
+    qa = q.permute(2, 0, 1, 3, 4).reshape(A * B * H, Lq, d_h)
+    kt = k.permute(2, 0, 1, 4, 3).reshape(A * B * H, d_h, Lk)
+    vals = values.reshape(B * H, Lk, d_h)
+    keep_bh = None if keep is None else keep[:, None].expand(B, H, Lk).reshape(B * H, Lk)
+    cq, ck = block or block_sizes(B * H, Lq, Lk, A, q)
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in (qa, kt, vals))):
+        out = _hfa_forward(qa, kt, vals, keep_bh, causal, cq, ck)[0]
+    elif cq >= Lq and ck >= Lk:  # one block: plain ops, autograd keeps the scores
+        out = _hfa_dense(qa, kt, vals, keep_bh, causal)
+    else:
+        out = _BlockwiseHFA.apply(qa, kt, vals, keep_bh, causal, cq, ck)
+    return out.view(B, H, Lq, d_h)
+
+
+def block_sizes(BH: int, Lq: int, Lk: int, A: int, like: Tensor) -> tuple[int, int]:
+    """(queries, keys) per block: the whole problem if it fits the device's block of scores
+    (`block_elements`), else blocks of about c x 2c, which keep every bmm dimension large."""
+    budget = block_elements(like.device, 4, A + 4)  # A factors, product, probabilities, gradients
+    if BH * Lq * Lk <= budget:
+        return Lq, Lk
+    ck = min(Lk, max(64, 2 * math.isqrt(budget // (2 * BH)) // 16 * 16))
+    return min(Lq, max(16, budget // (BH * ck))), ck
+
+
+def _block_mask(keep, causal: bool, i0: int, i1: int, j0: int, j1: int, device) -> Tensor | None:
+    """(B H, c_q, c_k) or broadcastable bool: True where query i may not see key j, or None if all may."""
+    mask = None
+    if keep is not None:
+        mask = ~keep[:, None, j0:j1]  # (B H, 1, c_k)
+    if causal and j1 - 1 > i0:  # some key of the block comes after some query of it
+        rows = torch.arange(i0, i1, device=device)
+        future = torch.arange(j0, j1, device=device)[None, :] > rows[:, None]  # (c_q, c_k)
+        mask = future if mask is None else mask | future
+    return mask
+
+
+def _hfa_dense(qa, kt, vals, keep, causal: bool) -> Tensor:
+    """One block of `_hfa_forward` as plain differentiable ops (autograd saves its scores).
+
+    The row max is detached (softmax does not depend on it) and clamped, so a row that sees no
+    key gives p = 0; every other row has sum p >= 1 (its max contributes exp(0)), hence the clamp.
+    """
+    stat = torch.promote_types(qa.dtype, torch.float32)
+    BH, Lq, Lk = vals.shape[0], qa.shape[1], kt.shape[2]
+    S = torch.bmm(qa, kt).to(stat).view(-1, BH, Lq, Lk)  # (A, B H, L_q, L): every factor's scores
+    z = S.prod(0)
+    mask = _block_mask(keep, causal, 0, Lq, 0, Lk, qa.device)
+    if mask is not None:
+        z = z.masked_fill(mask, -math.inf)
+    p = _exp_shifted(z - z.detach().amax(-1, keepdim=True).clamp_min(torch.finfo(stat).min), inplace=False)
+    return (torch.bmm(p.to(vals.dtype), vals) / p.sum(-1, keepdim=True).clamp_min(1.0)).to(vals.dtype)
+
+
+EXP_FLOOR = -60.0  # shifted scores below this get probability exactly 0 (see _exp_shifted)
+
+
+def _exp_shifted(t: Tensor, inplace: bool = True) -> Tensor:
+    """exp(t) for t <= 0, with t <= EXP_FLOOR sent to exactly 0.
+
+    Such terms weigh under e^-60 ~ 1e-26 against the row's max, far below float32 resolution, but
+    left alone they become subnormal floats, which make every later multiply on the CPU tens of
+    times slower (measured: a block's elementwise product went from 30 us to 1 ms).
+    """
+    if inplace:
+        return F.threshold_(t, EXP_FLOOR, -math.inf).exp_()
+    return F.threshold(t, EXP_FLOOR, -math.inf).exp()
+
+
+def _block_scores(qa, kt, BH: int, i0: int, i1: int, j0: int, j1: int, stat, keep_factors: bool):
+    """(A, B H, c_q, c_k) factor scores of one block (or None) and their product z, in dtype `stat`.
+
+    Without `keep_factors` the product is formed in place over the first factor's scores.
+    """
+    S = torch.bmm(qa[:, i0:i1], kt[:, :, j0:j1]).to(stat).view(-1, BH, i1 - i0, j1 - j0)
+    if S.shape[0] == 1:
+        return S, S[0]
+    z = S[0] * S[1] if keep_factors else S[0].mul_(S[1])
+    for a in range(2, S.shape[0]):
+        z = z.mul_(S[a])
+    return (S if keep_factors else None), z
+
+
+def _hfa_forward(qa, kt, vals, keep, causal: bool, cq: int, ck: int) -> tuple[Tensor, Tensor]:
+    """Blockwise forward. qa (A B H, L_q, d_h) pre-scaled, kt (A B H, d_h, L), vals (B H, L, d_h),
+    keep (B H, L) | None. Returns out (B H, L_q, d_h) and the rows' log-sum-exp (B H, L_q).
+
+    Loops over query blocks and, inside, over key blocks: a Python loop over blocks (not tokens)
+    is what bounds memory; each step is a few batched matmuls and elementwise passes over a block.
+    The online softmax keeps per row the running max m, the sum l of exp(z - m) and the
+    accumulated exp(z - m) V, rescaling both by exp(m_old - m_new) when a block raises the max.
+    """
+    BH, Lk, d_h = vals.shape
+    Lq = qa.shape[1]
+    stat = torch.promote_types(qa.dtype, torch.float32)  # softmax statistics never below fp32
+    lowest = torch.finfo(stat).min
+    out = torch.empty(BH, Lq, d_h, dtype=stat, device=qa.device)
+    lse = torch.empty(BH, Lq, dtype=stat, device=qa.device)
+    with torch.autocast(qa.device.type, enabled=False):  # dtypes are explicit below
+        for i0 in range(0, Lq, cq):
+            i1 = min(Lq, i0 + cq)
+            m = acc = norm = None
+            for j0 in range(0, i1 if causal else Lk, ck):
+                j1 = min(Lk, j0 + ck)
+                _, z = _block_scores(qa, kt, BH, i0, i1, j0, j1, stat, False)  # (B H, c_q, c_k)
+                mask = _block_mask(keep, causal, i0, i1, j0, j1, qa.device)
+                if mask is not None:
+                    z = z.masked_fill_(mask, -math.inf)
+                m_blk = z.amax(-1, keepdim=True).clamp_min_(lowest)  # finite even for empty rows
+                m_new = m_blk if m is None else torch.maximum(m, m_blk)
+                p = _exp_shifted(z.sub_(m_new))  # (B H, c_q, c_k), in place over the scores
+                pv = torch.bmm(p.to(vals.dtype), vals[:, j0:j1]).to(stat)  # (B H, c_q, d_h)
+                if m is None:
+                    acc, norm = pv, p.sum(-1, keepdim=True)
+                else:  # rescale both to the new max
+                    scale = (m - m_new).exp_()  # (B H, c_q, 1)
+                    acc = acc.mul_(scale).add_(pv)
+                    norm = norm.mul_(scale).add_(p.sum(-1, keepdim=True))
+                m = m_new
+            out[:, i0:i1] = acc / norm.clamp_min(torch.finfo(stat).tiny)
+            lse[:, i0:i1] = (m + norm.log())[..., 0]  # -inf for a row that saw no key
+    return out.to(vals.dtype), lse
+
+
+def _hfa_backward(qa, kt, vals, keep, causal, cq, ck, out, lse, dout):
+    """Gradients of `_hfa_forward`'s output for (qa, kt, vals), recomputing each block's scores.
+
+    With p = exp(z - lse) and D_i = sum_s dout_is out_is: dvals = p^T dout, dz = p (dout vals^T - D),
+    dS_a = dz prod_(b != a) S_b, dq_a = dS_a k_a, dk_a = dS_a^T q_a.
+    """
+    BH, Lk, d_h = vals.shape
+    AB, Lq = qa.shape[:2]
+    A = AB // BH
+    stat = lse.dtype
+    dq = torch.zeros(AB, Lq, d_h, dtype=stat, device=qa.device)
+    dk = torch.zeros(AB, Lk, d_h, dtype=stat, device=qa.device)
+    dvals = torch.zeros(BH, Lk, d_h, dtype=stat, device=qa.device)
+    dout = dout.to(stat)
+    minus_D = -(dout * out.to(stat)).sum(-1, keepdim=True)  # (B H, L_q, 1)
+    lse = torch.where(torch.isinf(lse), math.inf, lse)[..., None]  # empty rows: p = exp(-inf) = 0
+    k = kt.transpose(1, 2)  # (A B H, L, d_h)
+    with torch.autocast(qa.device.type, enabled=False):
+        for i0 in range(0, Lq, cq):
+            i1 = min(Lq, i0 + cq)
+            do, q_blk = dout[:, i0:i1], qa[:, i0:i1].to(stat)  # (B H, c_q, d_h), (A B H, c_q, d_h)
+            for j0 in range(0, i1 if causal else Lk, ck):
+                j1 = min(Lk, j0 + ck)
+                S = torch.bmm(qa[:, i0:i1], kt[:, :, j0:j1]).to(stat).view(A, BH, i1 - i0, j1 - j0)
+                if A == 1:
+                    z = S[0] - lse[:, i0:i1]
+                else:  # z - lse = S_0 ... S_(A-2) S_(A-1) - lse, the last product fused with the shift
+                    first = S[0] if A == 2 else S[:-1].prod(0)
+                    z = torch.addcmul(-lse[:, i0:i1], first, S[-1])
+                mask = _block_mask(keep, causal, i0, i1, j0, j1, qa.device)
+                if mask is not None:
+                    z = z.masked_fill_(mask, -math.inf)
+                p = _exp_shifted(z)  # (B H, c_q, c_k)
+                dvals[:, j0:j1].baddbmm_(p.transpose(1, 2), do)
+                dz = torch.baddbmm(minus_D[:, i0:i1], do, vals[:, j0:j1].to(stat).transpose(1, 2)).mul_(p)
+                if A == 1:
+                    ds = dz
+                else:  # (A B H, c_q, c_k): dz times the product of the other factors, per factor
+                    ds = torch.empty_like(S)
+                    for a in range(A):
+                        others = [S[b] for b in range(A) if b != a]
+                        torch.mul(dz, others[0], out=ds[a])
+                        for other in others[1:]:
+                            ds[a].mul_(other)
+                    ds = ds.view(AB, i1 - i0, j1 - j0)
+                dq[:, i0:i1].baddbmm_(ds, k[:, j0:j1].to(stat))
+                dk[:, j0:j1].baddbmm_(ds.transpose(1, 2), q_blk)
+    return dq.to(qa.dtype), dk.transpose(1, 2).to(kt.dtype), dvals.to(vals.dtype)
+
+
+class _BlockwiseHFA(torch.autograd.Function):
+    """`_hfa_forward` with a backward that recomputes scores per block: saves O(L) per row."""
+
+    @staticmethod
+    def forward(ctx, qa, kt, vals, keep, causal, cq, ck):
+        out, lse = _hfa_forward(qa, kt, vals, keep, causal, cq, ck)
+        ctx.save_for_backward(qa, kt, vals, keep, out, lse)
+        ctx.plan = (causal, cq, ck)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        qa, kt, vals, keep, out, lse = ctx.saved_tensors
+        causal, cq, ck = ctx.plan
+        grads = _hfa_backward(qa, kt, vals, keep, causal, cq, ck, out, lse, dout)
+        return (*grads, None, None, None, None)
 
 
 # ---------------------------------------------------------------- module
@@ -213,8 +400,7 @@ class HyperFeatureAttention(nn.Module):
             )  # (B, H, A, L, d_h)
         else:
             q, k, v = (t.view(B, L, H, A, d_h).permute(0, 2, 3, 1, 4) for t in self.qkv(x).split(d, -1))
-        allowed = None if mask is None else key_mask(mask, False)[:, :Lq]  # (B, L_q, L)
-        y = softmax_hfa(q, k, v, allowed, False)  # (B, H, L_q, d_h)
+        y = softmax_hfa(q, k, v, mask, False)  # (B, H, L_q, d_h)
         out = self.proj(y.transpose(1, 2).reshape(B, Lq, H * d_h))  # (B, L_q, out_dim)
         return out if mask is None else out * mask[:, :Lq, None]  # padded tokens output zero
 
@@ -222,13 +408,10 @@ class HyperFeatureAttention(nn.Module):
         B, L, d = x.shape
         H, A, d_h = self.heads, self.factors, self.head_dim
         q, k, v = (t.view(B, L, H, A, d_h).permute(0, 2, 3, 1, 4) for t in self.qkv(x).split(d, -1))
-        allowed = key_mask(mask, self.causal)  # (B, L, L)
         if return_scores:
-            y, logits, att, factors = softmax_hfa_reference(q, k, v, allowed)
+            y, logits, att, factors = softmax_hfa_reference(q, k, v, key_mask(mask, self.causal))
         else:
-            y = softmax_hfa(
-                q, k, v, allowed if (given or self.causal) else None, self.causal
-            )  # (B, H, L, d_h)
+            y = softmax_hfa(q, k, v, mask if given else None, self.causal)  # (B, H, L, d_h)
         out = self.proj(y.transpose(1, 2).reshape(B, L, H * d_h)) * mask[..., None]
         if not return_scores:
             return out
