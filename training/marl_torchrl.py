@@ -291,10 +291,31 @@ def train_run(cfg, run, device: torch.device) -> dict:
     bar = tqdm(total=cfg.total_timesteps, initial=resumed_from, unit="step", disable=not cfg.progress)
     saved = {"step": resumed_from}
 
+    def metrics(state: dict) -> dict:
+        returns = [[h["steps"], h["ep_return"]] for h in state["history"] if h["ep_return"] is not None]
+        session = state["seconds"] - seconds_before
+        return {
+            "backend": "torchrl",
+            "device": str(device),
+            "num_timesteps": state["steps"],
+            "finished": state["steps"] >= cfg.total_timesteps,
+            "resumed_from": resumed_from,
+            "train_seconds": state["seconds"],
+            "steps_per_second": state["steps"] / state["seconds"] if state["seconds"] else None,
+            "steps_per_second_this_session": (state["steps"] - resumed_from) / session
+            if session > 0
+            else None,
+            "final_ep_return": returns[-1][1] if returns else None,
+            "return_history": returns,
+            "checkpoint": str(run.path / "checkpoint.pt"),
+        }
+
     def save(state: dict) -> None:
+        """Checkpoint, then the metrics it stands for: a killed run reports what it had saved."""
         cpu = {k: v.detach().cpu() for k, v in state["net"].items()}
         snapshot = {**state, "net": cpu, "opt": _to_cpu(state["opt"])}
         run.save_torch(snapshot, state["steps"], state={"seconds": state["seconds"]})
+        run.update_metrics(metrics(state))
         saved["step"] = state["steps"]
 
     def on_iteration(state: dict, record: dict) -> bool:
@@ -318,26 +339,7 @@ def train_run(cfg, run, device: torch.device) -> dict:
     finally:
         bar.close()
         writer.close()
-    history = state["history"]
-    returns = [[h["steps"], h["ep_return"]] for h in history if h["ep_return"] is not None]
-    metrics = {
-        "backend": "torchrl",
-        "device": str(device),
-        "num_timesteps": state["steps"],
-        "finished": state["steps"] >= cfg.total_timesteps,
-        "resumed_from": resumed_from,
-        "train_seconds": state["seconds"],
-        "steps_per_second": state["steps"] / state["seconds"] if state["seconds"] else None,
-        "steps_per_second_this_session": (
-            (state["steps"] - resumed_from) / (state["seconds"] - seconds_before)
-            if state["seconds"] > seconds_before
-            else None
-        ),
-        "final_ep_return": returns[-1][1] if returns else None,
-        "return_history": returns,
-        "checkpoint": str(run.path / "checkpoint.pt"),
-    }
-    return run.update_metrics(metrics)
+    return run.update_metrics(metrics(state))
 
 
 def _to_cpu(obj):
