@@ -5,7 +5,8 @@ A run lives in ``<runs_dir>/<name>/`` and never lies about what it holds:
 - ``config.json``: the manifest, what defines the run (the command, every setting, package
   versions). A command that opens an existing run is compared with it *before anything is
   written*; a difference outside the command's ``may_change`` fields stops with a one-line
-  ``ValueError`` naming the fields. ``overwrite=True`` wipes the folder and starts again.
+  ``ValueError`` naming the fields; a field the stored run predates compares with its default
+  (``defaults``). ``overwrite=True`` wipes the folder and starts again.
 - ``.lock``: an exclusive ``flock`` held while a process works on the run; a second process
   gets a one-line :class:`RunError` instead of a mixed folder.
 - ``checkpoint<ext>`` and ``checkpoint.prev<ext>``: the last two checkpoints, and
@@ -30,8 +31,9 @@ Public API (a trainer polls ``run.stop_requested`` once per step or rollout)::
         run.save_torch(obj, step, state=None)
         run.update_metrics({...})     # merge top-level keys into metrics.json; returns the whole dict
         run.append_history(key, rows) # rows [[step, ...], ...]; stored rows from rows[0][0] on are replaced
-        if run.stop_requested:        # SIGINT / SIGTERM arrived (a second one aborts at once)
-            ...save a checkpoint...; run.exit_interrupted(step)   # one line on stderr, SystemExit(130)
+        stop = run.stop_requested     # SIGINT / SIGTERM arrived (a second one aborts at once); read
+        if due or stop: ...save...    # it once per step, so a stop always follows a save
+        if stop: run.exit_interrupted(step)   # one line on stderr, SystemExit(130)
 
     validate_name(name, flag)         # ValueError for '', '.', '..', separators, absolute paths
     read_manifest(folder) -> dict | None;  find_checkpoint(folder) -> Checkpoint | None  (read-only)
