@@ -80,3 +80,49 @@ def test_ppo_shared_policy_two_env_runners_beats_random(local_ray):
     uniform = mean_return(lambda obs: {a: int(rng.integers(5)) for a in obs})
     still = mean_return(lambda obs: dict.fromkeys(obs, STAY))  # for the message: the easy optimum
     assert trained > uniform + 0.15, f"trained {trained:.2f}, random {uniform:.2f}, all-stay {still:.2f}"
+
+
+def test_attention_rl_module_reads_any_agent_count():
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+    from training.marl_rllib import RLlibConfig, TokenRLModule, env_config
+
+    cfg = RLlibConfig(family="hfa", num_agents=(2, 5))
+    env = parallel_env(**env_config(cfg))
+    spec = RLModuleSpec(
+        module_class=TokenRLModule,
+        observation_space=env.observation_space("agent_0"),
+        action_space=env.action_space("agent_0"),
+        model_config=dict(num_features=env.num_features, family="hfa", width=16, heads=2),
+    )
+    module = spec.build()
+    for L in (5, 11):  # trained at L = 5, read at L = 11: the token count comes from the batch
+        obs = torch.zeros(3, L * env.num_features)
+        obs[:, 0] = 1.0  # the self token is present
+        out = module.forward_inference({Columns.OBS: obs})
+        assert out[Columns.ACTION_DIST_INPUTS].shape == (3, 5)
+        assert module.compute_values({Columns.OBS: obs}).shape == (3,)
+
+
+def test_marl_rllib_main_trains_and_checkpoints(local_ray, tmp_path):
+    from training.marl_rllib import RLlibConfig, main
+
+    cfg = RLlibConfig(
+        family="sa",
+        num_agents=(2, 4),
+        grid_size=12,
+        max_cycles=8,
+        iterations=2,
+        num_env_runners=2,
+        train_batch_size=64,
+        minibatch_size=64,
+        num_epochs=1,
+        width=16,
+        checkpoint_dir=str(tmp_path / "ckpt"),
+    )
+    metrics = main(cfg)
+    assert len(metrics["episode_return_mean"]) == 2 and metrics["env_steps"] >= 128
+    assert np.isfinite(metrics["eval_return_per_agent"])
+    assert (tmp_path / "ckpt" / "rllib_checkpoint.json").exists()
+    with pytest.raises(ValueError, match="minibatch_size"):
+        main(RLlibConfig(train_batch_size=32, minibatch_size=64))
