@@ -152,11 +152,13 @@ def test_two_processes_on_one_name_one_wins_and_the_folder_is_consistent(tmp_pat
     # The first process holds the folder, mid-run, until the second one has tried it.
     hold = at_adam_step("== 1", f"while not os.path.exists({str(go)!r}): time.sleep(0.05)")
     first = fit_in_subprocess({**cfg, "seed": 0}, hold, wait=False)
-    while not (tmp_path / "both" / "config.json").exists() and first.poll() is None:
-        time.sleep(0.05)
-    second = fit_in_subprocess({**cfg, "seed": 1}, wait=True)
-    go.touch()
-    first.communicate(timeout=300)
+    try:
+        while not (tmp_path / "both" / "config.json").exists() and first.poll() is None:
+            time.sleep(0.05)
+        second = fit_in_subprocess({**cfg, "seed": 1}, wait=True)
+    finally:
+        go.touch()  # never leave the first process waiting
+        first.communicate(timeout=300)
     assert first.returncode == 0
     assert second.returncode != 0 and "is in use by another process" in second.stderr
     config = json.loads((tmp_path / "both" / "config.json").read_text())
