@@ -326,9 +326,10 @@ def train_run(cfg, run, device: torch.device) -> dict:
         for key in ("objective", "critic", "entropy"):
             writer.add_scalar(f"losses/{key}", record[key], record["steps"])
         writer.add_scalar("charts/agent_steps_per_s", record["agent_steps_per_s"], record["steps"])
-        if run.stop_requested or record["steps"] - saved["step"] >= cfg.checkpoint_every:
+        stop = run.stop_requested  # read once: a signal arriving now is acted on next iteration
+        if stop or record["steps"] - saved["step"] >= cfg.checkpoint_every:
             save(state)
-        if run.stop_requested:
+        if stop:
             run.exit_interrupted(state["steps"])
         return False
 
