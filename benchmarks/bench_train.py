@@ -1,25 +1,24 @@
-"""Training throughput: SB3 PPO agent-steps/s (learning included), ours vs MPE2 + SuperSuit.
+"""Training throughput, learning included: our trainers beside the peers' stacks, in one run.
 
-Measured side by side in one process, torch on 1 thread (reference/PEERS.md sections 6 and 8):
+Configurations (agent-steps/s over whole collect + update iterations, after one warm-up):
 
-- peer: ``PPO("MlpPolicy")`` on MPE2 ``simple_spread_v3`` (N = 3, max_cycles = 25) through
-  SuperSuit ``pettingzoo_env_to_vec_env_v1`` + ``concat_vec_envs_v1(..., 8, num_cpus=0,
-  base_class="stable_baselines3")`` (24 slots), ``n_steps=128, batch_size=256``, no ``seed=``
-  (it crashes there).
-- ours: PPO with the attention policy (SA, width 32, 2 blocks) on ``envs.vec.CrossingVecEnv``
-  (4 worlds x L = 8 agents = 32 slots, like the peer's 24), with the SAME PPO settings
-  (``n_steps=128, batch_size=256``, SB3 defaults otherwise, ``seed=0``), and again with our
-  training defaults (``training/marl.py``: 32 worlds = 256 slots, ``n_steps=32, batch_size=1024,
-  n_epochs=4``), and with the PPO settings of the DAgger round in docs/marl.md (``n_steps=96,
-  batch_size=4096``, 4 epochs, clip 0.1, no entropy bonus; the warm start itself is not timed).
-- ours, ``MlpPolicy`` on the same VecEnv and PPO settings: isolates the env/adapter cost.
+- ``ours_torchrl``: ``hyperagents train --backend torchrl`` (training/marl_torchrl.py), crossing,
+  L = 2..16 per world, SA policy (width 32, 2 blocks, self + 7 nearest), central critic.
+- ``ours_sb3`` (CPU): ``hyperagents train`` defaults through SB3 (the same SA policy family).
+- ``mpe2_supersuit_mlp`` (CPU): SB3 ``PPO("MlpPolicy")`` on MPE2 ``simple_spread_v3`` (N = 3)
+  through SuperSuit, ``n_steps=128, batch_size=256`` (reference/PEERS.md 1.3).
+- ``vmas_torchrl_mappo``: TorchRL MAPPO on VMAS ``navigation`` (4 agents, MLP 256 x 2, 4 epochs;
+  benchmarks/vmas_mappo.py), the TorchRL / BenchMARL stack, at the same number of worlds;
+  ``vmas_torchrl_mappo_equal``: the same with the MLP sized to our policy's parameter count.
 
-Each configuration runs ``--repeats`` times, alternating; the best rate counts (the machine is
-shared). Agent-steps = SB3 timesteps (one per agent slot per step).
+``--to-gain G`` also measures the wall-clock (training only, evaluations excluded) until the
+argmax policy's gain over MOVE_RIGHT at L = 8 reaches G on 100 fixed starts, checked every
+``--eval-every`` seconds, for ours_torchrl (and ours_sb3 on the CPU), each capped at ``--budget``.
 
-Run with the peers' interpreter (it has our project, mpe2 and supersuit)::
+Examples::
 
-    /work/venv-bench/bin/python benchmarks/bench_train.py --seconds 45 --repeats 2
+    python benchmarks/bench_train.py --device cpu --seconds 30 --repeats 2
+    python benchmarks/bench_train.py --device cuda --num-worlds 4096 --seconds 20
 """
 
 from __future__ import annotations
@@ -27,62 +26,145 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 import warnings
 from pathlib import Path
 
 import torch
-from stable_baselines3 import PPO
 
-from envs.vec import CrossingVecEnv
-from policies.actor_critic import AttentionExtractor
+sys.path.insert(0, str(Path(__file__).parent))
 
-ATTENTION = dict(
-    features_extractor_class=AttentionExtractor,
-    features_extractor_kwargs=dict(family="sa", width=32, blocks=2),
-    net_arch=[64],
-)
+from training import marl, marl_torchrl  # noqa: E402
+from training.ood import play, policy_actor  # noqa: E402
+
+EVAL_COUNT, EVAL_EPISODES, EVAL_SEED = 8, 100, 4242
 
 
-def mpe_venv():
+def torchrl_cfg(num_worlds: int, **kw) -> marl.TrainConfig:
+    """The torchrl recipe timed here; batch grows with the worlds (one rollout = ~32 updates)."""
+    batch = max(4096, num_worlds * 32 * 9 // 16)
+    base = dict(backend="torchrl", num_agents=(2, 16), neighbours=7, num_worlds=num_worlds, n_steps=32)
+    base |= dict(batch_size=batch, learning_rate=1e-3, learning_rate_final=1e-4, ent_coef_final=0.0)
+    return marl.TrainConfig(**(base | kw))
+
+
+def eval_gain(net, cfg, device) -> float:
+    from envs.crossing import POLICIES, Crossing
+
+    task = dict(
+        grid_size=cfg.grid_size, radius=cfg.radius, max_steps=cfg.max_steps, start_width=cfg.start_width
+    )
+    env = Crossing(num_worlds=EVAL_EPISODES, num_agents=EVAL_COUNT, device=device, **task)
+    ours = float(play(env, policy_actor(net, True, 1 << 16, cfg.features), EVAL_SEED, EVAL_SEED).mean())
+    ref = float(play(env, POLICIES["move_right"], EVAL_SEED, EVAL_SEED).mean())
+    return (ours - ref) / abs(ref)
+
+
+def measure_torchrl(
+    seconds: float, device: torch.device, num_worlds: int, to_gain=None, budget=0.0, every=30.0
+):
+    """Throughput of the batched trainer; with ``to_gain``, training seconds until the gain is reached."""
+    cfg = torchrl_cfg(num_worlds, total_timesteps=10**12)
+    net = marl_torchrl.build_net(cfg, 10)
+    clock = {"start": None, "steps0": 0, "evals": [], "next_eval": every}
+
+    def on_iteration(state, record) -> bool:
+        if clock["start"] is None:  # the first iteration is warm-up (allocations, kernels)
+            clock["start"], clock["steps0"], clock["sec0"] = (
+                record["seconds"],
+                record["steps"],
+                record["seconds"],
+            )
+            return False
+        if to_gain is not None and record["seconds"] >= clock["next_eval"]:
+            clock["next_eval"] += every
+            net.eval()
+            g = eval_gain(net, cfg, device)
+            net.train()
+            clock["evals"].append([record["steps"], record["seconds"], g])
+            print(
+                f"  ours_torchrl {record['seconds']:.0f}s {record['steps']} steps gain {g:+.3f}", flush=True
+            )
+            return g >= to_gain or record["seconds"] >= budget
+        return to_gain is None and record["seconds"] - clock["sec0"] >= seconds
+
+    state = marl_torchrl.train(cfg, net, device, on_iteration=on_iteration)
+    last = state["history"][-1]
+    steps, secs = last["steps"] - clock["steps0"], last["seconds"] - clock["sec0"]
+    out = {"agent_steps": steps, "seconds": secs, "agent_steps_per_s": steps / secs, "num_worlds": num_worlds}
+    out |= {"batch_size": cfg.batch_size, "n_steps": cfg.n_steps, "n_epochs": cfg.n_epochs}
+    out["parameters"] = sum(p.numel() for p in net.parameters())
+    if to_gain is not None:
+        reached = [e for e in clock["evals"] if e[2] >= to_gain]
+        out |= {
+            "target_gain": to_gain,
+            "evals": clock["evals"],
+            "seconds_to_gain": reached[0][1] if reached else None,
+        }
+    return out
+
+
+def measure_sb3(seconds: float, to_gain=None, budget=0.0, every=30.0) -> dict:
+    """SB3 PPO at ``hyperagents train`` defaults (SA), timed per rollout + update chunk."""
+    import tempfile
+
+    cfg = marl.TrainConfig(num_agents=(2, 16), neighbours=7, runs_dir=tempfile.mkdtemp(), progress=False)
+    from stable_baselines3 import PPO
+
+    model = PPO(
+        "MlpPolicy",
+        marl.make_env(cfg),
+        n_steps=cfg.n_steps,
+        batch_size=cfg.batch_size,
+        n_epochs=cfg.n_epochs,
+        learning_rate=cfg.learning_rate,
+        ent_coef=cfg.ent_coef,
+        policy_kwargs=marl.policy_kwargs(cfg),
+        seed=0,
+        device="cpu",
+    )
+    chunk = model.n_steps * model.n_envs
+    model.learn(chunk)
+    trained, steps, evals, next_eval = 0.0, 0, [], every
+    while True:
+        start = time.perf_counter()
+        model.learn(chunk, reset_num_timesteps=False)
+        trained += time.perf_counter() - start
+        steps += chunk
+        if to_gain is None and trained >= seconds:
+            break
+        if to_gain is not None and trained >= next_eval:
+            next_eval += every
+            g = eval_gain(model, cfg, "cpu")
+            evals.append([steps, trained, g])
+            print(f"  ours_sb3 {trained:.0f}s {steps} slot-steps gain {g:+.3f}", flush=True)
+            if g >= to_gain or trained >= budget:
+                break
+    out = {
+        "agent_steps": steps,
+        "seconds": trained,
+        "agent_steps_per_s": steps / trained,
+        "slots": model.n_envs,
+    }
+    if to_gain is not None:
+        reached = [e for e in evals if e[2] >= to_gain]
+        out |= {"target_gain": to_gain, "evals": evals, "seconds_to_gain": reached[0][1] if reached else None}
+    return out
+
+
+def measure_mpe2(seconds: float) -> dict:
     import supersuit as ss
     from mpe2 import simple_spread_v3
+    from stable_baselines3 import PPO
 
     env = simple_spread_v3.parallel_env(N=3, max_cycles=25, continuous_actions=False)
-    env = ss.pettingzoo_env_to_vec_env_v1(env)
-    return ss.concat_vec_envs_v1(env, 8, num_cpus=0, base_class="stable_baselines3")
-
-
-def ours(num_worlds: int, policy_kwargs: dict | None = ATTENTION, **ppo):
-    """A factory of SB3 PPO on ``num_worlds`` crossing worlds of L = 8 agents, seed 0, CPU."""
-    return lambda: PPO(
-        "MlpPolicy",
-        CrossingVecEnv(num_worlds=num_worlds, num_agents=8),
-        seed=0,
-        policy_kwargs=policy_kwargs,
-        device="cpu",
-        **ppo,
+    env = ss.concat_vec_envs_v1(
+        ss.pettingzoo_env_to_vec_env_v1(env), 8, num_cpus=0, base_class="stable_baselines3"
     )
-
-
-CONFIGS = {
-    "mpe2_simple_spread_supersuit_mlp": lambda: PPO(
-        "MlpPolicy", mpe_venv(), n_steps=128, batch_size=256, device="cpu"
-    ),
-    "ours_crossing_sa_same_ppo": ours(4, n_steps=128, batch_size=256),
-    "ours_crossing_mlp_same_ppo": ours(4, None, n_steps=128, batch_size=256),
-    "ours_crossing_sa_train_defaults": ours(32, n_steps=32, batch_size=1024, n_epochs=4),
-    "ours_crossing_sa_dagger_round_ppo": ours(
-        32, n_steps=96, batch_size=4096, n_epochs=4, clip_range=0.1, ent_coef=0.0
-    ),
-}
-
-
-def measure(make, seconds: float) -> dict:
-    """Learn in chunks of one rollout until ``seconds`` passed; agent-steps/s over the timed part."""
-    model = make()
+    model = PPO("MlpPolicy", env, n_steps=128, batch_size=256, device="cpu")
     chunk = model.n_steps * model.n_envs
-    model.learn(chunk)  # warm-up: first rollout + update
+    model.learn(chunk)
     start, steps = time.perf_counter(), 0
     while time.perf_counter() - start < seconds:
         model.learn(chunk, reset_num_timesteps=False)
@@ -92,43 +174,97 @@ def measure(make, seconds: float) -> dict:
         "agent_steps": steps,
         "seconds": elapsed,
         "agent_steps_per_s": steps / elapsed,
-        "num_envs": model.n_envs,
-        "n_steps": model.n_steps,
-        "batch_size": model.batch_size,
-        "n_epochs": model.n_epochs,
+        "slots": model.n_envs,
     }
+
+
+def equal_hidden(params: int, obs_dim: int = 18, act_dim: int = 2, n_agents: int = 4) -> int:
+    """MLP width h for the VMAS actor + centralised critic to hold about ``params`` parameters."""
+
+    def count(h: int) -> int:
+        actor = obs_dim * h + h + h * h + h + h * 2 * act_dim + 2 * act_dim
+        critic = n_agents * obs_dim * h + h + h * h + h + h + 1
+        return actor + critic
+
+    return min(range(8, 1025), key=lambda h: abs(count(h) - params))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
     parser.add_argument(
-        "--seconds", type=float, default=45.0, help="timed seconds per configuration and repeat"
+        "--seconds", type=float, default=30.0, help="timed seconds per configuration and repeat"
     )
-    parser.add_argument("--repeats", type=int, default=2, help="alternating repeats; the best counts")
-    parser.add_argument("--out", default="benchmarks/results/train.json")
+    parser.add_argument("--repeats", type=int, default=1, help="alternating repeats; the best counts")
+    parser.add_argument(
+        "--num-worlds", type=int, default=None, help="worlds / envs (default 64 on CPU, 4096 on GPU)"
+    )
+    parser.add_argument(
+        "--only", nargs="*", default=None, help="configurations to run (default: all for the device)"
+    )
+    parser.add_argument(
+        "--to-gain", type=float, default=None, help="also time training to this gain at L = 8"
+    )
+    parser.add_argument("--budget", type=float, default=600.0, help="training seconds cap for --to-gain")
+    parser.add_argument("--eval-every", type=float, default=30.0, help="training seconds between gain checks")
+    parser.add_argument(
+        "--out", default=None, help="JSON path (default benchmarks/results/train_<device>.json)"
+    )
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    device = marl_torchrl.pick_device(args.device)
+    cuda = device.type == "cuda"
+    worlds = args.num_worlds or (4096 if cuda else 64)
+    if not cuda:
+        torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
-    runs: dict[str, list[dict]] = {name: [] for name in CONFIGS}
+    from vmas_mappo import measure as vmas
+
+    ours_params = sum(p.numel() for p in marl_torchrl.build_net(torchrl_cfg(worlds), 10).parameters())
+    configs = {"ours_torchrl": lambda: measure_torchrl(args.seconds, device, worlds)}
+    if not cuda:
+        configs |= {
+            "ours_sb3": lambda: measure_sb3(args.seconds),
+            "mpe2_supersuit_mlp": lambda: measure_mpe2(args.seconds),
+        }
+    configs["vmas_torchrl_mappo"] = lambda: vmas(
+        args.seconds, str(device), num_envs=worlds, minibatch=max(4096, worlds * 4)
+    )
+    configs["vmas_torchrl_mappo_equal"] = lambda: vmas(
+        args.seconds,
+        str(device),
+        num_envs=worlds,
+        hidden=equal_hidden(ours_params),
+        minibatch=max(4096, worlds * 4),
+    )
+    names = [n for n in configs if args.only is None or n in args.only]
+    runs: dict[str, list[dict]] = {n: [] for n in names}
     for rep in range(args.repeats):
-        for name, make in CONFIGS.items():
-            runs[name].append(measure(make, args.seconds))
+        for name in names:
+            runs[name].append(configs[name]())
             print(f"[{rep}] {name}: {runs[name][-1]['agent_steps_per_s']:.0f} agent-steps/s", flush=True)
-    best = {name: max(r, key=lambda m: m["agent_steps_per_s"]) for name, r in runs.items()}
-    peer = best["mpe2_simple_spread_supersuit_mlp"]["agent_steps_per_s"]
+    best = {n: max(r, key=lambda m: m["agent_steps_per_s"]) for n, r in runs.items()}
     result = {
-        "command": f"/work/venv-bench/bin/python benchmarks/bench_train.py --seconds {args.seconds:g} "
-        f"--repeats {args.repeats}",
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch thread, shared 2-core CPU",
+        "command": "python " + " ".join(sys.argv),
+        "device": torch.cuda.get_device_name(device) if cuda else f"{platform.machine()} CPU, 1 torch thread",
         "torch": torch.__version__,
         "best": best,
         "all": runs,
-        "speedup_vs_peer": {name: b["agent_steps_per_s"] / peer for name, b in best.items()},
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    for name, b in best.items():
-        print(f"{name:36s} {b['agent_steps_per_s']:8.0f} agent-steps/s  x{b['agent_steps_per_s'] / peer:.2f}")
+    ours = best.get("ours_torchrl", {}).get("agent_steps_per_s")
+    if ours:
+        result["ours_torchrl_over"] = {n: ours / b["agent_steps_per_s"] for n, b in best.items()}
+    if args.to_gain is not None:
+        result["to_gain"] = {
+            "ours_torchrl": measure_torchrl(0, device, worlds, args.to_gain, args.budget, args.eval_every)
+        }
+        if not cuda:
+            result["to_gain"]["ours_sb3"] = measure_sb3(0, args.to_gain, args.budget, args.eval_every)
+    out = Path(args.out or f"benchmarks/results/train_{device.type}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    for n, b in best.items():
+        ratio = f"  ours_torchrl x{ours / b['agent_steps_per_s']:.2f}" if ours else ""
+        print(f"{n:28s} {b['agent_steps_per_s']:10.0f} agent-steps/s{ratio}")
 
 
 if __name__ == "__main__":
