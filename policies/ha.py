@@ -31,17 +31,27 @@ from torch import Tensor, nn
 from policies.base import (
     KINDS,
     AttentionScores,
+    block_elements,
     check_choice,
     check_divisible,
     check_input,
     check_int,
     check_rank,
+    exp_shifted,
+    free_bytes,
     key_mask,
     pair_mask,
     zero_padding,
 )
 
-CHUNK_ELEMENTS = 2**22  # exact softmax HA keeps about this many scores per chunk of queries
+# Scores per chunk of exact softmax HA, as a multiple of the device's block (`block_elements`):
+# a chunk's rows of L^(n-1) tuples are long, so chunks are larger than HFA's blocks.
+HA_CHUNK_SCALE = 8
+KEEP_SCORES_BYTES = 2**32  # at most this much of exp(scores) is kept per call for backward
+# Tuple scores per second the size guard assumes (forward; backward about twice that): the exact
+# kernel on one CPU thread measured about 2.7e8 at L = 128 and 5e7 to 1e8 at L = 1024 (rows of L^2
+# scores leave the cache); a GPU figure below what an H100-class device sustains.
+SCORES_PER_SECOND = {"cpu": 5e7, "cuda": 1e10}
 _KEY_LETTERS = "jklmnpqruvwxyz"  # einsum letters of the key axes (b h i s t o are taken)
 
 
@@ -55,10 +65,12 @@ def tuple_mask(ok: Tensor, m: int) -> Tensor:
 
 
 def _outer(ts: list[Tensor], like: Tensor) -> Tensor:
-    """Row-wise product over tuples: list of (B, H, L, X) -> (B, H, L^len, X), j_1 slowest."""
-    out = torch.ones_like(like[:, :, :1])  # (B, H, 1, X): the empty product
+    """Row-wise product over tuples: list of (..., L, X) -> (..., L^len, X), j_1 slowest; [] -> ones."""
+    if len(ts) == 1:
+        return ts[0]
+    out = torch.ones_like(like[..., :1, :])  # (..., 1, X): the empty product
     for t in ts:
-        out = (out[:, :, :, None] * t[:, :, None]).flatten(2, 3)
+        out = (out[..., :, None, :] * t[..., None, :, :]).flatten(-3, -2)
     return out
 
 
@@ -114,51 +126,208 @@ def softmax_ha(
     ks: list[Tensor],
     vs: list[Tensor],
     w_vn: Tensor,
-    allowed: Tensor | None,
+    keep: Tensor | None = None,
     chunk: int | None = None,
     causal: bool = False,
 ) -> Tensor:
-    """Exact softmax HA, `chunk` queries at a time: peak memory O(chunk * L^(n-1)), not O(L^n).
+    """Exact softmax HA over chunks of queries: peak memory O(chunk L^(n-1)), never O(L^n).
 
-    Shapes as in `softmax_ha_reference`; allowed None means every tuple is allowed. With `causal`
-    (allowed must then hold the causal mask) chunk i0:i1 only builds tuples of keys < i1, which
-    skips about (n-1)/n of the work. Returns (B, H, L, d_h). When not causal, q may hold fewer
-    queries than the keys: q (B, H, L_q, d_h) and allowed (B, L_q, L) give (B, H, L_q, d_h).
+    q (B, H, L_q, d_h), ks[m] and vs[m] (B, H, L, d_h), w_vn (H, d_h, d_h); keep (B, L) bool marks
+    real keys (None: all). Returns (B, H, L_q, d_h). Query i sees a key tuple when every key in it
+    is real and, if `causal` (needs L_q = L), comes at or before i; queries that see no tuple
+    (only padded ones can) output zero. The same function as `softmax_ha_reference` with
+    allowed = keep for every real query. `chunk` overrides the queries per chunk (`ha_chunk`).
+
+    Causal chunk i0:i1 builds only tuples of keys < i1, skipping about (n-1)/n of the work. Every
+    contraction is a batched matmul: per chunk, the query times the first n-2 keys forms a
+    (c L^(n-2), d_h) matrix whose product with the last key's (d_h, L) gives the scores. Under
+    autograd the kernel runs as `_ChunkedHA`, whose backward keeps the exponentiated scores when
+    free memory allows (else recomputes them per chunk) instead of autograd's several L^n copies.
     """
-    B, H, L, d_h = q.shape
-    m, Lk = len(ks), ks[-1].shape[2]  # Lk keys: L, or more when only some queries are asked for
-    chunk = chunk or max(1, CHUNK_ELEMENTS // (B * H * Lk**m))
-    q = q / math.sqrt(d_h)
-    log_ok = None  # 0 where a key is allowed, -inf where not: added to the scores of every tuple
-    if allowed is not None:
-        log_ok = torch.zeros_like(allowed, dtype=q.dtype).masked_fill(~allowed, -math.inf)
-    # Products over the first m-1 keys/values do not depend on the query: (B, H, P, d_h), P = L^(m-1).
-    full = None if causal else (_outer(ks[:-1], q), _outer(vs[:-1], q))
-    outs = []
-    for i0 in range(0, L, chunk):  # a loop over query chunks, not over tokens
-        i1 = min(L, i0 + chunk)
-        K = i1 if causal else Lk  # keys this chunk may see
-        kk, vv = full or (
-            _outer([k[:, :, :K] for k in ks[:-1]], q),
-            _outer([v[:, :, :K] for v in vs[:-1]], q),
-        )
-        k_last = ks[-1][:, :, None, :K].transpose(-1, -2)  # (B, H, 1, d_h, K)
-        v_last = vs[-1][:, :, None, :K]  # (B, H, 1, K, d_h)
-        logits = (q[:, :, i0:i1, None] * kk[:, :, None]) @ k_last  # (B, H, c, P, d_h) x (B, H, 1, d_h, K)
-        if log_ok is not None:
-            logits = logits + _tuple_bias(log_ok[:, i0:i1, :K], m)  # (B, H, c, P, K)
-        att = logits.flatten(3).softmax(-1).view_as(logits)
-        u = ((att @ v_last) * vv[:, :, None]).sum(3)  # (B, H, c, P, d_h) summed over P -> (B, H, c, d_h)
-        outs.append(u)
-    return torch.cat(outs, 2) @ w_vn.transpose(-1, -2)  # (B, H, L, d_h)
+    u = softmax_ha_values(q, ks, vs, keep, chunk, causal)
+    return u @ w_vn.transpose(-1, -2).to(u.dtype)  # (B, H, L_q, d_h)
 
 
-def _tuple_bias(log_ok: Tensor, m: int) -> Tensor:
-    """(B, c, L) with 0 / -inf entries -> (B, 1, c, L^(m-1), L): sum over key axes, j_1 slowest."""
-    prefix = torch.zeros_like(log_ok[:, :, :1])  # (B, c, 1)
-    for _ in range(m - 1):
-        prefix = (prefix[:, :, :, None] + log_ok[:, :, None]).flatten(2)
-    return (prefix[:, :, :, None] + log_ok[:, :, None])[:, None]
+def softmax_ha_values(q, ks, vs, keep=None, chunk=None, causal=False, keep_scores=None) -> Tensor:
+    """`softmax_ha` before the parameter value factor W_Vn: sum over tuples of weight * prod_m V_m.
+
+    keep_scores: whether backward reuses the forward's exponentiated scores (True) or recomputes
+    them per chunk (False); None decides from free memory.
+    """
+    B, H, Lq, d_h = q.shape
+    m, Lk = len(ks), ks[0].shape[2]
+    if causal and Lq != Lk:
+        raise ValueError(f"causal needs as many queries as keys, got L_q={Lq} and L={Lk}")
+    q = q * d_h**-0.5
+    if B * H * Lq * Lk == 0:  # nothing to attend: zeros of the right shape, still in the graph
+        return q.new_zeros(B, H, Lq, d_h) + 0.0 * sum(t.sum() for t in (q, *ks, *vs))
+    flat = [t.reshape(B * H, -1, d_h) for t in (q, *ks, *vs)]  # (B H, L, d_h) each
+    chunk = chunk or ha_chunk(B * H, Lq, Lk, m, q)
+    plan = (m, B, keep, causal, chunk, keep_scores)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in flat):
+        u = _ChunkedHA.apply(plan, *flat)
+    else:
+        u = _ha_forward(plan, flat[0], flat[1 : m + 1], flat[m + 1 :], False)[0]
+    return u.view(B, H, Lq, d_h)
+
+
+def ha_chunk(BH: int, Lq: int, Lk: int, m: int, like: Tensor) -> int:
+    """Queries per chunk: about `block_elements` tuple scores (at least one query)."""
+    budget = block_elements(like.device, 4, 6, HA_CHUNK_SCALE)  # scores, probabilities, gradients
+    return max(1, min(Lq, budget // (BH * Lk**m)))
+
+
+def _outer_grad(grad: Tensor, ts: list[Tensor]) -> list[Tensor]:
+    """Gradients of `_outer(ts)` for each t, given grad (BH, L^len, X)."""
+    if len(ts) == 1:
+        return [grad]
+    BH, K, X = ts[0].shape
+    r = len(ts)
+    g = grad.view(BH, *([K] * r), X)
+    out = []
+    for a in range(r):
+        prod = g
+        for b in range(r):
+            if b != a:
+                shape = [BH] + [1] * r + [X]
+                shape[1 + b] = K
+                prod = prod * ts[b].view(shape)
+        out.append(prod.sum([1 + b for b in range(r) if b != a]))
+    return out
+
+
+def _chunk_mask(keep, B: int, causal: bool, i0: int, i1: int, K: int, m: int, device) -> Tensor | None:
+    """(B or 1, 1, c, K^m) bool, True where query i may not see key tuple J (j_1 slowest)."""
+    mask = None
+    if keep is not None:
+        ok = torch.ones(B, 1, dtype=torch.bool, device=device)
+        for _ in range(m):  # every key of the tuple real
+            ok = (ok[:, :, None] & keep[:, None, :K]).flatten(1)
+        mask = ~ok[:, None, None]  # (B, 1, 1, K^m)
+    if causal and K - 1 > i0:  # some tuple has a key after some query of the chunk
+        last = torch.zeros(1, dtype=torch.long, device=device)
+        for _ in range(m):  # the largest key index of each tuple
+            last = torch.maximum(last[:, None], torch.arange(K, device=device)[None]).flatten()
+        future = last[None] > torch.arange(i0, i1, device=device)[:, None]  # (c, K^m)
+        mask = future[None, None] if mask is None else mask | future
+    return mask
+
+
+def _ha_chunk_scores(q, ks, keep, B, causal, i0, i1, K, stat):
+    """Masked scores (B H, c, K^m) of chunk i0:i1 against tuples of the first K keys, in dtype
+    `stat`, and the (B H, c K^(m-1), d_h) matrix qk = q_i * k_1 * ... * k_(m-1) that formed them."""
+    BH, d_h = q.shape[0], q.shape[2]
+    c, m = i1 - i0, len(ks)
+    kk = _outer([k[:, :K] for k in ks[:-1]], q)  # (B H, P, d_h), P = K^(m-1)
+    qk = (q[:, i0:i1, None] * kk[:, None]).view(BH, -1, d_h)  # (B H, c P, d_h)
+    z = torch.bmm(qk, ks[-1][:, :K].transpose(1, 2)).view(BH, c, -1)  # (B H, c, P K)
+    if z.dtype != stat:
+        z = z.to(stat)
+    mask = _chunk_mask(keep, B, causal, i0, i1, K, m, q.device)
+    if mask is not None:
+        z.view(B, -1, c, z.shape[2]).masked_fill_(mask, -math.inf)
+    return z, qk, kk
+
+
+def _ha_forward(plan, q, ks, vs, keep_exp: bool):
+    """Chunked forward on (B H, L, d_h) factors, q pre-scaled. Returns u (B H, L_q, d_h), the
+    per-chunk records the backward needs, and whether the exponentiated scores were kept."""
+    m, B, keep, causal, chunk, _ = plan
+    BH, Lq, d_h = q.shape
+    Lk = ks[0].shape[1]
+    stat = torch.promote_types(q.dtype, torch.float32)  # softmax statistics never below fp32
+    u = torch.empty(BH, Lq, d_h, dtype=stat, device=q.device)
+    records = []
+    with torch.autocast(q.device.type, enabled=False):  # dtypes are explicit below
+        for i0 in range(0, Lq, chunk):  # a loop over query chunks, not over tokens
+            i1 = min(Lq, i0 + chunk)
+            c, K = i1 - i0, i1 if causal else Lk
+            z, _, _ = _ha_chunk_scores(q, ks, keep, B, causal, i0, i1, K, stat)  # (B H, c, P K)
+            top = z.amax(-1, keepdim=True).clamp_min_(torch.finfo(stat).min)  # finite for empty rows
+            e = exp_shifted(z.sub_(top)).to(q.dtype)  # (B H, c, P K): exp(score - row max)
+            norm = e.sum(-1, keepdim=True, dtype=stat)  # (B H, c, 1)
+            av = torch.bmm(e.view(BH, -1, K), vs[-1][:, :K])  # (B H, c P, d_h)
+            vv = _outer([v[:, :K] for v in vs[:-1]], q)  # (B H, P, d_h)
+            u_c = (av.view(BH, c, -1, d_h) * vv[:, None]).sum(2, dtype=stat)  # (B H, c, d_h)
+            u[:, i0:i1] = u_c / norm.clamp_min(torch.finfo(stat).tiny)
+            records.append((top, norm, av if keep_exp else None, e if keep_exp else None))
+    return u.to(q.dtype), records
+
+
+def _ha_backward(plan, q, ks, vs, u, records, du):
+    """Gradients of `_ha_forward` for (q, ks, vs). Per chunk, with e = exp(z - max), p = e / norm:
+    du' = du / norm, D = sum_s du_s u_s / norm, dz = e (dA' - D) where dA' = (du' * vv) v_last^T;
+    then the scores' matmuls and the outer products are differentiated by hand."""
+    m, B, keep, causal, chunk, _ = plan
+    BH, Lq, d_h = q.shape
+    Lk = ks[0].shape[1]
+    stat = torch.promote_types(q.dtype, torch.float32)
+    dq = torch.zeros(BH, Lq, d_h, dtype=stat, device=q.device)
+    dks = [torch.zeros(BH, Lk, d_h, dtype=stat, device=q.device) for _ in ks]
+    dvs = [torch.zeros(BH, Lk, d_h, dtype=stat, device=q.device) for _ in vs]
+    du = du.to(stat)
+    with torch.autocast(q.device.type, enabled=False):
+        for n_chunk, i0 in enumerate(range(0, Lq, chunk)):
+            i1 = min(Lq, i0 + chunk)
+            c, K = i1 - i0, i1 if causal else Lk
+            top, norm, av, e = records[n_chunk]
+            if e is None:  # recompute the exponentiated scores of this chunk
+                z, qk, kk = _ha_chunk_scores(q, ks, keep, B, causal, i0, i1, K, stat)
+                e = exp_shifted(z.sub_(top)).to(q.dtype)
+                av = torch.bmm(e.view(BH, -1, K), vs[-1][:, :K])
+            else:
+                kk = _outer([k[:, :K] for k in ks[:-1]], q)
+                qk = (q[:, i0:i1, None] * kk[:, None]).view(BH, -1, d_h)
+            inv = torch.where(norm > 0, norm, math.inf).reciprocal_()  # (B H, c, 1); 0 for empty rows
+            du_c = du[:, i0:i1] * inv  # (B H, c, d_h)
+            minus_D = -(du_c * u[:, i0:i1].to(stat)).sum(-1, keepdim=True)  # (B H, c, 1)
+            vv = _outer([v[:, :K] for v in vs[:-1]], q)  # (B H, P, d_h)
+            dav = (du_c[:, :, None] * vv[:, None]).view(BH, -1, d_h).to(q.dtype)  # (B H, c P, d_h)
+            dvs[-1][:, :K] += torch.bmm(e.view(BH, -1, K).transpose(1, 2), dav)
+            dvv = (av.view(BH, c, -1, d_h) * du_c[:, :, None]).sum(1, dtype=stat)  # (B H, P, d_h)
+            # dz = e (dav v_last^T - D), the shift D folded in as a bias: (B H, c P, K) -> (B H, c, P K)
+            dz = torch.baddbmm(
+                minus_D.to(q.dtype).repeat_interleave(dav.shape[1] // c, 1),
+                dav,
+                vs[-1][:, :K].transpose(1, 2),
+            ).view(BH, c, -1)
+            dz = dz.mul_(e).view(BH, -1, K)  # (B H, c P, K)
+            dks[-1][:, :K] += torch.bmm(dz.transpose(1, 2), qk)
+            dqk = torch.bmm(dz, ks[-1][:, :K]).view(BH, c, -1, d_h).to(stat)  # (B H, c, P, d_h)
+            dq[:, i0:i1] += (dqk * kk[:, None]).sum(2)
+            if m > 1:
+                dkk = (dqk * q[:, i0:i1, None]).sum(1)  # (B H, P, d_h)
+                for dk, g in zip(dks, _outer_grad(dkk, [k[:, :K] for k in ks[:-1]]), strict=False):
+                    dk[:, :K] += g
+                for dv, g in zip(dvs, _outer_grad(dvv, [v[:, :K] for v in vs[:-1]]), strict=False):
+                    dv[:, :K] += g
+    return dq, dks, dvs
+
+
+class _ChunkedHA(torch.autograd.Function):
+    """`_ha_forward` with a hand-written backward; keeps exp(scores) when free memory allows."""
+
+    @staticmethod
+    def forward(ctx, plan, q, *kvs):
+        m = plan[0]
+        ks, vs = list(kvs[:m]), list(kvs[m:])
+        BH, Lq, _ = q.shape
+        Lk = ks[0].shape[1]
+        tuples = BH * Lq * Lk**m // (m + 1 if plan[3] else 1)  # about the scores kept, causal or not
+        keep_exp = plan[5]
+        if keep_exp is None:  # keeping exp(scores) saves a third of backward; bounded by memory
+            keep_exp = tuples * q.element_size() <= min(KEEP_SCORES_BYTES, free_bytes(q.device) // 8)
+        u, records = _ha_forward(plan, q, ks, vs, keep_exp)
+        ctx.save_for_backward(q, *kvs, u)
+        ctx.plan, ctx.records = plan, records
+        return u
+
+    @staticmethod
+    def backward(ctx, du):
+        q, *kvs, u = ctx.saved_tensors
+        m = ctx.plan[0]
+        dq, dks, dvs = _ha_backward(ctx.plan, q, kvs[:m], kvs[m:], u, ctx.records, du)
+        return (None, dq.to(q.dtype), *(g.to(q.dtype) for g in (*dks, *dvs)))
 
 
 # ---------------------------------------------------------------- random-feature softmax
@@ -222,7 +391,7 @@ def softmax_ha_features(
     # Constants per query cancel in the ratio, and so does one constant for all keys of a
     # (batch, head): subtracting maxima only prevents overflow.
     phq = (lq - lq.amax(-1, keepdim=True)).exp()  # (B, H, L, r)
-    phks = [(lk - lk.amax((-2, -1), keepdim=True)).exp() for lk in lks]
+    phks = [(lk - (lk.amax((-2, -1), keepdim=True) if lk.shape[-2] else 0.0)).exp() for lk in lks]  # L = 0 ok
     return _feature_softmax(phq, phks, vs, w_vn, mask, causal, return_weights)
 
 
@@ -304,6 +473,9 @@ class HyperAttention(nn.Module):
             linear in L: an int r uses r positive random features (unbiased, see `_log_features`,
             but high variance unless scores are small: measured in benchmarks/), "taylor" the
             deterministic exp(t) ~ 1 + t + t^2/2 map (`softmax_ha_taylor`, accurate for |t| < ~1).
+        max_seconds: size guard of the exact softmax kernel, O(B H L^n): a call whose estimated
+            time (`SCORES_PER_SECOND`) exceeds this raises ValueError instead of running for
+            minutes. None disables the guard; the attribute may be changed after construction.
 
     `forward(x (B, L, dim), mask (B, L) bool | None, return_scores)` -> (B, L, out_dim), plus
     `AttentionScores` with scores (B, H, L, *[L] * (n - 1)) when `return_scores` (O(L^n) memory).
@@ -321,6 +493,7 @@ class HyperAttention(nn.Module):
         share_kv: bool = False,
         approx_features: int | None = None,
         rank: int | None = None,
+        max_seconds: float | None = 30.0,
     ):
         super().__init__()
         check_choice("kind", kind, KINDS)
@@ -330,7 +503,7 @@ class HyperAttention(nn.Module):
         self.rank = check_rank(rank, kind)
         self.head_dim = d_h = check_divisible(dim, heads, "heads") if rank is None else rank
         self.kind, self.causal, self.share_kv = kind, bool(causal), bool(share_kv)
-        slots = 1 if share_kv else order - 1
+        self.slots = slots = 1 if share_kv else order - 1
         width = heads * d_h
         self.q = nn.Linear(dim, width, bias=False)  # W_Q for every head
         self.k = nn.Linear(dim, slots * width, bias=False)  # W_K,1 .. W_K,n-1 side by side
@@ -342,6 +515,9 @@ class HyperAttention(nn.Module):
         if kind == "softmax":
             self.proj = nn.Linear(dim, self.out_dim, bias=False)  # W_O
         self.approx_features = approx_features
+        if max_seconds is not None and (isinstance(max_seconds, bool) or not max_seconds > 0):
+            raise ValueError(f"max_seconds must be a number > 0 or None, got {max_seconds!r}")
+        self.max_seconds = max_seconds
         if approx_features is not None:
             if kind != "softmax":
                 raise ValueError(f"approx_features needs kind='softmax', got kind={kind!r}")
@@ -361,6 +537,7 @@ class HyperAttention(nn.Module):
         x (B, L, dim), real tokens finite; mask (B, L) bool or None (no padding). first_only: the
         output of query 0 only, (B, 1, out_dim); computed alone for exact non-causal softmax.
         """
+        first_only = first_only and x.shape[1] > 0  # no token 0 when L = 0: the empty full pass
         full = x.new_ones(x.shape[:2], dtype=torch.bool) if mask is None else mask
         one = first_only and self.kind == "softmax" and self.approx_features is None and not self.causal
         if not one:
@@ -369,21 +546,23 @@ class HyperAttention(nn.Module):
         x = zero_padding(x, full)
         B, L, d = x.shape
         H, d_h, m = self.heads, self.head_dim, self.order - 1
+        self.check_size(B, 1, L, x.device, torch.is_grad_enabled() and self.q.weight.requires_grad, False)
         q = self.q(x[:, :1]).view(B, 1, H, d_h).transpose(1, 2)  # (B, H, 1, d_h): token 0 only
-        ks, vs = (list(p(x).view(B, L, -1, H, d_h).permute(2, 0, 3, 1, 4)) for p in (self.k, self.v))
+        ks, vs = (list(p(x).view(B, L, self.slots, H, d_h).permute(2, 0, 3, 1, 4)) for p in (self.k, self.v))
         if self.share_kv:
             ks, vs = ks * m, vs * m
-        allowed = None if mask is None else key_mask(mask, False)[:, :1]  # (B, 1, L)
-        y = softmax_ha(q, ks, vs, self.W_Vn, allowed)  # (B, H, 1, d_h)
+        y = softmax_ha(q, ks, vs, self.W_Vn, mask)  # (B, H, 1, d_h)
         return self.proj(y.transpose(1, 2).reshape(B, 1, d)) * full[:, :1, None]
 
     def _forward(self, x: Tensor, mask: Tensor, given: bool, return_scores: bool):
         """`forward` after its checks; mask (B, L) bool, given False when the caller passed None."""
         x = zero_padding(x, mask)
         B, L, d = x.shape
+        grad = torch.is_grad_enabled() and (x.requires_grad or self.q.weight.requires_grad)
+        self.check_size(B, L, L, x.device, grad, return_scores)
         H, d_h, m = self.heads, self.head_dim, self.order - 1
         q = self.q(x).view(B, L, H, d_h).transpose(1, 2)  # (B, H, L, d_h)
-        ks, vs = (list(p(x).view(B, L, -1, H, d_h).permute(2, 0, 3, 1, 4)) for p in (self.k, self.v))
+        ks, vs = (list(p(x).view(B, L, self.slots, H, d_h).permute(2, 0, 3, 1, 4)) for p in (self.k, self.v))
         if self.share_kv:
             ks, vs = ks * m, vs * m  # the same tensor in every key slot
         if self.kind == "linear":
@@ -394,6 +573,31 @@ class HyperAttention(nn.Module):
         y, scores, logits = self._softmax(q, ks, vs, mask, given, return_scores)  # y (B, H, L, d_h)
         out = self.proj(y.transpose(1, 2).reshape(B, L, d)) * mask[..., None]  # concat heads, W_O
         return (out, AttentionScores("softmax", scores, logits=logits)) if return_scores else out
+
+    def check_size(self, B: int, Lq: int, L: int, device: torch.device, grad: bool, scores: bool) -> None:
+        """Raise ValueError, naming x and the override, before a call that would take too long or
+        too much memory: the exact softmax kernel (B H L_q L^(n-1) tuple scores, about 1/n of them
+        when causal, backward about twice the forward) against `max_seconds`, and `return_scores`,
+        which materialises a few (B, H, L_q, L, ..., L) tensors, against half the free memory."""
+        H, n = self.heads, self.order
+        tuples = B * H * Lq * L ** (n - 1)
+        if scores and 4 * 8 * tuples > free_bytes(device) // 2:
+            raise ValueError(
+                f"return_scores=True would hold {tuples:.3g} scores per tensor for x with L={L} "
+                f"(order n={n}, B={B}, H={H}), more than half the free memory: ask for scores of a shorter x"
+            )
+        if self.kind != "softmax" or self.approx_features is not None or self.max_seconds is None:
+            return
+        work = tuples / (n if self.causal else 1) * (3 if grad else 1)
+        rate = SCORES_PER_SECOND.get(device.type, SCORES_PER_SECOND["cpu"])
+        seconds = work / rate  # extra CPU threads are not counted: they scale poorly on shared machines
+        if seconds > self.max_seconds:
+            raise ValueError(
+                f"x with L={L} tokens: exact softmax HA of order n={n} scores B H L^n = {tuples:.3g} "
+                f"key tuples (B={B}, H={H}), estimated {seconds:.0f} s on {device.type}, over "
+                f"max_seconds={self.max_seconds}. Use a shorter x, approx_features='taylor' (linear in "
+                "L), or set HyperAttention.max_seconds higher (None disables this guard)."
+            )
 
     def tables(self, P: Tensor | None = None) -> list[Tensor]:
         """Linear only: [G], G[mu, nu_1..nu_m, t] = sum_h A_h[mu, nu..] V_h[nu.., t] over a finite domain.
@@ -407,7 +611,7 @@ class HyperAttention(nn.Module):
         P = torch.eye(self.dim, dtype=self.W_Vn.dtype, device=self.W_Vn.device) if P is None else P
         M = P.shape[0]
         q = self.q(P).view(M, H, d_h)
-        ks, vs = (list(p(P).view(M, -1, H, d_h).unbind(1)) for p in (self.k, self.v))
+        ks, vs = (list(p(P).view(M, self.slots, H, d_h).unbind(1)) for p in (self.k, self.v))
         if self.share_kv:
             ks, vs = ks * m, vs * m
         keys, _ = _einsum_terms(m)
@@ -427,8 +631,8 @@ class HyperAttention(nn.Module):
                 res = softmax_ha_features(q, ks, vs, self.W_Vn, mask, self.causal, Ws, return_scores)
             return (*res, None) if return_scores else (res, None, None)
         if not return_scores:
-            allowed = key_mask(mask, self.causal) if (given or self.causal) else None
-            return softmax_ha(q, ks, vs, self.W_Vn, allowed, causal=self.causal), None, None
+            keep = mask if given else None
+            return softmax_ha(q, ks, vs, self.W_Vn, keep, causal=self.causal), None, None
         y, logits, att = softmax_ha_reference(q, ks, vs, self.W_Vn, key_mask(mask, self.causal))
         ok = tuple_mask(pair_mask(mask, self.causal), m)
         return y, att * ok, logits * ok

@@ -31,6 +31,7 @@ from policies.base import (
     check_int,
     check_rank,
     domain_scores,
+    exp_shifted,
     interaction,
     key_mask,
     pair_mask,
@@ -125,12 +126,17 @@ def softmax_hfa(
     return out.view(B, H, Lq, d_h)
 
 
+# Up to this many scores (B H L_q L) the problem is one block: a few plain ops beat a loop of small
+# ones, and under autograd (A + 3) such tensors, at most 80 MiB, are cheap to keep for backward.
+WHOLE_ELEMENTS = 2**22
+
+
 def block_sizes(BH: int, Lq: int, Lk: int, A: int, like: Tensor) -> tuple[int, int]:
-    """(queries, keys) per block: the whole problem if it fits the device's block of scores
-    (`block_elements`), else blocks of about c x 2c, which keep every bmm dimension large."""
-    budget = block_elements(like.device, 4, A + 4)  # A factors, product, probabilities, gradients
-    if BH * Lq * Lk <= budget:
+    """(queries, keys) per block: the whole problem while it is small (`WHOLE_ELEMENTS`), else
+    blocks of about c x 2c scores sized by `block_elements`, which keep every bmm dimension large."""
+    if BH * Lq * Lk <= WHOLE_ELEMENTS:
         return Lq, Lk
+    budget = block_elements(like.device, 4, A + 4)  # A factors, product, probabilities, gradients
     ck = min(Lk, max(64, 2 * math.isqrt(budget // (2 * BH)) // 16 * 16))
     return min(Lq, max(16, budget // (BH * ck))), ck
 
@@ -160,23 +166,8 @@ def _hfa_dense(qa, kt, vals, keep, causal: bool) -> Tensor:
     mask = _block_mask(keep, causal, 0, Lq, 0, Lk, qa.device)
     if mask is not None:
         z = z.masked_fill(mask, -math.inf)
-    p = _exp_shifted(z - z.detach().amax(-1, keepdim=True).clamp_min(torch.finfo(stat).min), inplace=False)
+    p = exp_shifted(z - z.detach().amax(-1, keepdim=True).clamp_min(torch.finfo(stat).min), inplace=False)
     return (torch.bmm(p.to(vals.dtype), vals) / p.sum(-1, keepdim=True).clamp_min(1.0)).to(vals.dtype)
-
-
-EXP_FLOOR = -60.0  # shifted scores below this get probability exactly 0 (see _exp_shifted)
-
-
-def _exp_shifted(t: Tensor, inplace: bool = True) -> Tensor:
-    """exp(t) for t <= 0, with t <= EXP_FLOOR sent to exactly 0.
-
-    Such terms weigh under e^-60 ~ 1e-26 against the row's max, far below float32 resolution, but
-    left alone they become subnormal floats, which make every later multiply on the CPU tens of
-    times slower (measured: a block's elementwise product went from 30 us to 1 ms).
-    """
-    if inplace:
-        return F.threshold_(t, EXP_FLOOR, -math.inf).exp_()
-    return F.threshold(t, EXP_FLOOR, -math.inf).exp()
 
 
 def _block_scores(qa, kt, BH: int, i0: int, i1: int, j0: int, j1: int, stat, keep_factors: bool):
@@ -220,7 +211,7 @@ def _hfa_forward(qa, kt, vals, keep, causal: bool, cq: int, ck: int) -> tuple[Te
                     z = z.masked_fill_(mask, -math.inf)
                 m_blk = z.amax(-1, keepdim=True).clamp_min_(lowest)  # finite even for empty rows
                 m_new = m_blk if m is None else torch.maximum(m, m_blk)
-                p = _exp_shifted(z.sub_(m_new))  # (B H, c_q, c_k), in place over the scores
+                p = exp_shifted(z.sub_(m_new))  # (B H, c_q, c_k), in place over the scores
                 pv = torch.bmm(p.to(vals.dtype), vals[:, j0:j1]).to(stat)  # (B H, c_q, d_h)
                 if m is None:
                     acc, norm = pv, p.sum(-1, keepdim=True)
@@ -266,7 +257,7 @@ def _hfa_backward(qa, kt, vals, keep, causal, cq, ck, out, lse, dout):
                 mask = _block_mask(keep, causal, i0, i1, j0, j1, qa.device)
                 if mask is not None:
                     z = z.masked_fill_(mask, -math.inf)
-                p = _exp_shifted(z)  # (B H, c_q, c_k)
+                p = exp_shifted(z)  # (B H, c_q, c_k)
                 dvals[:, j0:j1].baddbmm_(p.transpose(1, 2), do)
                 dz = torch.baddbmm(minus_D[:, i0:i1], do, vals[:, j0:j1].to(stat).transpose(1, 2)).mul_(p)
                 if A == 1:
@@ -386,6 +377,7 @@ class HyperFeatureAttention(nn.Module):
         x (B, L, dim), real tokens finite; mask (B, L) bool, or None for no padding (then no masking
         work at all). first_only: the output of query 0 only, (B, 1, out_dim) (keys still span all L).
         """
+        first_only = first_only and x.shape[1] > 0  # no token 0 when L = 0: the empty full pass
         x, out = attend_prelude(self, x, mask, first_only, linear_hfa)
         if out is not None:
             return out

@@ -84,7 +84,7 @@ def softmax_sa(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None, causal: 
     Short unpadded sets go through `softmax_sa_packed`, which computes the same thing faster.
     """
     B, L = q.shape[0], q.shape[2]
-    group = PACK_TOKENS // L if L == k.shape[2] else 1
+    group = PACK_TOKENS // L if 0 < L == k.shape[2] else 1
     if allowed is None and not causal and group > 1 and B % group == 0:
         return softmax_sa_packed(q, k, v, group)
     if allowed is None:
@@ -227,6 +227,7 @@ class SelfAttention(nn.Module):
         x (B, L, dim), real tokens finite; mask (B, L) bool, or None for no padding (then no masking
         work at all). first_only: the output of query 0 only, (B, 1, out_dim) (keys still span all L).
         """
+        first_only = first_only and x.shape[1] > 0  # no token 0 when L = 0: the empty full pass
         x, out = attend_prelude(self, x, mask, first_only, linear_sa)
         if out is not None:
             return out

@@ -200,3 +200,25 @@ def test_bad_forward_inputs(ctor, kind):
     nan[1, 2, 3] = float("nan")
     with pytest.raises(ValueError, match="finite"):
         m(nan)
+
+
+# ---------------------------------------------------------------- edge inputs
+
+
+@pytest.mark.parametrize("ctor,kw,kind", MODULES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("shape", [(0, 5), (2, 0), (0, 0)])
+def test_empty_batch_or_set_gives_empty_output(ctor, kw, kind, causal, shape):
+    """B = 0 or L = 0: an empty output of the right shape (and scores), differentiable, never an error."""
+    m = build(ctor, kw, kind, causal)
+    x = torch.randn(*shape, D, dtype=torch.float64, requires_grad=True)
+    for mask in (None, torch.ones(shape, dtype=torch.bool)):
+        out = m(x, mask)
+        assert out.shape == (*shape, m.out_dim)
+        out.sum().backward()
+        assert x.grad.shape == x.shape
+        _, scores = m(x, mask, return_scores=True)
+        assert scores.scores.shape[:3] == (shape[0], m.heads, shape[1])
+        for first_only in (False, True):
+            y = m.attend(x, mask, first_only)
+            assert y.shape == (shape[0], min(shape[1], 1) if first_only else shape[1], m.out_dim)

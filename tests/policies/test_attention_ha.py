@@ -16,6 +16,7 @@ from policies.ha import (
     softmax_ha,
     softmax_ha_reference,
     softmax_ha_taylor,
+    softmax_ha_values,
     tuple_mask,
 )
 from policies.sa import softmax_sa_reference
@@ -53,22 +54,107 @@ def test_third_order_linear_ha_by_hand():
         torch.testing.assert_close(out[i], total)
 
 
+MASK = torch.tensor([[True, True, False, True, True, True], [True, False, True, True, False, False]])
+
+
 @pytest.mark.parametrize("n", [2, 3, 4])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("chunk", [1, 4, None])
-def test_chunked_softmax_equals_reference(n, causal, chunk):
-    mask = torch.tensor([[True, True, False, True, True, True], [True, False, True, True, False, False]])
+@pytest.mark.parametrize("masked", [False, True])
+def test_chunked_softmax_equals_reference(n, causal, chunk, masked):
+    """Float64: the chunked bmm kernel == Def. F.1's einsum over all L^n tuples, every real query."""
     q, ks, vs = factors(n, seed=10 + n)
     w = torch.randn(2, 3, 3, dtype=torch.float64)
-    allowed = key_mask(mask, causal)
-    ref, logits, att = softmax_ha_reference(q, ks, vs, w, allowed)
-    out = softmax_ha(q, ks, vs, w, allowed, chunk=chunk, causal=causal)
-    torch.testing.assert_close(out[mask[:, None].expand(2, 2, 6)], ref[mask[:, None].expand(2, 2, 6)])
-    if not causal:  # no mask at all: the kernel's unmasked branch
-        torch.testing.assert_close(
-            softmax_ha(q, ks, vs, w, None, chunk=chunk),
-            softmax_ha_reference(q, ks, vs, w, torch.ones(2, 6, 6, dtype=torch.bool))[0],
-        )
+    mask = MASK if masked else torch.ones(2, 6, dtype=torch.bool)
+    ref, logits, att = softmax_ha_reference(q, ks, vs, w, key_mask(mask, causal))
+    with torch.no_grad():
+        out = softmax_ha(q, ks, vs, w, mask if masked else None, chunk=chunk, causal=causal)
+    real = mask[:, None].expand(2, 2, 6)
+    torch.testing.assert_close(out[real], ref[real], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("keep_scores", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+def test_chunked_gradients_equal_reference(n, causal, keep_scores, masked):
+    """The hand-written backward (scores kept or recomputed) == autograd through the reference."""
+    mask = MASK if masked else torch.ones(2, 6, dtype=torch.bool)
+    real = mask[:, None, :, None].double()
+    weight = torch.randn(2, 2, 6, 3, generator=torch.Generator().manual_seed(n), dtype=torch.float64)
+    grads = []
+    for fast in (True, False):
+        q, ks, vs = factors(n, seed=20 + n)
+        inputs = [t.requires_grad_() for t in (q, *ks, *vs)]
+        if fast:
+            out = softmax_ha_values(q, ks, vs, mask if masked else None, 4, causal, keep_scores)
+        else:
+            eye = torch.eye(3, dtype=torch.float64).expand(2, 3, 3)
+            out = softmax_ha_reference(q, ks, vs, eye, key_mask(mask, causal))[0]
+        (out * real * weight).sum().backward()
+        grads.append([t.grad for t in inputs])
+    for fast, ref in zip(*grads, strict=True):
+        torch.testing.assert_close(fast, ref, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("keep_scores", [False, True])
+def test_chunked_backward_passes_gradcheck(keep_scores):
+    q, ks, vs = factors(3, B=1, H=1, L=5, d_h=2, seed=2)
+    keep = torch.tensor([[True, True, False, True, True]])
+
+    def fn(q, k1, k2, v1, v2):
+        return softmax_ha_values(q, [k1, k2], [v1, v2], keep, 2, True, keep_scores)
+
+    assert torch.autograd.gradcheck(fn, [t.requires_grad_() for t in (q, *ks, *vs)])
+
+
+def test_fewer_queries_than_keys():
+    """The extractor's query-0 path: the first L_q queries against every key tuple, not causal."""
+    q, ks, vs = factors(3, seed=8)
+    w = torch.randn(2, 3, 3, dtype=torch.float64)
+    ref = softmax_ha_reference(q, ks, vs, w, key_mask(MASK, False))[0]
+    for Lq in (1, 4):
+        out = softmax_ha(q[:, :, :Lq], ks, vs, w, MASK, chunk=3)
+        real = MASK[:, None, :Lq].expand(2, 2, Lq)
+        torch.testing.assert_close(out[real], ref[:, :, :Lq][real], rtol=1e-10, atol=1e-10)
+
+
+def test_query_that_sees_no_tuple_outputs_zero():
+    """Causal with padding: padded query 0 sees no real key; zero output, finite gradients."""
+    q, ks, vs = factors(3, B=1, H=1, seed=9)
+    inputs = [t.requires_grad_() for t in (q, *ks, *vs)]
+    keep = torch.tensor([[False, True, True, False, True, True]])
+    for keep_scores in (False, True):
+        out = softmax_ha_values(q, ks, vs, keep, 2, True, keep_scores)
+        assert torch.all(out[:, :, 0] == 0) and torch.isfinite(out).all()
+        (out * keep[:, None, :, None]).sum().backward()
+        assert all(torch.isfinite(t.grad).all() for t in inputs)
+
+
+@pytest.mark.parametrize("L", [0, 1])
+@pytest.mark.parametrize("B", [0, 2])
+def test_empty_inputs(B, L):
+    q, ks, vs = factors(3, B=B, L=L, seed=1)
+    inputs = [t.requires_grad_() for t in (q, *ks, *vs)]
+    out = softmax_ha(q, ks, vs, torch.eye(3, dtype=torch.float64)[None], None, causal=True)
+    assert out.shape == (B, 2, L, 3)
+    out.sum().backward()
+    assert inputs[0].grad.shape == q.shape
+
+
+def test_bf16_autocast_close_to_float32():
+    """Under autocast the scores' matmuls run in bf16, the softmax statistics in fp32."""
+    torch.manual_seed(0)
+    m = HyperAttention(dim=32, heads=2, order=3, causal=True)
+    x = torch.randn(2, 24, 32)
+    with torch.no_grad():
+        exact = m(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = m(x)
+        low.float().square().sum().backward()
+    assert low.dtype == torch.bfloat16
+    assert float((low.detach().float() - exact).norm() / exact.norm()) < 0.03
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters())
 
 
 def test_softmax_is_joint_over_key_tuples():
@@ -85,7 +171,7 @@ def test_order_two_softmax_ha_is_attention_with_value_matrix():
     w = torch.randn(2, 3, 3, dtype=torch.float64)
     allowed = key_mask(torch.ones(2, 6, dtype=torch.bool), causal=True)
     sa, _, _ = softmax_sa_reference(q, k, v @ w.transpose(-1, -2), allowed)
-    torch.testing.assert_close(softmax_ha(q, [k], [v], w, allowed, chunk=2), sa)
+    torch.testing.assert_close(softmax_ha(q, [k], [v], w, None, chunk=2, causal=True), sa)
 
 
 @pytest.mark.parametrize("kind", ["linear", "softmax"])
@@ -151,3 +237,31 @@ def test_approximations_close_to_exact_for_small_scores(approx):
     x = torch.randn(2, 20, 8, dtype=torch.float64) * 0.5  # scores |t| << 1, where the maps are accurate
     err = (approx_m(x) - exact(x)).norm() / exact(x).norm()
     assert err < (5e-3 if approx == "taylor" else 0.15), float(err)
+
+
+# ---------------------------------------------------------------- size guard
+
+
+def test_size_guard_refuses_huge_exact_softmax_quickly():
+    """L = 2048, order 3: B H L^3 = 8.6e9 tuple scores, minutes on a CPU: a ValueError at once."""
+    m = HyperAttention(dim=8, heads=1, order=3)
+    x = torch.zeros(1, 2048, 8)
+    with pytest.raises(ValueError, match=r"x with L=2048 tokens.*max_seconds=30"):
+        m(x)
+    with pytest.raises(ValueError, match="x with L=2048"), torch.no_grad():
+        m.attend(torch.zeros(4096, 2048, 8), None, first_only=True)  # query 0 only, but B L^2 large
+    causal = HyperAttention(dim=8, order=3, causal=True, max_seconds=1e-3)
+    with pytest.raises(ValueError, match="max_seconds=0.001"):
+        causal(torch.zeros(1, 256, 8))
+
+
+def test_size_guard_override_and_scope():
+    m = HyperAttention(dim=8, heads=1, order=3, max_seconds=None)  # guard off: runs
+    assert m(torch.randn(1, 40, 8)).shape == (1, 40, 8)
+    m.max_seconds = 1e-6  # the attribute is the override
+    with pytest.raises(ValueError, match="approx_features='taylor'"):
+        m(torch.randn(1, 40, 8))
+    taylor = HyperAttention(dim=8, order=3, approx_features="taylor", max_seconds=1e-6)
+    assert taylor(torch.randn(1, 40, 8)).shape == (1, 40, 8)  # linear in L: not guarded
+    with pytest.raises(ValueError, match="max_seconds must be a number > 0 or None"):
+        HyperAttention(dim=8, max_seconds=0)
