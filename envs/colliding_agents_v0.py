@@ -35,9 +35,8 @@ reward, its actions are ignored, it is truncated together with the others, and
 
 ``reset(options=...)`` accepts ``{"positions": (L, 2) ints, "labels": (L, F) ints}`` to start
 from a given configuration (L then sets the agent count); other keys are ignored, as PettingZoo's
-API test expects. ``step()`` before ``reset()`` or after
-the episode was truncated raises :class:`envs.world.ResetNeeded`, as does ``state()`` before
-``reset()``.
+API test expects. ``step()`` before ``reset()`` or after the episode was truncated raises
+:class:`envs.world.ResetNeeded` (a RuntimeError), as does ``state()`` before ``reset()``.
 
 Arguments: ``num_agents=20, grid_size=360, radius=5, scenario="pairwise", max_cycles=None,
 render_mode=None, pad_agents=False, flatten=False, memory_limit_gb=4.0``. Bad values raise
