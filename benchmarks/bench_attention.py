@@ -1,16 +1,25 @@
-"""Attention speed and memory: fast paths against their plain-einsum references (CPU).
+"""Attention speed and memory: fast paths against their plain-einsum references, SA against HFA and
+HA, on the CPU or a CUDA device.
 
-    python benchmarks/bench_attention.py            # full run (~4 min, one thread)
-    python benchmarks/bench_attention.py --quick    # small sizes, seconds (a smoke test)
+    python benchmarks/bench_attention.py                      # CPU suite (a few minutes, one thread)
+    python benchmarks/bench_attention.py --quick              # small sizes, seconds (a smoke test)
+    python benchmarks/bench_attention.py --device cuda --out /tmp/attention_cuda.json   # GPU suite, < 90 s
+    python benchmarks/bench_attention.py --merge /tmp/attention_cuda.json   # file a GPU run beside the CPU's
 
-Writes benchmarks/results/attention.json (machine, torch version, every table) and the same
-tables as markdown into benchmarks/README_attention.md. Measured:
+Results live in benchmarks/results/attention.json under a device key ("cpu", "cuda"); every run
+rewrites benchmarks/README_attention.md from all keys present. CPU suite:
   1. linear HA (n = 3): O(L d_h^2) reordering vs the O(L^3 d_h) reference;
   2. exact softmax HA (n = 3): query-chunked vs naive all-L^3 scores, time and peak memory;
   3. softmax SA (torch SDPA and einsum reference) vs softmax HFA at matched W_Q/W_K/W_V;
-  4. feature-map softmax HA (positive random features, degree-2 Taylor) vs exact.
-Peak memory is the largest total of CPU tensor bytes alive during the call, read from
-torch.profiler's allocation events (inputs excluded).
+  4. feature-map softmax HA (positive random features, degree-2 Taylor) vs exact;
+  5. acceptance: HFA A = 2 at L = 4096 against SA, time and peak memory, forward and backward;
+  6. LM training steps at context 128 (SA, HFA, exact HA, Taylor HA) and Taylor's output error.
+GPU suite (`--suite gpu`, the default on cuda; runs on the CPU at --quick sizes for tests): SA module,
+torch SDPA and HFA at L = 1024 and 4096; exact and Taylor softmax HA; LM steps at the gpu preset, fp32
+and bf16 autocast. CPU peak memory is the largest total of tensor bytes alive during the call, from
+torch.profiler's allocation events; CUDA's is max_memory_allocated above what was allocated before.
+CPU times are the calling thread's CPU time (one torch thread), which a shared machine's other jobs
+do not inflate; CUDA times are wall clock between synchronisations.
 """
 
 from __future__ import annotations
@@ -31,7 +40,9 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from policies import HyperFeatureAttention, SelfAttention  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from policies import HyperAttention, HyperFeatureAttention, SelfAttention  # noqa: E402
 from policies.ha import (  # noqa: E402
     feature_matrices,
     linear_ha,
@@ -41,25 +52,48 @@ from policies.ha import (  # noqa: E402
     softmax_ha_reference,
     softmax_ha_taylor,
 )
+from policies.lm import LM, LMConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NAIVE_LIMIT = 4 * 2**30  # bytes: naive softmax HA runs only while its L^3 scores stay well below this
 
 
+DEVICE = torch.device("cpu")  # set by main(); the helpers below time and measure on it
+
+
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
+def _clock() -> float:
+    """CPU: this thread's CPU time (one torch thread does all the work); CUDA: wall clock."""
+    return time.perf_counter() if DEVICE.type == "cuda" or torch.get_num_threads() > 1 else time.thread_time()
+
+
 def timed(fn, *args, reps: int = 3, warmup: bool = True) -> tuple[float, object]:
-    """Median wall time in seconds of fn(*args) over `reps` calls (after one warm-up), and the last result."""
+    """Median time in seconds of fn(*args) over `reps` calls (after one warm-up), and the last result."""
     if warmup:
         fn(*args)
     times = []
     for _ in range(reps):
-        t = time.perf_counter()
+        _sync()
+        t = _clock()
         result = fn(*args)
-        times.append(time.perf_counter() - t)
+        _sync()
+        times.append(_clock() - t)
     return statistics.median(times), result
 
 
 def peak_bytes(fn, *args) -> int:
-    """Largest total of CPU tensor bytes allocated during fn(*args) above what was live before it."""
+    """Largest total of tensor bytes allocated during fn(*args) above what was live before it."""
+    if DEVICE.type == "cuda":
+        _sync()
+        torch.cuda.reset_peak_memory_stats(DEVICE)
+        base = torch.cuda.memory_allocated(DEVICE)
+        fn(*args)
+        _sync()
+        return torch.cuda.max_memory_allocated(DEVICE) - base
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn(*args)
     with tempfile.TemporaryDirectory() as tmp:
@@ -157,7 +191,7 @@ def bench_softmax_ha(lengths: list[int], chunk: int) -> list[dict]:
 
 
 def train_step(module, x):
-    module.zero_grad()
+    module.zero_grad(set_to_none=True)
     module(x).square().mean().backward()
 
 
@@ -234,6 +268,201 @@ def bench_features(L: int, scales: list[float], features: list[int]) -> list[dic
     return rows
 
 
+# ---------------------------------------------------------------- 5. long sequences: SA, SDPA, HFA
+
+
+def sdpa_step(q, k, v, causal: bool):
+    for t in (q, k, v):
+        t.grad = None
+    F.scaled_dot_product_attention(q, k, v, is_causal=causal).square().mean().backward()
+
+
+def no_grad_call(module, x):
+    with torch.no_grad():
+        return module(x)
+
+
+def bench_long(
+    lengths: list[int], B: int, d: int, H: int, A: int, causal: list[bool], reps: int
+) -> list[dict]:
+    """Forward and forward + backward time and peak memory: SA module, bare torch SDPA, HFA module."""
+    rows = []
+    torch.manual_seed(0)
+    for c in causal:
+        sa = SelfAttention(dim=d, heads=H, kind="softmax", causal=c).to(DEVICE)
+        hfa = HyperFeatureAttention(dim=d, heads=H, factors=A, kind="softmax", causal=c).to(DEVICE)
+        for L in lengths:
+            x = torch.randn(B, L, d, device=DEVICE)
+            qkv = [torch.randn(B, H, L, d // H, device=DEVICE, requires_grad=True) for _ in range(3)]
+            row = {"L": L, "B": B, "d": d, "H": H, "A": A, "causal": c}
+            row["sa_fwd_ms"] = timed(no_grad_call, sa, x, reps=reps)[0] * 1e3
+            row["hfa_fwd_ms"] = timed(no_grad_call, hfa, x, reps=reps)[0] * 1e3
+            row["sa_fwd_bwd_ms"] = timed(train_step, sa, x, reps=reps)[0] * 1e3
+            row["sdpa_fwd_bwd_ms"] = timed(sdpa_step, *qkv, c, reps=reps)[0] * 1e3
+            row["hfa_fwd_bwd_ms"] = timed(train_step, hfa, x, reps=reps)[0] * 1e3
+            row["sa_peak_MiB"] = peak_bytes(train_step, sa, x) / 2**20
+            row["sdpa_peak_MiB"] = peak_bytes(sdpa_step, *qkv, c) / 2**20
+            row["hfa_peak_MiB"] = peak_bytes(train_step, hfa, x) / 2**20
+            row["hfa_over_sa_fwd"] = row["hfa_fwd_ms"] / row["sa_fwd_ms"]
+            row["hfa_over_sa_time"] = row["hfa_fwd_bwd_ms"] / row["sa_fwd_bwd_ms"]
+            row["hfa_over_sa_mem"] = row["hfa_peak_MiB"] / row["sa_peak_MiB"]
+            row["hfa_over_sdpa_time"] = row["hfa_fwd_bwd_ms"] / row["sdpa_fwd_bwd_ms"]
+            row["hfa_over_sdpa_mem"] = row["hfa_peak_MiB"] / row["sdpa_peak_MiB"]
+            rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------- 6. language-model steps
+
+
+LM_FAMILIES = {  # name: LMConfig fields
+    "sa": dict(family="sa"),
+    "hfa A=2": dict(family="hfa", factors=2),
+    "ha exact": dict(family="ha", order=3, ha_max_seconds=None),
+    "ha taylor": dict(family="ha", order=3, ha_approx="taylor"),
+}
+
+
+def bench_lm(size: dict, precisions: list[str], reps: int, families=LM_FAMILIES) -> list[dict]:
+    """One AdamW training step of policies/lm.py's LM (forward, backward, update), per family.
+
+    size: width, layers, heads, context, batch (the names of training/lm.py's presets).
+    """
+    rows = []
+    for precision in precisions:
+        base = None
+        for name, fields in families.items():
+            torch.manual_seed(0)
+            config = LMConfig(
+                block_size=size["context"],
+                n_layer=size["layers"],
+                n_head=size["heads"],
+                n_embd=size["width"],
+                **fields,
+            )
+            model = LM(config).to(DEVICE)
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+            gen = torch.Generator().manual_seed(0)
+            x, y = (
+                torch.randint(0, 256, (size["batch"], size["context"]), generator=gen).to(DEVICE)
+                for _ in range(2)
+            )
+
+            def step(model=model, opt=opt, x=x, y=y, precision=precision):
+                opt.zero_grad(set_to_none=True)
+                with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    _, loss = model(x, y)
+                loss.backward()
+                opt.step()
+
+            t = timed(step, reps=reps)[0]
+            base = base or t
+            rows.append(
+                {
+                    **size,
+                    "precision": precision,
+                    "family": name,
+                    "params": model.num_params(),
+                    "step_ms": t * 1e3,
+                    "tokens_per_s": size["batch"] * size["context"] / t,
+                    "over_sa": t / base,
+                }
+            )
+    return rows
+
+
+def bench_taylor_error(size: dict, gains: list[float]) -> list[dict]:
+    """Taylor HA against exact softmax HA, same weights, on LM-like inputs (unit-variance tokens after
+    LayerNorm): one causal attention layer's output, and a whole LM's logits and loss at init.
+    `gain` multiplies W_Q and W_K, standing in for the larger scores training produces."""
+    rows = []
+    d, H, L, B = size["width"], size["heads"], size["context"], min(size["batch"], 8)
+    for gain in gains:
+        torch.manual_seed(0)
+        exact = HyperAttention(dim=d, heads=H, order=3, causal=True, share_kv=True, max_seconds=None).to(
+            DEVICE
+        )
+        taylor = HyperAttention(dim=d, heads=H, order=3, causal=True, share_kv=True, approx_features="taylor")
+        taylor = taylor.to(DEVICE)
+        with torch.no_grad():
+            exact.q.weight.mul_(gain)
+            exact.k.weight.mul_(gain)
+        taylor.load_state_dict(exact.state_dict())
+        x = F.layer_norm(torch.randn(B, L, d, device=DEVICE), (d,))
+        with torch.no_grad():
+            ya, yb = exact(x), taylor(x)
+            qs = exact.q(x).view(B, L, H, -1).transpose(1, 2) / (d // H) ** 0.5
+            ks = exact.k(x).view(B, L, H, -1).transpose(1, 2)
+            t = torch.einsum("bhis,bhjs,bhks->bhijk", qs[:, :, -8:], ks, ks)  # the last 8 queries' scores
+            models = []
+            for approx in (None, "taylor"):
+                torch.manual_seed(0)
+                lm = LMConfig(block_size=L, n_layer=size["layers"], n_head=H, n_embd=d, family="ha")
+                lm.ha_approx, lm.ha_max_seconds = approx, None
+                models.append(LM(lm).to(DEVICE).eval())
+            for block in models[0].h:
+                block.attn.q.weight.mul_(gain)
+                block.attn.k.weight.mul_(gain)
+            models[1].load_state_dict(models[0].state_dict())
+            gen = torch.Generator().manual_seed(1)
+            idx = torch.randint(0, 256, (B, L), generator=gen).to(DEVICE)
+            (la, loss_a), (lb, loss_b) = (m(idx, idx) for m in models)
+        rows.append(
+            {
+                "width": d,
+                "heads": H,
+                "context": L,
+                "gain": gain,
+                "score_std": float(t.std()),
+                "layer_rel_error": relative(yb, ya),
+                "lm_logits_rel_error": relative(lb, la),
+                "lm_loss_exact": float(loss_a),
+                "lm_loss_taylor": float(loss_b),
+            }
+        )
+    return rows
+
+
+# ---------------------------------------------------------------- 7. HA alone on a device
+
+
+def bench_ha_device(lengths: list[int], B: int, d: int, H: int, reps: int) -> list[dict]:
+    """Causal order-3 softmax HA module, forward + backward: exact (fp32, bf16 autocast) and Taylor."""
+    rows = []
+    for L in lengths:
+        for method, approx, precision in [
+            ("exact", None, "fp32"),
+            ("exact", None, "bf16"),
+            ("taylor", "taylor", "fp32"),
+        ]:
+            torch.manual_seed(0)
+            m = HyperAttention(dim=d, heads=H, order=3, causal=True, share_kv=True, approx_features=approx)
+            m.max_seconds = None
+            m = m.to(DEVICE)
+            x = torch.randn(B, L, d, device=DEVICE)
+
+            def step(m=m, x=x, precision=precision):
+                m.zero_grad()
+                with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    y = m(x)
+                y.float().square().mean().backward()
+
+            t = timed(step, reps=reps)[0]
+            rows.append(
+                {
+                    "L": L,
+                    "B": B,
+                    "d": d,
+                    "H": H,
+                    "method": method,
+                    "precision": precision,
+                    "fwd_bwd_ms": t * 1e3,
+                    "peak_MiB": peak_bytes(step) / 2**20,
+                }
+            )
+    return rows
+
+
 # ---------------------------------------------------------------- output
 
 
@@ -262,51 +491,143 @@ def machine() -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
+        "gpu": torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else None,
     }
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test of the script")
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch CPU threads (1: reproducible on shared boxes)"
-    )
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "attention.json")
-    parser.add_argument("--readme", type=Path, default=ROOT / "benchmarks" / "README_attention.md")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    quick = args.quick
-    start, cpu_start = time.perf_counter(), time.process_time()
-    tables = {
+CPU_LM = dict(
+    width=64, layers=2, heads=4, context=128, batch=32
+)  # training/lm.py's cpu preset at context 128
+GPU_LM = dict(width=256, layers=4, heads=4, context=128, batch=32)  # training/lm.py's gpu preset
+
+
+def cpu_suite(quick: bool) -> dict:
+    lm_sizes = [dict(CPU_LM, context=16, batch=4)] if quick else [CPU_LM, GPU_LM]
+    return {
         "linear_ha": bench_linear_ha([32, 64] if quick else [64, 256, 1024]),
         "softmax_ha": bench_softmax_ha([32, 64] if quick else [64, 128, 256, 512, 1024], chunk=16),
         "sa_vs_hfa": bench_sa_hfa(
             [64] if quick else [256, 1024], B=2 if quick else 8, d=64 if quick else 256, H=4, A=2
         ),
+        "long": bench_long(
+            [128] if quick else [4096],
+            B=1,
+            d=64 if quick else 256,
+            H=4,
+            A=2,
+            causal=[True, False],
+            reps=1 if quick else 3,
+        ),
+        "lm_step": [row for size in lm_sizes for row in bench_lm(size, ["fp32"], reps=1 if quick else 3)],
+        "taylor_error": bench_taylor_error(lm_sizes[0], [1.0, 2.0, 4.0]),
         "feature_map_ha": bench_features(
             64 if quick else 256,
             [0.5, 1.0] if quick else [0.3, 0.5, 0.7, 1.0],
             [64] if quick else [64, 256, 1024, 4096],
         ),
     }
-    command = (
-        "python benchmarks/bench_attention.py"
-        + (" --quick" if quick else "")
-        + (f" --threads {args.threads}" if args.threads != 1 else "")
+
+
+def gpu_suite(quick: bool) -> dict:
+    """Sized for one data-centre GPU in well under 90 s; --quick runs it anywhere in seconds."""
+    lm = dict(GPU_LM, width=32, layers=1, context=16, batch=2) if quick else GPU_LM
+    return {
+        "long": bench_long(
+            [64] if quick else [1024, 4096],
+            B=2 if quick else 8,
+            d=32 if quick else 256,
+            H=4,
+            A=2,
+            causal=[True, False],
+            reps=1 if quick else 5,
+        ),
+        "ha_device": bench_ha_device(
+            [16] if quick else [128, 256, 512],
+            B=2 if quick else 4,
+            d=32 if quick else 256,
+            H=4,
+            reps=1 if quick else 3,
+        ),
+        "lm_step": bench_lm(lm, ["fp32", "bf16"], reps=1 if quick else 5),
+        "taylor_error": bench_taylor_error(lm, [1.0, 2.0, 4.0]),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    global DEVICE
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N): where the suite runs")
+    parser.add_argument(
+        "--suite",
+        choices=["auto", "cpu", "gpu"],
+        default="auto",
+        help="which tables: auto = cpu on the CPU, gpu on CUDA",
     )
-    result = {
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test of the script")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (1: reproducible on shared boxes)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS,
+        help="JSON file; its entry for this device is replaced, others are kept",
+    )
+    parser.add_argument("--readme", type=Path, default=ROOT / "benchmarks" / "README_attention.md")
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        help="copy every device entry of this JSON into --out, rewrite the README, and run nothing",
+    )
+    args = parser.parse_args(argv)
+    if args.merge:
+        result = load(args.out)
+        result.update(load(args.merge))
+        return write(result, args.out, args.readme)
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available to torch")
+    if DEVICE.type not in ("cpu", "cuda"):
+        raise SystemExit(f"--device must be cpu or cuda[:N], got {args.device!r}")
+    torch.set_num_threads(args.threads)
+    suite = args.suite if args.suite != "auto" else ("gpu" if DEVICE.type == "cuda" else "cpu")
+    start, cpu_start = time.perf_counter(), time.process_time()
+    tables = (gpu_suite if suite == "gpu" else cpu_suite)(args.quick)
+    given = argv if argv is not None else sys.argv[1:]
+    command = " ".join(
+        ["python benchmarks/bench_attention.py"] + [Path(a).name if "/" in a else a for a in given]
+    )
+    entry = {
         "command": command,
+        "suite": suite,
         "machine": machine(),
         "seconds": time.perf_counter() - start,
         "cpu_seconds": time.process_time() - cpu_start,
-        "goals": goals(tables),
+        "goals": goals(tables, DEVICE.type),
         "tables": tables,
     }
-    text = render(result)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    args.readme.write_text(text + "\n")
+    key = DEVICE.type if suite == ("gpu" if DEVICE.type == "cuda" else "cpu") else f"{DEVICE.type}-{suite}"
+    result = load(args.out)
+    result[key] = entry
+    print(render_entry(key, entry))
+    return write(result, args.out, args.readme)
+
+
+RESULTS = ROOT / "benchmarks" / "results" / "attention.json"
+
+
+def load(path: Path) -> dict:
+    """Device entries of a results file; a file in the older single-device layout counts as "cpu"."""
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    return {"cpu": data} if "tables" in data else data
+
+
+def write(result: dict, out: Path, readme: Path) -> dict:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    readme.write_text(render(result) + "\n")
     return result
 
 
@@ -340,64 +661,143 @@ COLUMNS = {
         "hfa_fwd_bwd_ms",
         "hfa_over_sa_fwd_bwd",
     ],
+    "long": [
+        "L",
+        "B",
+        "causal",
+        "sa_fwd_ms",
+        "hfa_fwd_ms",
+        "sa_fwd_bwd_ms",
+        "sdpa_fwd_bwd_ms",
+        "hfa_fwd_bwd_ms",
+        "sa_peak_MiB",
+        "sdpa_peak_MiB",
+        "hfa_peak_MiB",
+        "hfa_over_sa_fwd",
+        "hfa_over_sa_time",
+        "hfa_over_sa_mem",
+        "hfa_over_sdpa_time",
+        "hfa_over_sdpa_mem",
+    ],
+    "lm_step": [
+        "width",
+        "layers",
+        "batch",
+        "context",
+        "precision",
+        "family",
+        "params",
+        "step_ms",
+        "tokens_per_s",
+        "over_sa",
+    ],
+    "taylor_error": [
+        "width",
+        "heads",
+        "context",
+        "gain",
+        "score_std",
+        "layer_rel_error",
+        "lm_logits_rel_error",
+        "lm_loss_exact",
+        "lm_loss_taylor",
+    ],
+    "ha_device": ["L", "B", "d", "H", "method", "precision", "fwd_bwd_ms", "peak_MiB"],
     "feature_map_ha": ["qk_scale", "logit_std", "method", "rel_error", "ms"],
 }
 TITLES = {
     "linear_ha": "Linear HA, order 3, B = 1, H = 1, d_h = 16, float32: App. F.3 reordering vs O(L^3) einsum",
     "softmax_ha": "Exact softmax HA, order 3, B = 1, H = 1, d_h = 16, float32: query chunks vs naive scores",
     "sa_vs_hfa": "Causal softmax SA vs HFA (d_h = d / (H A)), float32",
+    "long": "Long sequences, float32: SA module, bare torch SDPA and HFA A = 2 (d = 256 unless quick), "
+    "forward and forward + backward",
+    "lm_step": "LM training step (forward, backward, AdamW) at context 128, policies/lm.py, per family",
+    "taylor_error": "Taylor HA vs exact softmax HA, same weights, causal order 3: relative error",
+    "ha_device": "Causal order-3 softmax HA module, forward + backward: exact (fp32, bf16) vs Taylor",
     "feature_map_ha": "Softmax HA approximations, order 3, H = 2, d_h = 16: relative output error vs exact",
 }
 NOTES = {
-    "softmax_ha": "Peak memory: CPU tensor bytes allocated during the call (torch.profiler), inputs "
-    "excluded. "
+    "softmax_ha": "Peak memory: tensor bytes allocated during the call, inputs excluded. "
     "`naive_peak_MiB_computed` is COMPUTED, not measured: the largest measured naive peak scaled "
     "by L^3 (naive does not fit comfortably in RAM there).",
     "sa_vs_hfa": "HFA's W_Q, W_K, W_V hold exactly SA's 3 d^2 weights; its W_O reads d / A features, hence "
     "d^2 (1 - 1/A) fewer parameters. SA forward uses torch SDPA; `sa_einsum_ms` is the reference.",
+    "long": "Modules include their projections (SA: W_QKV and W_O; HFA the same, W_O d / A wide); `sdpa` is "
+    "torch.nn.functional.scaled_dot_product_attention alone on (B, H, L, d / H) inputs. Peak memory "
+    "of forward + backward. HFA runs its blockwise kernel: no (B, H, L, L) tensor, O(L) kept for backward.",
+    "lm_step": "Sizes of training/lm.py's presets at context 128 (cpu: width 64, 2 layers; gpu: width 256, "
+    "4 layers; 4 heads, batch 32). `ha exact` is the O(L^3) softmax; `ha taylor` the degree-2 "
+    "feature map (LMConfig.ha_approx='taylor'), linear in L. `over_sa`: step time over SA's at the same "
+    "size and precision.",
+    "taylor_error": "`gain` scales W_Q and W_K of every HA layer (1 = the modules' init), standing in for "
+    "the larger scores of a trained model; `score_std` is the spread of the exact tuple scores "
+    "<q, k_1 * k_2> / sqrt(d_h). The degree-2 map is accurate while scores stay well below 1.",
     "feature_map_ha": "q and k entries ~ N(0, qk_scale^2); `logit_std` is the spread of the exact scores "
     "<q, k1 * k2> / sqrt(d_h). 'uniform weights' ignores the scores altogether: an "
     "approximation is only useful below that line. Random features: one draw each.",
 }
 
 
-def goals(tables: dict) -> list[str]:
-    """The issue's targets, each with the measured number it is judged on."""
-    lin = tables["linear_ha"][-1]
-    soft = tables["softmax_ha"][-1]
-    out = [f"linear HA speedup at L = {lin['L']}: {lin['speedup']:.3g}x (goal >= 100x)"]
-    if "memory_ratio" in soft:
+def goals(tables: dict, device: str) -> list[str]:
+    """The issues' targets present in these tables, each with the number it is judged on."""
+    out = []
+    if "linear_ha" in tables:
+        lin = tables["linear_ha"][-1]
+        out.append(f"linear HA speedup at L = {lin['L']}: {lin['speedup']:.3g}x (goal >= 100x)")
+    if "softmax_ha" in tables and "memory_ratio" in tables["softmax_ha"][-1]:
+        soft = tables["softmax_ha"][-1]
         kind = "measured" if soft["naive_measured"] else "computed"
         out.append(
             f"exact softmax HA peak memory at L = {soft['L']}: {soft['memory_ratio']:.3g} of naive "
             f"({kind} naive; goal <= 0.1)"
         )
-    for r in tables["sa_vs_hfa"]:
-        out.append(
-            f"HFA / SA time at L = {r['L']}: {r['hfa_over_sa']:.2f} forward, {r['hfa_over_sa_fwd_bwd']:.2f} "
-            "forward + backward (goal <= 1.3)"
-        )
+    for r in tables.get("long", []):
+        c = "causal" if r["causal"] else "not causal"
+        if device == "cuda":
+            out.append(
+                f"HFA / torch SDPA at L = {r['L']} ({c}): {r['hfa_over_sdpa_time']:.2f}x time, "
+                f"{r['hfa_over_sdpa_mem']:.2f}x memory, forward + backward (goal <= 2, <= 2)"
+            )
+        else:
+            out.append(
+                f"HFA / SA at L = {r['L']} ({c}): {r['hfa_over_sa_time']:.2f}x time forward + backward "
+                f"({r['hfa_over_sa_fwd']:.2f}x forward), {r['hfa_over_sa_mem']:.2f}x peak memory "
+                "(goal <= 1.5 time, <= 2 memory)"
+            )
+    for r in tables.get("lm_step", []):
+        if r["family"] == "ha exact":
+            out.append(
+                f"exact HA LM step / SA at width {r['width']}, {r['layers']} layers, context {r['context']}, "
+                f"{r['precision']}: {r['over_sa']:.2f}x, {r['tokens_per_s']:.0f} tokens/s (goal <= 5x"
+                + ("; GPU goal >= 4 x 15.2k = 60.8k tokens/s)" if device == "cuda" else ")")
+            )
     return out
 
 
-def render(result: dict) -> str:
-    m = result["machine"]
+def render_entry(key: str, entry: dict) -> str:
+    m = entry["machine"]
+    where = m.get("gpu") or f"{m['cpu']}, {m['cores']} cores, {m['threads']} torch thread(s)"
+    clock = (
+        "CPU time of the calling thread" if key.startswith("cpu") else "wall clock between synchronisations"
+    )
     out = [
-        "## Attention",
+        f"## Attention on {key}",
         "",
-        f"Command: `{result['command']}` ({result['seconds']:.0f} s). Machine: {m['cpu']}, "
-        f"{m['cores']} cores, {m['threads']} torch thread(s), torch {m['torch']}, Python {m['python']}. "
-        "Raw numbers: `benchmarks/results/attention.json`. Times: median wall clock after one warm-up call.",
-        f"The run used {result['cpu_seconds']:.0f} s of CPU in {result['seconds']:.0f} s of wall clock: on a "
-        "shared machine, absolute times include waiting for other jobs; ratios come from back-to-back calls.",
+        f"Command: `{entry['command']}` ({entry['seconds']:.0f} s). Machine: {where}, torch {m['torch']}, "
+        f'Python {m["python"]}. Raw numbers: `benchmarks/results/attention.json` under "{key}". '
+        f"Times: median {clock} after one warm-up call.",
         "",
-        *[f"- {g}" for g in result["goals"]],
+        *[f"- {g}" for g in entry["goals"]],
     ]
-    for name, rows in result["tables"].items():
+    for name, rows in entry["tables"].items():
         out += ["", f"### {TITLES[name]}", "", markdown(rows, COLUMNS[name])]
         if name in NOTES:
             out += ["", NOTES[name]]
     return "\n".join(out)
+
+
+def render(result: dict) -> str:
+    return "\n\n".join(render_entry(key, result[key]) for key in sorted(result))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,10 @@ class LMConfig:
     factors: int = 2  # HFA: score factors per head, A (d must divide by H * A)
     order: int = 3  # HA: order n (3 = one query, two keys)
     share_kv: bool = True  # HA: one key and one value projection for all n - 1 key slots
+    # HA: None trains the exact softmax (O(L^n)); "taylor" or an int r of random features trains
+    # HyperAttention's feature-map estimate, linear in L (see policies/ha.py `approx_features`).
+    ha_approx: int | str | None = None
+    ha_max_seconds: float | None = 30.0  # HA: the exact kernel's size guard per call (None: off)
     match_params: bool = True  # size each MLP so the model has the SA model's parameter count
     dropout: float = 0.0  # a few hundred steps on megabytes of text do not overfit
 
@@ -54,7 +58,13 @@ def make_attention(config: LMConfig) -> nn.Module:
     if config.family == "hfa":
         return HyperFeatureAttention(**common, factors=config.factors)
     if config.family == "ha":  # causal over every key slot: all of j_1 .. j_{n-1} <= i
-        return HyperAttention(**common, order=config.order, share_kv=config.share_kv)
+        return HyperAttention(
+            **common,
+            order=config.order,
+            share_kv=config.share_kv,
+            approx_features=config.ha_approx,
+            max_seconds=config.ha_max_seconds,
+        )
     raise ValueError(f"family must be one of {FAMILIES}, got {config.family!r}")
 
 

@@ -1,4 +1,4 @@
-"""The attention benchmark script runs end to end at its --quick sizes and writes its outputs."""
+"""The attention benchmark script runs end to end at its --quick sizes, both suites, and files its outputs."""
 
 import importlib.util
 import json
@@ -7,16 +7,46 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_bench_attention_quick(tmp_path):
+def load_bench():
     spec = importlib.util.spec_from_file_location(
         "bench_attention", ROOT / "benchmarks" / "bench_attention.py"
     )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_cpu_suite_quick(tmp_path):
+    bench = load_bench()
     out, readme = tmp_path / "attention.json", tmp_path / "README.md"
     result = bench.main(["--quick", "--out", str(out), "--readme", str(readme)])
-    saved = json.loads(out.read_text())
-    assert set(saved["tables"]) == {"linear_ha", "softmax_ha", "sa_vs_hfa", "feature_map_ha"}
-    assert saved["machine"]["torch"] and readme.read_text().startswith("## Attention")
-    assert all(r["rel_diff"] < 1e-4 for r in result["tables"]["linear_ha"])  # fast path == reference
-    assert all(r["max_abs_diff"] < 1e-4 for r in result["tables"]["softmax_ha"])
+    saved = json.loads(out.read_text())["cpu"]
+    assert set(saved["tables"]) == {
+        "linear_ha",
+        "softmax_ha",
+        "sa_vs_hfa",
+        "long",
+        "lm_step",
+        "taylor_error",
+        "feature_map_ha",
+    }
+    assert saved["machine"]["torch"] and readme.read_text().startswith("## Attention on cpu")
+    tables = result["cpu"]["tables"]
+    assert all(r["rel_diff"] < 1e-4 for r in tables["linear_ha"])  # fast path == reference
+    assert all(r["max_abs_diff"] < 1e-4 for r in tables["softmax_ha"])
+    assert {r["family"] for r in tables["lm_step"]} == {"sa", "hfa A=2", "ha exact", "ha taylor"}
+    assert any("HFA / SA at L = 128" in g for g in saved["goals"])
+
+
+def test_gpu_suite_runs_at_tiny_sizes_on_cpu_and_merges(tmp_path):
+    """The --device cuda tables, run here on the CPU (--suite gpu), then filed beside a CPU entry."""
+    bench = load_bench()
+    gpu_json, main_json, readme = tmp_path / "cuda.json", tmp_path / "attention.json", tmp_path / "R.md"
+    bench.main(["--suite", "gpu", "--quick", "--out", str(gpu_json), "--readme", str(readme)])
+    entry = json.loads(gpu_json.read_text())["cpu-gpu"]
+    assert set(entry["tables"]) == {"long", "ha_device", "lm_step", "taylor_error"}
+    assert {r["precision"] for r in entry["tables"]["lm_step"]} == {"fp32", "bf16"}
+    old = {"command": "c", "seconds": 1.0, "goals": [], "tables": {}}  # the older one-device layout
+    main_json.write_text(json.dumps({**old, "machine": {**entry["machine"], "gpu": None}}))
+    merged = bench.main(["--merge", str(gpu_json), "--out", str(main_json), "--readme", str(readme)])
+    assert set(merged) == {"cpu", "cpu-gpu"} and "## Attention on cpu-gpu" in readme.read_text()
