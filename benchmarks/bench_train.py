@@ -41,9 +41,10 @@ from training.ood import play, policy_actor  # noqa: E402
 EVAL_COUNT, EVAL_EPISODES, EVAL_SEED = 8, 100, 4242
 
 
-def torchrl_cfg(num_worlds: int, **kw) -> marl.TrainConfig:
-    """The torchrl recipe timed here; batch grows with the worlds (one rollout = ~32 updates)."""
-    batch = max(4096, num_worlds * 32 * 9 // 16)
+def torchrl_cfg(num_worlds: int, batch: int | None = None, **kw) -> marl.TrainConfig:
+    """The torchrl recipe timed here; by default the minibatch grows with the worlds (one rollout
+    of 32 steps, about 9 agents a world, is then 16 minibatches an epoch)."""
+    batch = batch or max(4096, num_worlds * 32 * 9 // 16)
     base = dict(backend="torchrl", num_agents=(2, 16), neighbours=7, num_worlds=num_worlds, n_steps=32)
     base |= dict(batch_size=batch, learning_rate=1e-3, learning_rate_final=1e-4, ent_coef_final=0.0)
     return marl.TrainConfig(**(base | kw))
@@ -197,6 +198,9 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=1, help="alternating repeats; the best counts")
     parser.add_argument(
+        "--batch-size", type=int, default=None, help="our minibatch (default grows with worlds)"
+    )
+    parser.add_argument(
         "--num-worlds", type=int, default=None, help="worlds / envs (default 64 on CPU, 4096 on GPU)"
     )
     parser.add_argument(
@@ -220,7 +224,7 @@ def main() -> None:
     from vmas_mappo import measure as vmas
 
     ours_params = sum(p.numel() for p in marl_torchrl.build_net(torchrl_cfg(worlds), 10).parameters())
-    configs = {"ours_torchrl": lambda: measure_torchrl(args.seconds, device, worlds)}
+    configs = {"ours_torchrl": lambda: measure_torchrl(args.seconds, device, worlds, args.batch_size)}
     if not cuda:
         configs |= {
             "ours_sb3": lambda: measure_sb3(args.seconds),
