@@ -63,10 +63,16 @@ def eval_gain(net, cfg, device) -> float:
 
 
 def measure_torchrl(
-    seconds: float, device: torch.device, num_worlds: int, to_gain=None, budget=0.0, every=30.0
+    seconds: float,
+    device: torch.device,
+    num_worlds: int,
+    batch: int | None = None,
+    to_gain: float | None = None,
+    budget: float = 0.0,
+    every: float = 30.0,
 ):
     """Throughput of the batched trainer; with ``to_gain``, training seconds until the gain is reached."""
-    cfg = torchrl_cfg(num_worlds, total_timesteps=10**12)
+    cfg = torchrl_cfg(num_worlds, batch, total_timesteps=10**12)
     net = marl_torchrl.build_net(cfg, 10)
     clock = {"start": None, "steps0": 0, "evals": [], "next_eval": every}
 
@@ -259,7 +265,9 @@ def main() -> None:
         result["ours_torchrl_over"] = {n: ours / b["agent_steps_per_s"] for n, b in best.items()}
     if args.to_gain is not None:
         result["to_gain"] = {
-            "ours_torchrl": measure_torchrl(0, device, worlds, args.to_gain, args.budget, args.eval_every)
+            "ours_torchrl": measure_torchrl(
+                0, device, worlds, args.batch_size, args.to_gain, args.budget, args.eval_every
+            )
         }
         if not cuda:
             result["to_gain"]["ours_sb3"] = measure_sb3(0, args.to_gain, args.budget, args.eval_every)

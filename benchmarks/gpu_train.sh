@@ -43,7 +43,7 @@ for s in 0 1 2; do
 done
 
 echo "== 3. evaluation at unseen agent counts"
-for m in det sto; do
+for m in ${MODES:-det sto}; do
   D=$([ $m = det ] && echo --deterministic)
   timeout 120 python3 -m training.cli ood --run "${RUNS[@]}" $D --counts 2 4 --episodes 400 --reps 2000 \
     --threads 8 --out-dir "$OUT/runs/ood_small_$m" 2>&1 | tail -4

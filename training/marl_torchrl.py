@@ -194,7 +194,7 @@ def train(
     True stops training (a test stops early with it). Returns the final state.
     """
     net.to(device)
-    loss = make_loss(net, cfg)
+    loss = make_loss(net, cfg).to(device)  # its clip bounds and coefficients are buffers
     opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, eps=1e-5)
     state = state or {"steps": 0, "seconds": 0.0, "history": []}
     if "opt" in state:
