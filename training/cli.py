@@ -2,7 +2,8 @@
 
 Bad input never ends in a traceback: a ValueError, TypeError or FileNotFoundError from a command
 prints one line, ``hyperagents <command>: error: ...``, and exits with status 2; a run folder that
-cannot be used now (busy, no valid checkpoint) exits with status 1, and Ctrl-C with status 130
+cannot be used now (busy, no valid checkpoint) or an optional engine that is not installed (Ray
+RLlib for ``hyperagents rllib``) exits with status 1, and Ctrl-C with status 130
 (training commands first write a checkpoint; see training/runs.py). Set HYPERAGENTS_DEBUG=1 to get
 the traceback instead.
 """
@@ -14,13 +15,14 @@ import sys
 
 import tyro
 
-from training import demo, fit, lm, marl, ood, view
+from training import demo, fit, lm, marl, marl_rllib, ood, view
 from training.runs import RunError
 
 COMMANDS = {
     "demo": (demo.DemoConfig, demo.main),
     "fit": (fit.FitConfig, fit.main),
     "train": (marl.TrainConfig, marl.main),
+    "rllib": (marl_rllib.RLlibConfig, marl_rllib.main),
     "ood": (ood.OODConfig, ood.main),
     "lm": (lm.LMTrainConfig, lm.main),
     "view": (view.ViewConfig, view.main),
@@ -40,11 +42,12 @@ def main(argv: list[str] | None = None) -> None:
     name = next(name for name, (cls, _) in COMMANDS.items() if isinstance(cfg, cls))
     try:
         COMMANDS[name][1](cfg)
-    except (ValueError, TypeError, FileNotFoundError, RunError) as err:
+    except (ValueError, TypeError, FileNotFoundError, RunError, ImportError) as err:
         if os.environ.get("HYPERAGENTS_DEBUG"):
             raise
         print(f"hyperagents {name}: error: {first_line(err)}", file=sys.stderr)
-        raise SystemExit(1 if isinstance(err, RunError) else 2) from None
+        # 2: bad input; 1: the input is fine but the run folder or an optional engine is not there
+        raise SystemExit(1 if isinstance(err, (RunError, ImportError)) else 2) from None
     except KeyboardInterrupt:  # outside a run's checkpoint-safe loop, or a second Ctrl-C
         print(f"hyperagents {name}: interrupted; nothing saved since the last checkpoint", file=sys.stderr)
         raise SystemExit(130) from None
