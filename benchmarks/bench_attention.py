@@ -323,6 +323,9 @@ LM_FAMILIES = {  # name: LMConfig fields
 }
 
 
+CPU_BIG_LM_FAMILIES = {k: v for k, v in LM_FAMILIES.items() if k != "ha taylor"}
+
+
 def bench_lm(size: dict, precisions: list[str], reps: int, families=LM_FAMILIES) -> list[dict]:
     """One AdamW training step of policies/lm.py's LM (forward, backward, update), per family.
 
@@ -355,19 +358,21 @@ def bench_lm(size: dict, precisions: list[str], reps: int, families=LM_FAMILIES)
                 loss.backward()
                 opt.step()
 
-            t = timed(step, reps=reps)[0]
-            base = base or t
-            rows.append(
-                {
-                    **size,
-                    "precision": precision,
-                    "family": name,
-                    "params": model.num_params(),
-                    "step_ms": t * 1e3,
-                    "tokens_per_s": size["batch"] * size["context"] / t,
-                    "over_sa": t / base,
-                }
-            )
+            row = {**size, "precision": precision, "family": name, "params": model.num_params()}
+            try:
+                t = timed(step, reps=reps)[0]
+            except torch.OutOfMemoryError as err:  # recorded, not fatal: the other families still run
+                row.update(step_ms=float("nan"), tokens_per_s=float("nan"), over_sa=float("nan"))
+                row["error"] = str(err).split(".")[0]
+            else:
+                base = base or t
+                row.update(
+                    step_ms=t * 1e3, tokens_per_s=size["batch"] * size["context"] / t, over_sa=t / base
+                )
+            rows.append(row)
+            del model, opt, step
+            if DEVICE.type == "cuda":
+                torch.cuda.empty_cache()
     return rows
 
 
@@ -501,29 +506,51 @@ CPU_LM = dict(
 GPU_LM = dict(width=256, layers=4, heads=4, context=128, batch=32)  # training/lm.py's gpu preset
 
 
+def progress(name: str, rows: list[dict]) -> list[dict]:
+    print(f"{name}: {len(rows)} rows", flush=True)
+    return rows
+
+
 def cpu_suite(quick: bool) -> dict:
     lm_sizes = [dict(CPU_LM, context=16, batch=4)] if quick else [CPU_LM, GPU_LM]
     return {
-        "linear_ha": bench_linear_ha([32, 64] if quick else [64, 256, 1024]),
-        "softmax_ha": bench_softmax_ha([32, 64] if quick else [64, 128, 256, 512, 1024], chunk=16),
-        "sa_vs_hfa": bench_sa_hfa(
-            [64] if quick else [256, 1024], B=2 if quick else 8, d=64 if quick else 256, H=4, A=2
+        "linear_ha": progress("linear_ha", bench_linear_ha([32, 64] if quick else [64, 256, 1024])),
+        "softmax_ha": progress(
+            "softmax_ha", bench_softmax_ha([32, 64] if quick else [64, 128, 256, 512, 1024], chunk=16)
         ),
-        "long": bench_long(
-            [128] if quick else [4096],
-            B=1,
-            d=64 if quick else 256,
-            H=4,
-            A=2,
-            causal=[True, False],
-            reps=1 if quick else 3,
+        "sa_vs_hfa": progress(
+            "sa_vs_hfa",
+            bench_sa_hfa(
+                [64] if quick else [256, 1024], B=2 if quick else 8, d=64 if quick else 256, H=4, A=2
+            ),
         ),
-        "lm_step": [row for size in lm_sizes for row in bench_lm(size, ["fp32"], reps=1 if quick else 3)],
-        "taylor_error": bench_taylor_error(lm_sizes[0], [1.0, 2.0, 4.0]),
-        "feature_map_ha": bench_features(
-            64 if quick else 256,
-            [0.5, 1.0] if quick else [0.3, 0.5, 0.7, 1.0],
-            [64] if quick else [64, 256, 1024, 4096],
+        "long": progress(
+            "long",
+            bench_long(
+                [128] if quick else [4096],
+                B=1,
+                d=64 if quick else 256,
+                H=4,
+                A=2,
+                causal=[True, False],
+                reps=1 if quick else 3,
+            ),
+        ),
+        "lm_step": progress(
+            "lm_step",
+            bench_lm(lm_sizes[0], ["fp32"], reps=1 if quick else 3)
+            # The Taylor map keeps (B, H, L, 1 + d_h + d_h^2, d_h) prefix sums, about 17 GB per layer at the
+            # gpu preset's d_h = 64: too much for a shared CPU box (the GPU suite records it).
+            + [row for size in lm_sizes[1:] for row in bench_lm(size, ["fp32"], 2, CPU_BIG_LM_FAMILIES)],
+        ),
+        "taylor_error": progress("taylor_error", bench_taylor_error(lm_sizes[0], [1.0, 2.0, 4.0])),
+        "feature_map_ha": progress(
+            "feature_map_ha",
+            bench_features(
+                64 if quick else 256,
+                [0.5, 1.0] if quick else [0.3, 0.5, 0.7, 1.0],
+                [64] if quick else [64, 256, 1024, 4096],
+            ),
         ),
     }
 
@@ -532,24 +559,30 @@ def gpu_suite(quick: bool) -> dict:
     """Sized for one data-centre GPU in well under 90 s; --quick runs it anywhere in seconds."""
     lm = dict(GPU_LM, width=32, layers=1, context=16, batch=2) if quick else GPU_LM
     return {
-        "long": bench_long(
-            [64] if quick else [1024, 4096],
-            B=2 if quick else 8,
-            d=32 if quick else 256,
-            H=4,
-            A=2,
-            causal=[True, False],
-            reps=1 if quick else 5,
+        "long": progress(
+            "long",
+            bench_long(
+                [64] if quick else [1024, 4096],
+                B=2 if quick else 8,
+                d=32 if quick else 256,
+                H=4,
+                A=2,
+                causal=[True, False],
+                reps=1 if quick else 5,
+            ),
         ),
-        "ha_device": bench_ha_device(
-            [16] if quick else [128, 256, 512],
-            B=2 if quick else 4,
-            d=32 if quick else 256,
-            H=4,
-            reps=1 if quick else 3,
+        "ha_device": progress(
+            "ha_device",
+            bench_ha_device(
+                [16] if quick else [128, 256, 512],
+                B=2 if quick else 4,
+                d=32 if quick else 256,
+                H=4,
+                reps=1 if quick else 3,
+            ),
         ),
-        "lm_step": bench_lm(lm, ["fp32", "bf16"], reps=1 if quick else 5),
-        "taylor_error": bench_taylor_error(lm, [1.0, 2.0, 4.0]),
+        "lm_step": progress("lm_step", bench_lm(lm, ["fp32", "bf16"], reps=1 if quick else 5)),
+        "taylor_error": progress("taylor_error", bench_taylor_error(lm, [1.0, 2.0, 4.0])),
     }
 
 
@@ -690,6 +723,7 @@ COLUMNS = {
         "step_ms",
         "tokens_per_s",
         "over_sa",
+        "error",
     ],
     "taylor_error": [
         "width",

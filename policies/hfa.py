@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from policies.base import (
+    EXP_FLOOR,
     KINDS,
     AttentionScores,
     attend_prelude,
@@ -32,6 +33,7 @@ from policies.base import (
     check_rank,
     domain_scores,
     exp_shifted,
+    free_bytes,
     interaction,
     key_mask,
     pair_mask,
@@ -93,8 +95,9 @@ def softmax_hfa(
 
     q (B, H, A, L_q, d_h), k and v (B, H, A, L, d_h); keep (B, L) bool marks real keys (None: all).
     Returns (B, H, L_q, d_h). Query i sees key j when keep[j] and, if `causal` (needs L_q = L),
-    j <= i. Queries that see no key (only padded ones can) output zero. `block` = (queries, keys)
-    per block overrides the sizes chosen from L and free memory (`block_sizes`).
+    j <= i. Padded queries' outputs are finite but unspecified (the module zeroes them).
+    `block` = (queries, keys) per block forces the blockwise kernel with those sizes; by default
+    they are chosen from L and free memory (`block_sizes`).
 
     The same function as `softmax_hfa_reference` with allowed = keep, for every real query.
     Under autograd, a problem small enough for one block runs as plain differentiable ops;
@@ -107,7 +110,7 @@ def softmax_hfa(
     if causal and Lq != Lk:
         raise ValueError(f"causal needs as many queries as keys, got L_q={Lq} and L={Lk}")
     q = q * d_h**-0.5  # prod_a of 1/sqrt(d_h), applied to the small tensor
-    values = v.prod(2)  # (B, H, L, d_h): the Hadamard product of the A value matrices
+    values = math.prod(v.unbind(2))  # (B, H, L, d_h): Hadamard product of the A value matrices
     if B * H * Lq * Lk == 0:  # no query or no key: zeros of the right shape, still in the graph
         return values.new_zeros(B, H, Lq, d_h) + 0.0 * (q.sum() + k.sum() + values.sum())
     # (A B H, L_q, d_h) and (A B H, d_h, L), factor-major: one copy each, then one bmm per block
@@ -116,24 +119,40 @@ def softmax_hfa(
     kt = k.permute(2, 0, 1, 4, 3).reshape(A * B * H, d_h, Lk)
     vals = values.reshape(B * H, Lk, d_h)
     keep_bh = None if keep is None else keep[:, None].expand(B, H, Lk).reshape(B * H, Lk)
-    cq, ck = block or block_sizes(B * H, Lq, Lk, A, q)
-    if not (torch.is_grad_enabled() and any(t.requires_grad for t in (qa, kt, vals))):
-        out = _hfa_forward(qa, kt, vals, keep_bh, causal, cq, ck)[0]
-    elif cq >= Lq and ck >= Lk:  # one block: plain ops, autograd keeps the scores
-        out = _hfa_dense(qa, kt, vals, keep_bh, causal)
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (qa, kt, vals))
+    saved = (A + 3) * B * H * Lq * Lk * 4  # bytes autograd would keep through plain ops
+    if block is None and (B * H * Lq * Lk <= WHOLE_ELEMENTS or (grad and saved <= dense_bytes(q.device))):
+        # Plain differentiable ops over chunks of whole rows: fastest while memory allows.
+        c = max(1, min(Lq, WHOLE_ELEMENTS // (B * H * Lk)))
+        outs = [_hfa_dense(qa, kt, vals, keep_bh, causal, i0, min(Lq, i0 + c)) for i0 in range(0, Lq, c)]
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, 1)
     else:
-        out = _BlockwiseHFA.apply(qa, kt, vals, keep_bh, causal, cq, ck)
+        cq, ck = block or block_sizes(B * H, Lq, Lk, A, q)
+        if grad:
+            out = _BlockwiseHFA.apply(qa, kt, vals, keep_bh, causal, cq, ck)
+        else:
+            out = _hfa_forward(qa, kt, vals, keep_bh, causal, cq, ck)[0]
     return out.view(B, H, Lq, d_h)
 
 
-# Up to this many scores (B H L_q L) the problem is one block: a few plain ops beat a loop of small
-# ones, and under autograd (A + 3) such tensors, at most 80 MiB, are cheap to keep for backward.
+def dense_bytes(device: torch.device) -> int:
+    """Memory autograd may keep for plain-op HFA before the recomputing kernel takes over."""
+    return min(DENSE_BYTES, free_bytes(device) // 8)
+
+
+# Up to this many scores (B H L_q L) a call is one chunk of plain ops, which beats a loop of small
+# blocks; it is also the size of the row chunks when autograd may keep the scores (DENSE_BYTES).
 WHOLE_ELEMENTS = 2**22
+# Under autograd, plain ops keep (A + 3) score-sized tensors for backward: up to this many bytes that
+# is faster than recomputing (2x at L = 1024, B = 8 on the CPU); above it `_BlockwiseHFA` runs.
+DENSE_BYTES = 2**30
 
 
 def block_sizes(BH: int, Lq: int, Lk: int, A: int, like: Tensor) -> tuple[int, int]:
     """(queries, keys) per block: the whole problem while it is small (`WHOLE_ELEMENTS`), else
-    blocks of about c x 2c scores sized by `block_elements`, which keep every bmm dimension large."""
+    blocks of about c x 2c holding `block_elements` scores: on the CPU they stay in cache yet keep
+    every bmm dimension large; whole rows of 4096 keys ran 2-3x slower on the CPU, and 1.3-2x
+    slower on an H200 (64-row bmms, more launches)."""
     if BH * Lq * Lk <= WHOLE_ELEMENTS:
         return Lq, Lk
     budget = block_elements(like.device, 4, A + 4)  # A factors, product, probabilities, gradients
@@ -153,21 +172,24 @@ def _block_mask(keep, causal: bool, i0: int, i1: int, j0: int, j1: int, device) 
     return mask
 
 
-def _hfa_dense(qa, kt, vals, keep, causal: bool) -> Tensor:
-    """One block of `_hfa_forward` as plain differentiable ops (autograd saves its scores).
+def _hfa_dense(qa, kt, vals, keep, causal: bool, i0: int, i1: int) -> Tensor:
+    """Queries i0:i1 as plain differentiable ops: (B H, i1 - i0, d_h); keys :i1 when causal.
 
-    The row max is detached (softmax does not depend on it) and clamped, so a row that sees no
-    key gives p = 0; every other row has sum p >= 1 (its max contributes exp(0)), hence the clamp.
+    Padded queries (keep False at their own index) may see every key, so no row is empty and
+    softmax never returns NaN; their outputs are zeroed by the module. Probabilities below e^-60
+    are set to 0 (see `exp_shifted`: subnormal floats would slow the next matmul a hundredfold).
     """
     stat = torch.promote_types(qa.dtype, torch.float32)
-    BH, Lq, Lk = vals.shape[0], qa.shape[1], kt.shape[2]
-    S = torch.bmm(qa, kt).to(stat).view(-1, BH, Lq, Lk)  # (A, B H, L_q, L): every factor's scores
-    z = S.prod(0)
-    mask = _block_mask(keep, causal, 0, Lq, 0, Lk, qa.device)
+    BH, Lk = vals.shape[0], i1 if causal else kt.shape[2]
+    S = torch.bmm(qa[:, i0:i1], kt[:, :, :Lk]).to(stat).view(-1, BH, i1 - i0, Lk)  # every factor's scores
+    z = math.prod(S[1:], start=S[0])  # (B H, c, L); products, not prod(): its backward is slow
+    mask = _block_mask(keep, causal, i0, i1, 0, Lk, qa.device)
     if mask is not None:
-        z = z.masked_fill(mask, -math.inf)
-    p = exp_shifted(z - z.detach().amax(-1, keepdim=True).clamp_min(torch.finfo(stat).min), inplace=False)
-    return (torch.bmm(p.to(vals.dtype), vals) / p.sum(-1, keepdim=True).clamp_min(1.0)).to(vals.dtype)
+        if keep is not None and i0 < keep.shape[1]:
+            mask = mask & keep[:, i0:i1, None]  # padded queries: nothing masked
+        z = z.masked_fill_(mask, -math.inf)  # in place: the products' backward needs S, not z
+    p = F.threshold(z.softmax(-1), math.exp(EXP_FLOOR), 0.0)
+    return torch.bmm(p.to(vals.dtype), vals[:, :Lk])
 
 
 def _block_scores(qa, kt, BH: int, i0: int, i1: int, j0: int, j1: int, stat, keep_factors: bool):
