@@ -155,8 +155,9 @@ def table(summary: dict, cfg: LMTrainConfig, command: str, seeds: list[int]) -> 
         )
     setup = (
         f"Byte-level causal LMs (vocabulary 256), width {cfg.width}, {cfg.layers} layers, {cfg.heads} heads, "
-        f"context {cfg.context} bytes, {cfg.steps} steps of {cfg.batch} sequences "
-        f"({cfg.steps * cfg.batch * cfg.context / 1e6:.2f}M training bytes), AdamW lr {cfg.lr} "
+        f"context {cfg.context} bytes, {cfg.steps} steps of {cfg.batch_size} sequences "
+        f"({cfg.steps * cfg.batch_size * cfg.context / 1e6:.2f}M training bytes), "
+        f"AdamW learning rate {cfg.learning_rate} "
         f"(warm-up, cosine), seeds {', '.join(map(str, seeds))}; validation = the corpus's last "
         f"{cfg.val_fraction:.0%}, {cfg.eval_windows} windows. Mean ± standard deviation over seeds. "
         "Parameter counts are matched by each block's MLP width (`policies/lm.py`); 'without matching' "

@@ -48,7 +48,7 @@ class Config:
     """seeds for the control and genotype experiments"""
     main_steps: int = 10_000
     """Adam steps of the paper-setting runs"""
-    out_dir: str = "runs/paper"
+    runs_dir: str = "runs/paper"
     """run folders"""
     threads: int = 1
     """torch CPU threads"""
@@ -58,9 +58,9 @@ class Config:
 
 def experiments(cfg: Config) -> dict[str, list[tuple[str, FitConfig]]]:
     """Named run configurations per experiment."""
-    base = FitConfig(out_dir=cfg.out_dir, progress=False, resume=True)
+    base = FitConfig(runs_dir=cfg.runs_dir, progress=False, resume=True)
     main = [
-        (emb, replace(base, embedding=emb, steps=cfg.main_steps, name=f"main_{emb}"))
+        (emb, replace(base, embedding=emb, steps=cfg.main_steps, run_name=f"main_{emb}"))
         for emb in ("onehot", "sinusoidal_normalized", "sinusoidal")
     ]
     small = replace(
@@ -70,14 +70,14 @@ def experiments(cfg: Config) -> dict[str, list[tuple[str, FitConfig]]]:
         train_agents=10,
         num_train=20_000,
         steps=3_000,
-        lr=0.1,
+        learning_rate=0.1,
         num_test=1_000,
         eval_agents=(2, 5, 10, 20, 30, 40),
     )
     control = [
         (
             f"{'unique' if u else 'iid'}_s{s}",
-            replace(small, unique_positions=u, seed=s, name=f"control_{'unique' if u else 'iid'}_s{s}"),
+            replace(small, unique_positions=u, seed=s, run_name=f"control_{'unique' if u else 'iid'}_s{s}"),
         )
         for u in (False, True)
         for s in cfg.seeds
@@ -89,7 +89,7 @@ def experiments(cfg: Config) -> dict[str, list[tuple[str, FitConfig]]]:
         train_agents=10,
         num_train=20_000,
         steps=3_000,
-        lr=0.03,
+        learning_rate=0.03,
         num_test=1_000,
         eval_agents=(2, 5, 10, 20, 30, 40),
         init_std=0.0,
@@ -103,7 +103,7 @@ def experiments(cfg: Config) -> dict[str, list[tuple[str, FitConfig]]]:
                 geno,
                 seed=s,
                 mlp_hidden=None if arch == "linear_sa" else 16,
-                name=f"genotype_{arch}{v}_s{s}",
+                run_name=f"genotype_{arch}{v}_s{s}",
                 **kw,
             ),
         )
@@ -122,7 +122,7 @@ def experiments(cfg: Config) -> dict[str, list[tuple[str, FitConfig]]]:
         num_test=1_000,
         eval_agents=(2, 4, 8, 12, 16, 24),
         steps=3_000,
-        lr=0.03,
+        learning_rate=0.03,
         init_std=0.0,
     )
     models = {
@@ -133,7 +133,7 @@ def experiments(cfg: Config) -> dict[str, list[tuple[str, FitConfig]]]:
         "sa+ha_single_L": dict(attention="sa+ha", rank=160, train_agents=8, train_agents_max=None),
     }
     alliances = [
-        (f"{m}_s{s}", replace(allied, seed=s, name=f"alliances_{m}_s{s}", **kw))
+        (f"{m}_s{s}", replace(allied, seed=s, run_name=f"alliances_{m}_s{s}", **kw))
         for m, kw in models.items()
         for s in cfg.seeds
     ]
@@ -202,7 +202,7 @@ def main(cfg: Config) -> dict:
         done = results.setdefault(exp, {}).setdefault("runs", {})
         for label, fcfg in runs:
             print(f"[{exp}] {label} ...", flush=True)
-            saved = Path(fcfg.out_dir) / fcfg.run_name() / "metrics.json"
+            saved = Path(fcfg.runs_dir) / fcfg.name / "metrics.json"
             if cfg.collect:
                 if not saved.exists():
                     print("    not run yet")
@@ -240,7 +240,7 @@ def main(cfg: Config) -> dict:
                     "train_agents",
                     "train_agents_max",
                     "num_train",
-                    "lr",
+                    "learning_rate",
                     "unique_positions",
                     "mlp_hidden",
                     "seed",

@@ -7,7 +7,8 @@
    the interaction from worlds of L* = 20 agents in the paper's setting (100k sequences, N(0, 1)
    init; 6k Adam steps, about a minute on a 2-core CPU), then is tested at agent counts it
    never saw. The OOD table, the learned vs devised interaction matrices (Figures
-   1-4) and an overlay GIF of the learned interaction strengths are written to ``out_dir``.
+   1-4) and an overlay GIF of the learned interaction strengths are written to
+   ``<runs_dir>/<run_name>_predictor/`` and ``<runs_dir>/<run_name>/``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 from envs.colliding_agents_v0 import MOVE_RIGHT, parallel_env
 from envs.scenarios import make_scenario
+from training.runs import validate_name
 
 
 @dataclass
@@ -34,8 +36,10 @@ class DemoConfig:
     """agent radius R"""
     seed: int = 0
     """seed of the start configuration"""
-    out_dir: str = "runs/demo"
-    """where the GIF goes"""
+    run_name: str = "demo"
+    """folder of the GIFs under runs_dir; the predictor's run is <run_name>_predictor"""
+    runs_dir: str = "runs"
+    """parent directory of runs"""
     frame_every: int = 4
     """keep one rendered frame every this many steps (0: no GIF)"""
     fit_train: int = 100_000
@@ -44,6 +48,10 @@ class DemoConfig:
     """Adam steps for the predictor"""
     skip_fit: bool = False
     """only run the simulation"""
+
+
+def out_dir(cfg: DemoConfig) -> Path:
+    return Path(cfg.runs_dir) / validate_name(cfg.run_name, "run_name")
 
 
 def run_simulation(cfg: DemoConfig) -> dict:
@@ -73,7 +81,7 @@ def run_simulation(cfg: DemoConfig) -> dict:
     if frames:
         from viz.video import save_video
 
-        gif = save_video(frames, Path(cfg.out_dir) / "simulation.gif", fps=20)
+        gif = save_video(frames, out_dir(cfg) / "simulation.gif", fps=20)
     return {
         "start": start,
         "returns": np.array(list(returns.values())),
@@ -92,8 +100,8 @@ def train_predictor(cfg: DemoConfig) -> dict:
         num_train=cfg.fit_train,
         steps=cfg.fit_steps,
         seed=cfg.seed,
-        out_dir=str(Path(cfg.out_dir).parent),
-        name=Path(cfg.out_dir).name + "_predictor",
+        runs_dir=cfg.runs_dir,
+        run_name=cfg.run_name + "_predictor",
         overwrite=True,
     )
     print(
@@ -107,7 +115,7 @@ def train_predictor(cfg: DemoConfig) -> dict:
     metrics["overlay_gif"] = str(
         record_overlay(
             metrics["run"],
-            Path(cfg.out_dir) / "overlay.gif",
+            out_dir(cfg) / "overlay.gif",
             steps=120,  # frames held in memory while encoding: keep the GIF small
             num_agents=30,
             seed=cfg.seed,

@@ -7,11 +7,11 @@ MOVE_RIGHT, plus the paper's -1 self term. Test sets at other agent counts measu
 generalisation; ``product_mse`` compares the learned interaction table C_{mu nu} W_nu with the
 devised one (Corollary D.5: only that product is identified).
 
-Writes the run folder ``runs/<name>/`` (see ``training/runs.py``): config.json (the manifest),
+Writes the run folder ``<runs_dir>/<run_name>/`` (see ``training/runs.py``): config.json (the manifest),
 metrics.json, TensorBoard events, the last two checkpoints (checksummed; the same command resumes
 from them and ends bit-identical to an uninterrupted run; Ctrl-C saves one first) and PNG figures
 (learned vs devised C and C.W, the Figure-1 diagonal, test MSE against L, the loss curve).
-A rerun may change only ``FIT_MAY_CHANGE``; anything else needs another ``--name`` or ``--overwrite``.
+A rerun may change only ``FIT_MAY_CHANGE``; anything else needs another ``--run-name`` or ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class FitConfig:
     """optimisation steps (6k reach test MSE ~1e-15 in the paper's setting)"""
     batch_size: int = 1000
     """sequences per step"""
-    lr: float = 0.1
+    learning_rate: float = 0.1
     """Adam learning rate (cosine-decayed to 0)"""
     dtype: Literal["float64", "float32"] = "float64"
     """float64 reaches MSE far below 1e-8"""
@@ -90,10 +90,10 @@ class FitConfig:
     """genotype only: domain size"""
     seed: int = 0
     """seed of data, initialisation and batches"""
-    name: str | None = None
-    """run folder name under out_dir (default: derived from the config)"""
-    out_dir: str = "runs"
-    """where run folders go"""
+    run_name: str | None = None
+    """run folder name under runs_dir (default fit_<scenario>_<attention>-<kind>_<embedding>_s<seed>)"""
+    runs_dir: str = "runs"
+    """parent directory of runs"""
     checkpoint_every: int = 250
     """steps between checkpoints (the last two are kept)"""
     resume: bool = True
@@ -105,8 +105,11 @@ class FitConfig:
     progress: bool = True
     """show a progress bar"""
 
-    def run_name(self) -> str:
-        return self.name or f"fit_{self.scenario}_{self.attention}-{self.kind}_{self.embedding}_s{self.seed}"
+    @property
+    def name(self) -> str:
+        """The run folder's name: run_name, or one derived from the config."""
+        derived = f"fit_{self.scenario}_{self.attention}-{self.kind}_{self.embedding}_s{self.seed}"
+        return self.run_name or derived
 
 
 # Settings a rerun may change: more steps, and what is measured or shown after training.
@@ -119,14 +122,16 @@ FIT_MAY_CHANGE = (
     "progress",
     "eval_agents",
     "num_test",
-    "name",
-    "out_dir",
+    "run_name",
+    "runs_dir",
 )
+# Fields renamed since runs were first stored (old name -> new): an old run resumes and loads.
+FIT_RENAMED = {"name": "run_name", "out_dir": "runs_dir", "lr": "learning_rate"}
 
 
 def validate(cfg: FitConfig) -> None:
     """Stop at once, with a clear message, on a config that cannot run."""
-    runs.validate_name(cfg.run_name(), "name")
+    runs.validate_name(cfg.name, "run_name")
     if isinstance(cfg.checkpoint_every, bool) or cfg.checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1, got {cfg.checkpoint_every!r}")
     if any(L < 1 for L in cfg.eval_agents) or not cfg.eval_agents:
@@ -268,7 +273,7 @@ def train(
     cfg: FitConfig, model: Predictor, data: Dataset, run: Run, writer, clock: Clock
 ) -> dict[int, float]:
     """Adam + cosine decay on minibatches; checkpoints (and one on Ctrl-C); returns {step: batch MSE}."""
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(s, cfg.steps) / max(cfg.steps, 1)))
     )
@@ -318,12 +323,14 @@ def main(cfg: FitConfig) -> dict:
     validate(cfg)
     manifest = runs.make_manifest("fit", cfg)
     with runs.open_run(
-        cfg.out_dir,
-        cfg.run_name(),
+        cfg.runs_dir,
+        cfg.name,
         manifest,
         may_change=FIT_MAY_CHANGE,
         overwrite=cfg.overwrite or not cfg.resume,
         defaults=runs.field_defaults(cfg),
+        name_flag="run-name",
+        renamed=FIT_RENAMED,
     ) as run:
         return run_fit(cfg, run)
 
@@ -455,7 +462,7 @@ def load_run(run: str | Path) -> tuple[FitConfig, Predictor]:
         ValueError: the folder holds a run of another command.
     """
     run = Path(run)
-    raw = runs.read_manifest(run) if run.is_dir() else None
+    raw = runs.read_manifest(run, FIT_RENAMED) if run.is_dir() else None
     if raw is None:
         raise FileNotFoundError(f"{run} has no config.json: is it a `hyperagents fit` run folder?")
     command = raw.get("command", "fit" if "scenario" in raw else "another command")
@@ -467,7 +474,7 @@ def load_run(run: str | Path) -> tuple[FitConfig, Predictor]:
     checkpoint = runs.find_checkpoint(run)
     if checkpoint is None:
         raise FileNotFoundError(
-            f"{run} has no checkpoint yet: train it with `hyperagents fit --name {run.name}`"
+            f"{run} has no checkpoint yet: train it with `hyperagents fit --run-name {run.name}`"
         )
     rules = sample_rules(cfg.num_alleles, seed=cfg.seed) if cfg.scenario == "genotype" else None
     domain = draw(cfg, 1, min(cfg.train_agents, 2), cfg.seed + 7, rules).domain

@@ -44,10 +44,28 @@ from training.runs import Run
 PRESETS = {
     # 1M training bytes: about 20 s (SA, HFA) or 2 min (order-3 HA) on one CPU thread. Context 32,
     # not 64: HA's O(L^3) would leave time for only ~400 steps, and every family near unigram level.
-    "cpu": dict(width=64, layers=2, heads=4, context=32, steps=1000, batch=32, lr=3e-3, eval_windows=1024),
+    "cpu": dict(
+        width=64,
+        layers=2,
+        heads=4,
+        context=32,
+        steps=1000,
+        batch_size=32,
+        learning_rate=3e-3,
+        eval_windows=1024,
+    ),
     # One GPU (not measured yet): order-3 HA at context 128 keeps B H L^3 attention weights per layer
     # for backward, a few GB per layer at batch 32.
-    "gpu": dict(width=256, layers=4, heads=4, context=128, steps=5000, batch=32, lr=1e-3, eval_windows=2048),
+    "gpu": dict(
+        width=256,
+        layers=4,
+        heads=4,
+        context=128,
+        steps=5000,
+        batch_size=32,
+        learning_rate=1e-3,
+        eval_windows=2048,
+    ),
 }
 
 
@@ -79,10 +97,10 @@ class LMTrainConfig:
     """context length L in bytes (None: the preset's); HA costs O(L^3) per head"""
     steps: int | None = None
     """optimizer steps (None: the preset's)"""
-    batch: int | None = None
+    batch_size: int | None = None
     """sequences per step (None: the preset's)"""
-    lr: float | None = None
-    """peak AdamW learning rate: linear warm-up, then cosine decay to lr / 10 (None: the preset's)"""
+    learning_rate: float | None = None
+    """peak AdamW learning rate: linear warm-up, then cosine decay to a tenth of it (None: the preset's)"""
     eval_windows: int | None = None
     """validation windows of `context` bytes, spread evenly over the split (None: the preset's)"""
     weight_decay: float = 0.1
@@ -129,6 +147,8 @@ LM_MAY_CHANGE = (
     "run_name",
     "runs_dir",
 )
+# Fields renamed since runs were first stored (old name -> new): an old run resumes.
+LM_RENAMED = {"lr": "learning_rate", "batch": "batch_size"}
 
 
 def resolve(cfg: LMTrainConfig) -> LMTrainConfig:
@@ -139,9 +159,9 @@ def resolve(cfg: LMTrainConfig) -> LMTrainConfig:
     cfg = dataclasses.replace(cfg, **{k: v for k, v in preset.items() if getattr(cfg, k) is None})
     for name in (*preset, "factors", "order", "evals", "checkpoint_every", "threads"):
         value = getattr(cfg, name)
-        if name == "lr":
+        if name == "learning_rate":
             if not value > 0:
-                raise ValueError(f"lr must be > 0, got {value!r}")
+                raise ValueError(f"learning_rate must be > 0, got {value!r}")
         elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     if not 0 < cfg.val_fraction < 1:
@@ -224,12 +244,12 @@ def evaluate(model: LM, val: Tensor, windows: int, batch: int, device: torch.dev
 
 
 def lr_at(step: int, cfg: LMTrainConfig) -> float:
-    """Linear warm-up over the first 10% of steps (at most 100), then cosine decay to lr / 10."""
+    """Linear warm-up over the first 10% of steps (at most 100), then cosine decay to a tenth of the peak."""
     warmup = max(1, min(100, cfg.steps // 10))
     if step < warmup:
-        return cfg.lr * (step + 1) / warmup
+        return cfg.learning_rate * (step + 1) / warmup
     progress = (step - warmup) / max(1, cfg.steps - warmup)
-    return cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
+    return cfg.learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
 
 
 def make_optimizer(model: LM, cfg: LMTrainConfig) -> torch.optim.AdamW:
@@ -239,7 +259,7 @@ def make_optimizer(model: LM, cfg: LMTrainConfig) -> torch.optim.AdamW:
         dict(params=[p for p in params if p.dim() >= 2], weight_decay=cfg.weight_decay),
         dict(params=[p for p in params if p.dim() < 2], weight_decay=0.0),
     ]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, 0.95))
 
 
 def model_config(cfg: LMTrainConfig) -> LMConfig:
@@ -307,6 +327,7 @@ def main(cfg: LMTrainConfig, stop_at: int | None = None) -> dict:
         overwrite=cfg.overwrite,
         defaults=runs.field_defaults(cfg),
         name_flag="run-name",
+        renamed=LM_RENAMED,
     ) as run:
         return train_run(cfg, run, model, opt, generator, (train, val, source), device, stop_at)
 
@@ -345,7 +366,7 @@ def train_run(
         lr = lr_at(step, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
-        x, y = get_batch(train, cfg.batch, cfg.context, generator)
+        x, y = get_batch(train, cfg.batch_size, cfg.context, generator)
         _, loss = model(x.to(device), y.to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -358,7 +379,7 @@ def train_run(
         writer.add_scalar("train/loss", loss, step + 1)
         writer.add_scalar("train/lr", lr, step + 1)
         if step + 1 in eval_steps:
-            val_loss = evaluate(model, val, cfg.eval_windows, cfg.batch, device)
+            val_loss = evaluate(model, val, cfg.eval_windows, cfg.batch_size, device)
             progress["eval_history"].append([step + 1, val_loss])
             writer.add_scalar("val/loss", val_loss, step + 1)
             writer.add_scalar("val/perplexity", math.exp(val_loss), step + 1)
@@ -393,7 +414,7 @@ def write_metrics(
     history = progress["eval_history"]
     val_loss = history[-1][1] if history and history[-1][0] == progress["step"] else None
     if val_loss is None:  # stopped between evaluations: measure where it stands
-        val_loss = evaluate(model, val, cfg.eval_windows, cfg.batch, device)
+        val_loss = evaluate(model, val, cfg.eval_windows, cfg.batch_size, device)
     steps_done = progress["step"]
     prompt = val[: min(32, cfg.context)].long()[None].to(device)
     sample = model.generate(prompt, 160, generator=torch.Generator(device).manual_seed(cfg.seed))
@@ -407,9 +428,9 @@ def write_metrics(
         val_perplexity=math.exp(val_loss),
         val_bits_per_byte=val_loss / math.log(2),
         train_loss=sum(progress["train_losses"]) / max(1, len(progress["train_losses"])),
-        tokens_per_s=steps_done * cfg.batch * cfg.context / max(progress["train_seconds"], 1e-9),
+        tokens_per_s=steps_done * cfg.batch_size * cfg.context / max(progress["train_seconds"], 1e-9),
         train_seconds=progress["train_seconds"],
-        tokens_seen=steps_done * cfg.batch * cfg.context,
+        tokens_seen=steps_done * cfg.batch_size * cfg.context,
         eval_history=history,
         corpus=source,
         train_bytes=train_bytes,

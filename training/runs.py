@@ -36,7 +36,8 @@ Public API (a trainer polls ``run.stop_requested`` once per step or rollout)::
         if stop: run.exit_interrupted(step)   # one line on stderr, SystemExit(130)
 
     validate_name(name, flag)         # ValueError for '', '.', '..', separators, absolute paths
-    read_manifest(folder) -> dict | None;  find_checkpoint(folder) -> Checkpoint | None  (read-only)
+    read_manifest(folder, renamed=None) -> dict | None;  find_checkpoint(folder) -> Checkpoint | None
+    open_run(..., renamed={"lr": "learning_rate"})   # a stored manifest's old field names read as new
     merge_metrics(folder, updates) -> dict   # what update_metrics does, for evaluators such as ood
     write_json(obj, path); write_atomic(write, path); save_torch(obj, path); load_torch(path)
 """
@@ -187,8 +188,17 @@ def normalise(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
-def read_manifest(folder: str | os.PathLike) -> dict | None:
-    return read_json(Path(folder) / "config.json")
+def read_manifest(folder: str | os.PathLike, renamed: Mapping[str, str] | None = None) -> dict | None:
+    """The stored manifest, with the fields named in ``renamed`` (old name -> new) under their new names."""
+    return rename_fields(read_json(Path(folder) / "config.json"), renamed)
+
+
+def rename_fields(manifest: dict | None, renamed: Mapping[str, str] | None) -> dict | None:
+    """``manifest`` with each old field name of ``renamed`` replaced by its new one (a run made
+    before a flag was renamed then compares, resumes and loads like one made after)."""
+    if not manifest or not renamed:
+        return manifest
+    return {renamed.get(k, k): v for k, v in manifest.items() if renamed.get(k) not in manifest}
 
 
 def manifest_diff(old: Mapping, new: Mapping, may_change: Iterable[str] = (), defaults=None) -> list[str]:
@@ -419,19 +429,21 @@ def open_run(
     suffix: str = ".pt",
     defaults: Mapping | None = None,
     name_flag: str = "name",
+    renamed: Mapping[str, str] | None = None,
 ) -> Run:
     """Open (create, resume or, with ``overwrite``, restart) the run ``runs_dir/name``.
 
     Order: validate the name, lock the folder, compare the manifest with the stored one, find the
     verified checkpoint; only then is config.json written. Raises ValueError (bad name, different
     run) or RunError (folder busy, no valid checkpoint), writing nothing to an existing run.
+    ``renamed`` (old field name -> new) reads a stored manifest's old names as the new ones.
     """
     path = Path(runs_dir) / validate_name(name, name_flag)
     path.mkdir(parents=True, exist_ok=True)
     lock = acquire(path, name_flag)
     try:
         manifest = normalise(manifest)
-        stored = None if overwrite else read_manifest(path)
+        stored = None if overwrite else read_manifest(path, renamed)
         has_work = bool(candidates(path)) or (path / "metrics.json").exists()
         if overwrite or (stored is None and not has_work):
             wipe(path)

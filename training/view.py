@@ -7,7 +7,7 @@ frames, or one PNG with ``--screenshot``. Keys are listed in ``viz/viewer.py``.
 
 Example::
 
-    hyperagents fit --grid-size 40 --radius 2 --steps 1000 --name viz_pairwise
+    hyperagents fit --grid-size 40 --radius 2 --steps 1000 --run-name viz_pairwise
     hyperagents view --run runs/viz_pairwise --num-agents 30 --record view.gif
 """
 
@@ -74,7 +74,7 @@ def open_view_run(run: str | os.PathLike) -> tuple[FitConfig, object]:
     """(FitConfig, Predictor) of a fit run folder, with one-line errors for the cases people hit."""
     if not Path(run).is_dir():
         raise FileNotFoundError(
-            f"run folder {str(run)!r} does not exist: train one with `hyperagents fit --name ...`"
+            f"run folder {str(run)!r} does not exist: train one with `hyperagents fit --run-name ...`"
         )
     try:
         cfg, model = load_run(run)

@@ -15,7 +15,15 @@ TEXT = (
 ) * 120  # about 17 KB of repetitive English: a tiny model's loss falls within a few dozen steps
 
 TINY = dict(
-    width=16, layers=1, heads=2, context=16, batch=8, lr=1e-2, eval_windows=16, evals=2, progress=False
+    width=16,
+    layers=1,
+    heads=2,
+    context=16,
+    batch_size=8,
+    learning_rate=1e-2,
+    eval_windows=16,
+    evals=2,
+    progress=False,
 )
 
 

@@ -62,11 +62,11 @@ def test_lm_on_cuda_without_cuda_is_one_line(capsys, tmp_path):
 def view_runs(tmp_path_factory):
     """A linear SA and a linear HFA fit run, and an lm run, each trained for one step."""
     root = tmp_path_factory.mktemp("runs")
-    fit.main(fit.FitConfig(**FIT, out_dir=str(root), name="sa"))
-    fit.main(fit.FitConfig(**FIT, attention="hfa", out_dir=str(root), name="hfa"))
+    fit.main(fit.FitConfig(**FIT, runs_dir=str(root), run_name="sa"))
+    fit.main(fit.FitConfig(**FIT, attention="hfa", runs_dir=str(root), run_name="hfa"))
     corpus = root / "corpus.txt"
     corpus.write_text("to be or not to be, that is the question. " * 20)
-    tiny = dict(width=8, layers=1, heads=2, context=8, batch=2, steps=1, eval_windows=2, evals=1)
+    tiny = dict(width=8, layers=1, heads=2, context=8, batch_size=2, steps=1, eval_windows=2, evals=1)
     lm.main(lm.LMTrainConfig(corpus=str(corpus), runs_dir=str(root), run_name="lm", progress=False, **tiny))
     return root
 

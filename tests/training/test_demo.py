@@ -7,9 +7,7 @@ from training.demo import DemoConfig, main
 
 
 def test_demo_simulation_matches_closed_form_and_writes_gif(tmp_path, capsys):
-    out = main(
-        DemoConfig(num_agents=6, grid_size=40, radius=2, out_dir=str(tmp_path / "demo"), skip_fit=True)
-    )
+    out = main(DemoConfig(num_agents=6, grid_size=40, radius=2, runs_dir=str(tmp_path), skip_fit=True))
     np.testing.assert_array_equal(out["returns"], out["closed_form"])
     assert out["gif"].exists() and out["gif"].stat().st_size > 0
     assert "all returns equal the closed form: True" in capsys.readouterr().out
@@ -31,8 +29,8 @@ def test_demo_trains_the_predictor_and_writes_the_overlay(tmp_path, capsys):
             "150",
             "--frame-every",
             "6",
-            "--out-dir",
-            str(tmp_path / "demo"),
+            "--runs-dir",
+            str(tmp_path),
         ]
     )
     text = capsys.readouterr().out

@@ -18,15 +18,15 @@ TINY = dict(
     num_test=300,
     eval_agents=(2, 6, 12),
     batch_size=500,
-    lr=0.3,
+    learning_rate=0.3,
     progress=False,
 )
 
 
 def test_tiny_fit_learns_and_generalises_in_length(tmp_path):
-    cfg = fit.FitConfig(**TINY, steps=600, out_dir=str(tmp_path), name="tiny")
+    cfg = fit.FitConfig(**TINY, steps=600, runs_dir=str(tmp_path), run_name="tiny")
     untrained = fit.main(
-        fit.FitConfig(**TINY, steps=0, out_dir=str(tmp_path), name="untrained", figures=False)
+        fit.FitConfig(**TINY, steps=0, runs_dir=str(tmp_path), run_name="untrained", figures=False)
     )
     m = fit.main(cfg)
     assert m["versatility_rank_ok"] is True
@@ -47,18 +47,34 @@ def test_tiny_fit_learns_and_generalises_in_length(tmp_path):
 
 
 def test_resume_continues_from_the_checkpoint(tmp_path):
-    kw = dict(TINY, num_train=1000, out_dir=str(tmp_path), name="r", figures=False, checkpoint_every=50)
+    kw = dict(TINY, num_train=1000, runs_dir=str(tmp_path), run_name="r", figures=False, checkpoint_every=50)
     fit.main(fit.FitConfig(**kw, steps=100))  # stands for a run interrupted at step 100
     state = load(tmp_path / "r" / "checkpoint.pt")
     assert state["step"] == 100 and state["seconds"][0] > 0
     resumed = fit.main(fit.FitConfig(**kw, steps=200))
     assert resumed["seconds"] > state["seconds"][0]  # the interrupted part's time is counted too
-    straight = fit.main(fit.FitConfig(**{**kw, "name": "s"}, steps=200, resume=False))
+    straight = fit.main(fit.FitConfig(**{**kw, "run_name": "s"}, steps=200, resume=False))
     # The cosine schedule depends on the total steps, so compare a resumed 200-step run with the
     # checkpoint history it continued: no step was lost or repeated.
     hist = load(tmp_path / "r" / "checkpoint.pt")["history"]
     assert sorted(hist) == list(range(1, 201))
     assert straight["steps"] == resumed["steps"] == 200
+
+
+def test_a_run_stored_under_the_old_flag_names_resumes_and_loads(tmp_path):
+    kw = dict(TINY, num_train=500, runs_dir=str(tmp_path), run_name="old", figures=False)
+    fit.main(fit.FitConfig(**kw, steps=20))
+    path = tmp_path / "old" / "config.json"
+    stored = json.loads(path.read_text())
+    old_names = {"run_name": "name", "runs_dir": "out_dir", "learning_rate": "lr"}
+    path.write_text(json.dumps({old_names.get(k, k): v for k, v in stored.items()}))
+    resumed = fit.main(fit.FitConfig(**kw, steps=30))  # same run: accepted, trains the 10 missing steps
+    assert resumed["steps"] == 30 and "learning_rate" in json.loads(path.read_text())
+    cfg, _ = fit.load_run(tmp_path / "old")
+    assert cfg.learning_rate == TINY["learning_rate"] and cfg.run_name == "old"
+    path.write_text(json.dumps({old_names.get(k, k): v for k, v in stored.items()}))
+    with pytest.raises(ValueError, match="learning_rate 0.3 -> 0.1"):
+        fit.main(fit.FitConfig(**{**kw, "learning_rate": 0.1}, steps=30))
 
 
 @pytest.mark.parametrize(
@@ -74,7 +90,7 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
 )
 def test_bad_configs_stop_at_once(kwargs, match, tmp_path):
     with pytest.raises(ValueError, match=match):
-        fit.main(fit.FitConfig(**{**TINY, **kwargs}, out_dir=str(tmp_path)))
+        fit.main(fit.FitConfig(**{**TINY, **kwargs}, runs_dir=str(tmp_path)))
 
 
 def test_unknown_scenario_is_rejected_by_the_dataset():
@@ -101,9 +117,9 @@ def test_training_on_a_range_of_agent_counts_pads_and_fits(attention, tmp_path):
         train_agents_max=6,
         rank=None if attention == "sa" else 12,
         init_std=0.0,
-        lr=0.03,
+        learning_rate=0.03,
         steps=150,
-        out_dir=str(tmp_path),
+        runs_dir=str(tmp_path),
         figures=False,
     )
     cfg = fit.FitConfig(**{**TINY, **kw})

@@ -25,7 +25,7 @@ FIT = dict(
     num_test=100,
     eval_agents=(2, 6),
     batch_size=100,
-    lr=0.3,
+    learning_rate=0.3,
     steps=120,
     checkpoint_every=25,
     progress=False,
@@ -113,14 +113,14 @@ def cli(argv: list[str], capsys) -> tuple[int, str]:
 def test_fit_with_another_seed_or_grid_under_a_used_name_is_refused_and_leaves_the_run_intact(
     tmp_path, capsys
 ):
-    cfg = dict(FIT, steps=30, out_dir=str(tmp_path), name="x")
+    cfg = dict(FIT, steps=30, runs_dir=str(tmp_path), run_name="x")
     fit.main(fit.FitConfig(**cfg))
     folder = tmp_path / "x"
     files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
     for flag, value, field in (("--seed", "3", "seed 0 -> 3"), ("--grid-size", "20", "grid_size 16 -> 20")):
         code, err = cli(["fit", *flags(cfg), flag, value], capsys)
         line = one_line_error(err, "fit")
-        assert code == 2 and field in line and "--overwrite" in line and "--name" in line
+        assert code == 2 and field in line and "--overwrite" in line and "--run-name" in line
     after = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
     assert after == files  # config.json, checkpoints and metrics untouched: the run still rebuilds
     rebuilt, _ = fit.load_run(folder)
@@ -147,7 +147,7 @@ def test_train_with_another_family_under_a_used_name_is_refused(tmp_path, capsys
 
 
 def test_two_processes_on_one_name_one_wins_and_the_folder_is_consistent(tmp_path):
-    cfg = dict(FIT, out_dir=str(tmp_path), name="both")
+    cfg = dict(FIT, runs_dir=str(tmp_path), run_name="both")
     go = tmp_path / "go"
     # The first process holds the folder, mid-run, until the second one has tried it.
     hold = at_adam_step("== 1", f"while not os.path.exists({str(go)!r}): time.sleep(0.05)")
@@ -168,7 +168,7 @@ def test_two_processes_on_one_name_one_wins_and_the_folder_is_consistent(tmp_pat
 
 def test_the_cli_reports_a_busy_run_in_one_line(tmp_path, capsys):
     with runs.open_run(tmp_path, "busy", {"command": "fit"}):
-        code, err = cli(["fit", "--out-dir", str(tmp_path), "--name", "busy"], capsys)
+        code, err = cli(["fit", "--runs-dir", str(tmp_path), "--run-name", "busy"], capsys)
     assert code == 1 and "in use by another process" in one_line_error(err, "fit")
 
 
@@ -179,7 +179,7 @@ def test_the_cli_reports_a_busy_run_in_one_line(tmp_path, capsys):
 def test_names_outside_the_runs_folder_are_refused_by_every_command(tmp_path, capsys, name):
     runs_dir = tmp_path / "runs"
     for argv, flag in (
-        (["fit", "--out-dir", str(runs_dir), "--name", name], "name"),
+        (["fit", "--runs-dir", str(runs_dir), "--run-name", name], "run_name"),
         (["lm", "--runs-dir", str(runs_dir), "--run-name", name], "run_name"),
         (["train", "--runs-dir", str(runs_dir), "--run-name", name], "run_name"),
     ):
@@ -192,12 +192,12 @@ def test_names_outside_the_runs_folder_are_refused_by_every_command(tmp_path, ca
 
 
 def test_fit_killed_mid_run_resumes_to_the_uninterrupted_result(tmp_path):
-    cfg = dict(FIT, out_dir=str(tmp_path), name="k")
+    cfg = dict(FIT, runs_dir=str(tmp_path), run_name="k")
     killed = fit_in_subprocess(cfg, at_adam_step("== 60", "os.kill(os.getpid(), signal.SIGKILL)"))
     assert killed.returncode == -signal.SIGKILL
     assert runs.find_checkpoint(tmp_path / "k").step == 50  # the last one before the kill
     resumed = fit.main(fit.FitConfig(**cfg))
-    straight = fit.main(fit.FitConfig(**{**cfg, "name": "straight"}))
+    straight = fit.main(fit.FitConfig(**{**cfg, "run_name": "straight"}))
     for key in ("train_mse", "test_mse", "product_mse"):
         assert resumed[key] == straight[key], key  # bit-identical, as fit's docstring promises
     history = runs.load_torch(tmp_path / "k" / "checkpoint.pt")["history"]
@@ -205,7 +205,7 @@ def test_fit_killed_mid_run_resumes_to_the_uninterrupted_result(tmp_path):
 
 
 def test_sigint_saves_a_checkpoint_and_exits_with_one_line(tmp_path):
-    cfg = dict(FIT, out_dir=str(tmp_path), name="c")
+    cfg = dict(FIT, runs_dir=str(tmp_path), run_name="c")
     slow = at_adam_step("> 25", "time.sleep(0.05)")  # slow steps after the first checkpoint
     proc = fit_in_subprocess(cfg, slow, wait=False)
     while runs.find_checkpoint(tmp_path / "c") is None and proc.poll() is None:
@@ -221,18 +221,18 @@ def test_sigint_saves_a_checkpoint_and_exits_with_one_line(tmp_path):
         and "resume" in line
     )
     resumed = fit.main(fit.FitConfig(**cfg))
-    straight = fit.main(fit.FitConfig(**{**cfg, "name": "straight"}))
+    straight = fit.main(fit.FitConfig(**{**cfg, "run_name": "straight"}))
     assert resumed["test_mse"] == straight["test_mse"]
 
 
 def test_a_truncated_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
-    cfg = dict(FIT, steps=50, out_dir=str(tmp_path), name="t")
+    cfg = dict(FIT, steps=50, runs_dir=str(tmp_path), run_name="t")
     fit.main(fit.FitConfig(**cfg))
     latest = tmp_path / "t" / "checkpoint.pt"
     latest.write_bytes(latest.read_bytes()[:100])
     with pytest.warns(UserWarning, match="corrupt; resuming from the previous one \\(step 25\\)"):
         resumed = fit.main(fit.FitConfig(**cfg))
-    straight = fit.main(fit.FitConfig(**{**cfg, "name": "straight"}))
+    straight = fit.main(fit.FitConfig(**{**cfg, "run_name": "straight"}))
     assert resumed["test_mse"] == straight["test_mse"]
     for name in ("checkpoint.pt", "checkpoint.prev.pt"):
         (tmp_path / "t" / name).write_bytes(b"\x00")
