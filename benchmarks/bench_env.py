@@ -1,4 +1,4 @@
-"""Environment speed (issue #3): our world against MPE2 and VMAS, side by side in one run.
+"""Environment speed: our world against MPE2 and VMAS, side by side in one run.
 
     python benchmarks/bench_env.py                   # full run (~5 min on 2 CPU cores)
     python benchmarks/bench_env.py --quick           # tiny sizes, seconds (a smoke test)

@@ -1,4 +1,4 @@
-"""Frame rate of ``hyperagents view`` with the interaction overlay on (issue #7), headless.
+"""Frame rate of ``hyperagents view`` with the interaction overlay on, headless.
 
     python benchmarks/bench_viz.py            # 100 agents, ~1 min on 2 loaded CPU cores
     python benchmarks/bench_viz.py --quick    # 10 frames per case (a smoke run)

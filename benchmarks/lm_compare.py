@@ -166,7 +166,7 @@ def table(summary: dict, cfg: LMTrainConfig, command: str, seeds: list[int]) -> 
     )
     return "\n".join(
         [
-            "## Language-model comparison (issue #8)",
+            "## Language-model comparison",
             "",
             "Does the paper's perplexity ordering (HA < HFA < SA, arXiv 2506.06179, OpenWebText) hold on "
             "real text at a size a CPU trains in minutes? Corpus: Shakespeare's 38 plays (5.3 MB, public "

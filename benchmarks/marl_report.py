@@ -25,7 +25,7 @@ BASELINES = ("move_right", "greedy", "cautious", "priority", "random")
 
 
 def bar_check(summary: dict, algo: str) -> dict:
-    """The issue's bar for one algorithm; {criterion: bool} (missing counts are skipped)."""
+    """docs/marl.md's bar for one algorithm; {criterion: bool} (missing counts are skipped)."""
     out = {}
     g = {int(L): s for L, s in summary.items() if algo in s}
     if 8 in g:

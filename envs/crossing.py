@@ -4,7 +4,7 @@ Every agent starts near the left wall and should reach the right wall (x = N-1) 
 touching as few distinct other agents as possible. It is the paper's MOVE_RIGHT world with the
 agents allowed to choose: stay, right, left, up, down (``envs.world`` constants 0..4).
 
-Defaults (a prototype that learned well): N = 64, R = 1, T = 96 steps, starts x uniform in
+Defaults (small enough for PPO on a CPU in minutes): N = 64, R = 1, T = 96 steps, starts x uniform in
 [0, 16) and y uniform in [0, N), placed one agent at a time among the cells that do not touch
 an agent already placed, so nobody collides at reset.
 
@@ -57,6 +57,14 @@ from __future__ import annotations
 
 import torch
 
+from envs.experts import (
+    POLICIES,
+    cautious_policy,
+    greedy_policy,
+    move_right_policy,
+    priority_policy,
+    random_policy,
+)
 from envs.world import DOWN, LEFT, NUM_ACTIONS, RIGHT, STAY, UP, World, circular_delta
 
 __all__ = [
@@ -298,158 +306,21 @@ class Crossing:
     def _touch_features(self) -> torch.Tensor:
         """(B, L, L, 2A) float: [b, i, j] = touch(i's cell after each action, j's cell now) then
         touch(same, j's cell if it keeps moving right); the diagonal is 0."""
-        w, N = self.world, self.N
+        w = self.world
         pos = w.positions  # (B, L, 2)
-        cand = pos.unsqueeze(2) + w._moves  # (B, L, A, 2): i's cell after each action
-        cand[..., 0].clamp_(0, N - 1)
-        cand[..., 1].remainder_(N)
-        nxt = _ahead(self)
+        every = torch.arange(NUM_ACTIONS, device=self.device).expand(self.B, self.L, -1)
+        cand = w.cells_after(every)  # (B, L, A, 2): i's cell after each action
+        nxt = self.cells_ahead()
         c = cand.unsqueeze(2)  # (B, L_i, 1, A, 2)
         now = w.touching(c, pos[:, None, :, None, :])  # (B, L_i, L_j, A)
         then = w.touching(c, nxt[:, None, :, None, :])
         eye = torch.eye(self.L, dtype=torch.bool, device=self.device).view(1, self.L, self.L, 1)
         return torch.cat([now, then], -1).masked_fill(eye, False).float()
 
-
-# ---------------------------------------------------------------- scripted baselines
-
-
-def move_right_policy(env: Crossing, gen: torch.Generator | None = None) -> torch.Tensor:
-    """Everyone plays RIGHT (the paper's policy). (B, L) long."""
-    return torch.full((env.B, env.L), RIGHT, dtype=torch.long, device=env.device)
-
-
-def random_policy(env: Crossing, gen: torch.Generator | None = None) -> torch.Tensor:
-    """Uniform random actions from ``gen``. (B, L) long."""
-    return torch.randint(0, NUM_ACTIONS, (env.B, env.L), generator=gen).to(env.device)
-
-
-def _lane_plan(env: Crossing) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Where each agent wants to go: (lane_open, first, second), each (B, L).
-
-    A lane y is *blocked* if a parked agent sits within 2R of its end (N-1, y). ``lane_open``:
-    the agent's own lane is open (or no lane is, and it may as well head for the wall);
-    ``first`` is the sidestep (UP or DOWN) towards the nearest open lane, ``second`` the other."""
-    w, N, R = env.world, env.N, env.R
-    pos, mask, parked = w.positions, w.mask, env.parked  # (B, L, 2), (B, L), (B, L)
-    lanes = torch.arange(N, device=env.device)
-    near = circular_delta(lanes.view(1, N, 1), pos[:, None, :, 1], N).abs() <= 2 * R  # (B, N, L)
-    blocked = (near & (parked & mask).unsqueeze(1)).any(-1)  # (B, N)
-    # Distance to the nearest open lane going up (+y) and down (-y), per agent: (B, L).
-    y = pos[..., 1]
-    up_lane = torch.remainder(y.unsqueeze(-1) + lanes, N)  # (B, L, N)
-    dn_lane = torch.remainder(y.unsqueeze(-1) - lanes, N)
-    open_up = ~torch.gather(blocked, 1, up_lane.reshape(env.B, -1)).reshape(env.B, env.L, N)
-    open_dn = ~torch.gather(blocked, 1, dn_lane.reshape(env.B, -1)).reshape(env.B, env.L, N)
-    big = torch.full_like(y, N)
-    d_up = torch.where(open_up.any(-1), open_up.float().argmax(-1), big)
-    d_dn = torch.where(open_dn.any(-1), open_dn.float().argmax(-1), big)
-    lane_open = (d_up == 0) | (d_up >= N)  # no open lane anywhere: just head for the wall
-    prefer_up = d_up <= d_dn
-    return lane_open, torch.where(prefer_up, UP, DOWN), torch.where(prefer_up, DOWN, UP)
-
-
-def greedy_policy(env: Crossing, gen: torch.Generator | None = None) -> torch.Tensor:
-    """Lane-seeking avoider, tensorised over (B, L, L).
-
-    Each unparked agent predicts the others' next cells (parked agents stay, the rest move right)
-    and calls a candidate cell unsafe if it is within 2R of any other agent's current or predicted
-    cell. A lane y is *blocked* if a parked agent sits within 2R of (N-1, y). The agent moves
-    right if that is safe and its lane is open; otherwise it sidesteps (up or down, towards the
-    nearest open lane, the other way if that step is unsafe), stays if that is safe, and moves
-    right if nothing is safe.
-    """
-    return _avoid(env, fallback=RIGHT)
-
-
-def cautious_policy(env: Crossing, gen: torch.Generator | None = None) -> torch.Tensor:
-    """The greedy avoider with one change: when nothing is safe it stays instead of moving right.
-
-    In a crowd "nothing is safe" is common, and pushing right then walks into the agents parked
-    at the wall; staying costs 0.05 a step instead of 1 per new partner."""
-    return _avoid(env, fallback=STAY)
-
-
-def _ahead(env: Crossing) -> torch.Tensor:
-    """(B, L, 2) each agent's cell after one more move right (its own cell if parked): the guess
-    of the others' next cells that greedy and the "touch" features share."""
-    pos = env.world.positions
-    nxt = pos.clone()
-    nxt[..., 0] = torch.where(env.parked, pos[..., 0], (pos[..., 0] + 1).clamp(max=env.N - 1))
-    return nxt
-
-
-def _avoid(env: Crossing, fallback: int) -> torch.Tensor:
-    w, N = env.world, env.N
-    pos, mask = w.positions, w.mask  # (B, L, 2), (B, L)
-    others = mask.unsqueeze(1) & mask.unsqueeze(2) & ~torch.eye(env.L, dtype=torch.bool, device=env.device)
-    nxt = _ahead(env)
-
-    def unsafe(action: int) -> torch.Tensor:  # (B, L) bool
-        cand = pos + w._moves[action]
-        cand[..., 0].clamp_(0, N - 1)
-        cand[..., 1].remainder_(N)
-        c = cand.unsqueeze(2)
-        hit = w.touching(c, pos.unsqueeze(1)) | w.touching(c, nxt.unsqueeze(1))
-        return (hit & others).any(-1)
-
-    lane_open, first, second = _lane_plan(env)
-    un_right, un_up, un_dn, un_stay = unsafe(RIGHT), unsafe(UP), unsafe(DOWN), unsafe(STAY)
-    un_first = torch.where(first == UP, un_up, un_dn)
-    un_second = torch.where(first == UP, un_dn, un_up)
-    act = torch.where(~un_stay, STAY, fallback)
-    act = torch.where(~un_second, second, act)
-    act = torch.where(~un_first, first, act)
-    act = torch.where(~un_right & lane_open, RIGHT, act)
-    return act.long()
-
-
-def priority_policy(env: Crossing, gen: torch.Generator | None = None) -> torch.Tensor:
-    """Prioritised planner: the greedy avoider's preferences, made collision-free.
-
-    Agents decide one after another in priority order, furthest right first (ties: smaller y
-    first). Each takes the first of RIGHT (only if its lane is open), the sidestep towards the
-    nearest open lane, the other sidestep, whose cell does not touch the *final* cell of any
-    agent that already decided nor the current cell of any that has not; otherwise it stays.
-
-    Why it never collides: collisions are tested after the move, on final cells. When agent k
-    decides, every earlier agent's final cell avoids k's current cell, so STAY is always safe
-    for k, and any move k takes avoids the earlier agents' final cells and the later agents'
-    current cells, which the later agents either keep (STAY) or leave for cells that avoid k's.
-    Unlike greedy it needs no guess of the others' moves, so it also holds in crowds, where
-    greedy's "the others move right" guess fails. The loop runs over the L priority ranks
-    (each step tensorised over the B worlds), not over pairs: a rank needs the ranks before it.
-    """
-    w, N, B, L = env.world, env.N, env.B, env.L
-    pos, mask, parked = w.positions, w.mask, env.parked  # (B, L, 2), (B, L), (B, L)
-    lane_open, first, second = _lane_plan(env)
-    prefs = torch.stack([torch.full_like(first, RIGHT), first, second], -1)  # (B, L, 3), best first
-    allowed = torch.stack([lane_open, torch.ones_like(lane_open), torch.ones_like(lane_open)], -1)
-    cand = pos.unsqueeze(2) + w._moves[prefs]  # (B, L, 3, 2) candidate cells
-    cand[..., 0].clamp_(0, N - 1)
-    cand[..., 1].remainder_(N)
-    key = torch.where(mask, -pos[..., 0] * N + pos[..., 1], N * N)  # padded slots rank last
-    order = key.argsort(-1)  # (B, L): slot of each rank
-    final = pos.clone()  # decided agents' final cells, the others' current cells
-    act = torch.full((B, L), STAY, dtype=torch.long, device=env.device)
-    b = torch.arange(B, device=env.device)
-    for r in range(L):
-        i = order[:, r]  # (B,) the slot deciding now in every world
-        others = mask.clone()
-        others[b, i] = False
-        hit = w.touching(cand[b, i].unsqueeze(2), final.unsqueeze(1)) & others.unsqueeze(1)  # (B, 3, L)
-        ok = ~hit.any(-1) & allowed[b, i] & (mask[b, i] & ~parked[b, i]).unsqueeze(-1)  # (B, 3)
-        pick = ok.float().argmax(-1)  # first allowed preference (0 when none: masked below)
-        moves = ok.any(-1)
-        act[b, i] = torch.where(moves, prefs[b, i, pick], STAY)
-        final[b, i] = torch.where(moves.unsqueeze(-1), cand[b, i, pick], pos[b, i])
-    return act
-
-
-POLICIES = {
-    "move_right": move_right_policy,
-    "greedy": greedy_policy,
-    "cautious": cautious_policy,
-    "priority": priority_policy,
-    "random": random_policy,
-}
+    def cells_ahead(self) -> torch.Tensor:
+        """(B, L, 2) each agent's cell after one more move right (its own cell if parked): the guess
+        of the others' next cells that the "touch" features and the scripted avoiders share."""
+        pos = self.world.positions
+        nxt = pos.clone()
+        nxt[..., 0] = torch.where(self.parked, pos[..., 0], (pos[..., 0] + 1).clamp(max=self.N - 1))
+        return nxt

@@ -191,11 +191,26 @@ class World:
                 f"actions must lie in [0, {NUM_ACTIONS}) (stay, right, left, up, down), "
                 f"got range [{lo}, {hi}]"
             )
-        delta = self._moves[torch.where(self.mask, actions.long(), STAY)]  # (B, L, 2); padded slots stay
-        new = self.positions + delta
-        new[..., 0].clamp_(0, self.N - 1)
-        new[..., 1].remainder_(self.N)
-        self.positions = new
+        self.positions = self.cells_after(torch.where(self.mask, actions.long(), STAY))  # padded slots stay
+
+    def cells_after(self, actions: torch.Tensor) -> torch.Tensor:
+        """The cells agents would reach with ``actions`` from where they stand now; moves nothing.
+
+        ``actions`` is (B, L) or (B, L, K) (K candidate actions per agent, e.g. every action to
+        compare them); returns (B, L, 2) or (B, L, K, 2) long [x, y], x clipped at the walls and y
+        wrapped, exactly as :meth:`move` would place them. Scripted policies and observation
+        features plan with it without touching the world's state.
+        """
+        actions = torch.as_tensor(actions, device=self.device).long()
+        if actions.shape[:2] != (self.B, self.L):
+            raise ValueError(
+                f"actions must have shape (B, L[, K]) = {(self.B, self.L)}, got {tuple(actions.shape)}"
+            )
+        pos = self.positions.view(self.B, self.L, *([1] * (actions.dim() - 2)), 2)
+        cells = pos + self._moves[actions]
+        cells[..., 0].clamp_(0, self.N - 1)
+        cells[..., 1].remainder_(self.N)
+        return cells
 
     def step(self, actions: torch.Tensor) -> Contacts:
         """Move every agent, then record the collisions; returns this step's :class:`Contacts`."""

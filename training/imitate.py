@@ -1,7 +1,7 @@
 """DAgger warm start: teach a PPO actor-critic a scripted avoider before PPO takes over.
 
 PPO from a random policy spends most of its budget discovering that sidestepping a neighbour's
-lane pays; the scripted avoiders of ``envs.crossing`` (greedy, cautious, priority) already know
+lane pays; the scripted avoiders of ``envs.experts`` (greedy, cautious, priority) already know
 it. This module clones one with DAgger (Ross et al., 2011), which, unlike plain behaviour
 cloning, labels the states the *learner* visits, so the clone learns to recover from its own
 mistakes:
@@ -16,9 +16,9 @@ Two optional sample weights on the cross-entropy (both 1 by default, plain DAgge
 
 - ``weighting="world"`` gives every world of a batch the same total weight (each of its agents'
   samples counts mean_L / L_world, mean_L over that batch's worlds). With counts drawn per
-  world, a world of 32 agents otherwise outvotes a world of 2 sixteen to one. (In the runs of
-  docs/marl.md this did not stop the clone hesitating in near-empty worlds; playing a separate
-  batch of small worlds in every round, a sequence of tasks below, did.)
+  world, a world of 32 agents otherwise outvotes a world of 2 sixteen to one. It does not stop a
+  clone hesitating in near-empty worlds (docs/marl.md); playing a separate batch of small worlds
+  in every round, a sequence of tasks below, does.
 - ``avoid_weight=w`` multiplies the weight of samples whose expert action is not RIGHT (a
   sidestep or a wait). Those are the rare decisions that avoid collisions; missing one costs up
   to 1 per partner, while an extra sidestep costs 0.05, so a cost-sensitive clone leans to them.
@@ -151,7 +151,7 @@ def imitate(
     The policy's own Adam optimizer is used at ``learning_rate``. ``keep_last`` bounds memory:
     the aggregate keeps the last this many rounds' samples. ``expert``: "greedy" (the lane-seeking
     avoider), "cautious" (greedy that stays when nothing is safe) or "priority" (the
-    collision-free prioritised planner); see ``envs.crossing``. ``weighting`` ("agent" or
+    collision-free prioritised planner); see ``envs.experts``. ``weighting`` ("agent" or
     "world") and ``avoid_weight`` (> 0) weight the cross-entropy; see the module doc.
     """
     envs = [env] if isinstance(env, Crossing) else list(env)

@@ -17,6 +17,21 @@ def test_moves_clip_at_walls_and_wrap_in_y():
     assert w.positions[0].tolist() == [[0, 0], [9, 9], [4, 9], [4, 0], [5, 5]]
 
 
+def test_cells_after_is_where_move_would_go_and_moves_nothing():
+    w = World(1, 5, grid_size=10, radius=0)
+    start = torch.tensor([[[0, 0], [9, 9], [4, 0], [4, 9], [5, 5]]])
+    w.reset(start)
+    actions = torch.tensor([[LEFT, RIGHT, DOWN, UP, STAY]])
+    every = torch.arange(5).expand(1, 5, 5)
+    planned, each = w.cells_after(actions), w.cells_after(every)  # (1, 5, 2), (1, 5, 5, 2)
+    assert torch.equal(w.positions, start)
+    assert torch.equal(each.gather(2, actions[..., None, None].expand(-1, -1, 1, 2))[:, :, 0], planned)
+    w.move(actions)
+    assert torch.equal(w.positions, planned)
+    with pytest.raises(ValueError, match="actions must have shape"):
+        w.cells_after(torch.zeros(2, 5, dtype=torch.long))
+
+
 def test_each_distinct_partner_counts_once():
     w = World(1, 3, grid_size=20, radius=1)
     w.reset(torch.tensor([[[5, 5], [5, 6], [15, 15]]]))

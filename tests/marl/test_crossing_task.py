@@ -12,9 +12,9 @@ from envs.crossing import (
     STAY,
     UP,
     Crossing,
-    _lane_plan,
     move_right_policy,
 )
+from envs.experts import _lane_plan
 from envs.scenarios import near_y
 
 
