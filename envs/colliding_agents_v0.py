@@ -67,6 +67,7 @@ from gymnasium.utils import seeding
 from pettingzoo import ParallelEnv
 from pettingzoo.utils.conversions import parallel_to_aec
 
+from envs.checks import check_int, parse_count
 from envs.scenarios import Scenario, make_scenario
 from envs.world import (
     ACTION_NAMES,
@@ -97,23 +98,6 @@ __all__ = [
     "ResetNeeded",
     "estimate_memory_bytes",
 ]
-
-
-def parse_agent_range(num_agents) -> tuple[int, int]:
-    """``num_agents`` as an int or a (low, high) pair -> (low, high), with clear errors."""
-    if isinstance(num_agents, (int, np.integer)) and not isinstance(num_agents, bool):
-        low = high = int(num_agents)
-    elif (
-        isinstance(num_agents, (tuple, list))
-        and len(num_agents) == 2
-        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in num_agents)
-    ):
-        low, high = int(num_agents[0]), int(num_agents[1])
-    else:
-        raise TypeError(f"num_agents must be an int or a (low, high) pair of ints, got {num_agents!r}")
-    if low < 1 or high < low:
-        raise ValueError(f"num_agents must satisfy 1 <= low <= high, got {num_agents!r}")
-    return low, high
 
 
 def estimate_memory_bytes(num_agents: int, num_features: int) -> int:
@@ -153,15 +137,11 @@ class CollidingAgentsEnv(ParallelEnv):
         flatten: bool = False,
         memory_limit_gb: float | None = 4.0,
     ):
-        self.low, self.high = parse_agent_range(num_agents)
+        self.low, self.high = parse_count(num_agents)
         check_world_args(self.high, grid_size, radius)
         if max_cycles is None:
             max_cycles = grid_size
-        if isinstance(max_cycles, bool) or not isinstance(max_cycles, (int, np.integer)):
-            raise TypeError(f"max_cycles must be an int >= 1 (or None for grid_size), got {max_cycles!r}")
-        max_cycles = int(max_cycles)
-        if max_cycles < 1:
-            raise ValueError(f"max_cycles must be an int >= 1 (or None for grid_size), got {max_cycles!r}")
+        max_cycles = check_int("max_cycles (or None for grid_size)", max_cycles, 1)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
                 f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}"

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import torch
 
+from envs.checks import check_int, parse_count
 from envs.experts import (
     POLICIES,
     cautious_policy,
@@ -88,23 +89,6 @@ __all__ = [
 NUM_FEATURES = 10  # the "base" feature set
 FEATURE_SETS = {"base": NUM_FEATURES, "touch": NUM_FEATURES + 2 * NUM_ACTIONS}
 STEP_COST = 0.05
-
-
-def parse_count(num_agents, name: str = "num_agents") -> tuple[int, int]:
-    """An int or a (low, high) pair -> (low, high) with 1 <= low <= high; ValueError otherwise."""
-    if isinstance(num_agents, int) and not isinstance(num_agents, bool):
-        low = high = num_agents
-    elif (
-        isinstance(num_agents, (tuple, list))
-        and len(num_agents) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in num_agents)
-    ):
-        low, high = num_agents
-    else:
-        raise ValueError(f"{name} must be an int or a (low, high) pair of ints, got {num_agents!r}")
-    if low < 1 or high < low:
-        raise ValueError(f"{name} must satisfy 1 <= low <= high, got {num_agents!r}")
-    return int(low), int(high)
 
 
 def check_features(features) -> str:
@@ -143,13 +127,9 @@ class Crossing:
     ):
         self.low, self.high = parse_count(num_agents)
         self.features = check_features(features)
-        for name, value, lo in (
-            ("num_worlds", num_worlds, 1),
-            ("max_steps", max_steps, 1),
-            ("start_width", start_width, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-                raise ValueError(f"{name} must be an int >= {lo}, got {value!r}")
+        check_int("num_worlds", num_worlds, 1)
+        check_int("max_steps", max_steps, 1)
+        check_int("start_width", start_width, 1)
         if start_width > grid_size:
             raise ValueError(f"start_width must be <= grid_size={grid_size}, got {start_width}")
         self.world = World(num_worlds, self.high, grid_size, radius, device=device)

@@ -25,15 +25,6 @@ from envs.world import DOWN, NUM_ACTIONS, RIGHT, STAY, UP, circular_delta
 if TYPE_CHECKING:  # crossing.py re-exports these policies, so it cannot be imported here at run time
     from envs.crossing import Crossing
 
-__all__ = [
-    "POLICIES",
-    "move_right_policy",
-    "greedy_policy",
-    "cautious_policy",
-    "priority_policy",
-    "random_policy",
-]
-
 
 def move_right_policy(env: Crossing, gen: torch.Generator | None = None) -> torch.Tensor:
     """Everyone plays RIGHT (the paper's policy). (B, L) long."""

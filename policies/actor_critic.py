@@ -26,23 +26,8 @@ import torch
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import Tensor, nn
 
-from policies.base import check_input
-from policies.ha import HyperAttention
-from policies.hfa import HyperFeatureAttention
-from policies.sa import SelfAttention
-
-FAMILIES = ("sa", "hfa", "ha")
-
-
-def make_attention(family: str, width: int, heads: int, kind: str, factors: int, order: int) -> nn.Module:
-    """One attention module of the chosen family, (B, L, d) -> (B, L, d)."""
-    if family == "sa":
-        return SelfAttention(dim=width, heads=heads, kind=kind)
-    if family == "hfa":
-        return HyperFeatureAttention(dim=width, heads=heads, kind=kind, factors=factors)
-    if family == "ha":
-        return HyperAttention(dim=width, heads=heads, kind=kind, order=order)
-    raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+from policies.base import check_choice, check_input, check_int
+from policies.predictor import FAMILIES, make_attention  # FAMILIES re-exported for the trainers
 
 
 def split_tokens(obs: Tensor, num_features: int) -> Tensor:
@@ -132,11 +117,9 @@ class AttentionExtractor(BaseFeaturesExtractor):
         position_features: tuple[int, int] = (1, 2),
         dx_weight: float = 1.0,
     ):
-        if family not in FAMILIES:
-            raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+        check_choice("family", family, FAMILIES)
         for name, value in (("num_features", num_features), ("width", width), ("blocks", blocks)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+            check_int(name, value, 1)
         if neighbours is not None and (not isinstance(neighbours, int) or neighbours < 1):
             raise ValueError(f"neighbours must be None or an int >= 1, got {neighbours!r}")
         super().__init__(observation_space, features_dim=width)
@@ -145,9 +128,8 @@ class AttentionExtractor(BaseFeaturesExtractor):
         self.num_features, self.neighbours, self.dx_weight = num_features, neighbours, float(dx_weight)
         self.present_feature, self.position_features = present_feature, tuple(position_features)
         self.embed = nn.Sequential(nn.Linear(num_features, width), nn.ReLU(), nn.Linear(width, width))
-        self.blocks = nn.ModuleList(
-            Block(make_attention(family, width, heads, kind, factors, order), width) for _ in range(blocks)
-        )
+        attention = dict(dim=width, heads=heads, kind=kind, factors=factors, order=order)
+        self.blocks = nn.ModuleList(Block(make_attention(family, **attention), width) for _ in range(blocks))
 
     def forward(self, observations: Tensor, return_tokens: bool = False) -> Tensor:
         tokens = split_tokens(observations, self.num_features)  # (B, L, F)
@@ -192,8 +174,7 @@ class NearestMLPExtractor(BaseFeaturesExtractor):
         position_features: tuple[int, int] = (1, 2),
     ):
         for name, value in (("num_features", num_features), ("k", k), ("width", width)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+            check_int(name, value, 1)
         super().__init__(observation_space, features_dim=width)
         self.num_features, self.k = num_features, k
         self.present_feature, self.position_features = present_feature, tuple(position_features)

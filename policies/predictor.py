@@ -21,6 +21,7 @@ from policies.hfa import HyperFeatureAttention
 from policies.sa import SelfAttention
 
 ATTENTION = {"sa": SelfAttention, "hfa": HyperFeatureAttention, "ha": HyperAttention}
+FAMILIES = tuple(ATTENTION)  # the attention families every model here is built from
 
 
 def make_attention(name: str, *, dim: int, factors: int = 2, order: int = 3, **kwargs) -> nn.Module:
@@ -29,7 +30,7 @@ def make_attention(name: str, *, dim: int, factors: int = 2, order: int = 3, **k
     "sa+ha" is AttentionSum(SA, HA): a pairwise and an order-n term. Other keyword arguments
     (heads, kind, causal, out_dim, rank, share_kv, ...) go to every constructor.
     """
-    check_choice("name", name, (*ATTENTION, "sa+ha"))
+    check_choice("name", name, (*FAMILIES, "sa+ha"))
     if name == "sa+ha":
         return AttentionSum(*(make_attention(n, dim=dim, order=order, **kwargs) for n in ("sa", "ha")))
     extra = {"hfa": {"factors": factors}, "ha": {"order": order}}.get(name, {})

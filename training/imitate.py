@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 from stable_baselines3.common.policies import ActorCriticPolicy
 
+from envs.checks import check_int
 from envs.crossing import POLICIES, RIGHT, Crossing
 
 
@@ -171,8 +172,7 @@ def imitate(
         ("batch_size", batch_size),
         ("keep_last", keep_last),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        check_int(name, value, 1)
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
     for group in policy.optimizer.param_groups:  # PPO sets its own rate again at every update

@@ -36,6 +36,7 @@ from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from policies.base import check_int
 from policies.lm import LM, LMConfig
 from training import runs
 from training.runs import Run
@@ -44,28 +45,12 @@ from training.runs import Run
 PRESETS = {
     # 1M training bytes: about 20 s (SA, HFA) or 2 min (order-3 HA) on one CPU thread. Context 32,
     # not 64: HA's O(L^3) would leave time for only ~400 steps, and every family near unigram level.
-    "cpu": dict(
-        width=64,
-        layers=2,
-        heads=4,
-        context=32,
-        steps=1000,
-        batch_size=32,
-        learning_rate=3e-3,
-        eval_windows=1024,
-    ),
+    "cpu": dict(width=64, layers=2, heads=4, context=32, steps=1000, batch_size=32)
+    | dict(learning_rate=3e-3, eval_windows=1024),
     # One GPU (not measured yet): order-3 HA at context 128 keeps B H L^3 attention weights per layer
     # for backward, a few GB per layer at batch 32.
-    "gpu": dict(
-        width=256,
-        layers=4,
-        heads=4,
-        context=128,
-        steps=5000,
-        batch_size=32,
-        learning_rate=1e-3,
-        eval_windows=2048,
-    ),
+    "gpu": dict(width=256, layers=4, heads=4, context=128, steps=5000, batch_size=32)
+    | dict(learning_rate=1e-3, eval_windows=2048),
 }
 
 
@@ -162,8 +147,8 @@ def resolve(cfg: LMTrainConfig) -> LMTrainConfig:
         if name == "learning_rate":
             if not value > 0:
                 raise ValueError(f"learning_rate must be > 0, got {value!r}")
-        elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        else:
+            check_int(name, value, 1)
     if not 0 < cfg.val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {cfg.val_fraction!r}")
     runs.validate_name(cfg.name, "run_name")

@@ -23,13 +23,8 @@ Example::
     hyperagents train --family hfa --num-agents 2 16 --neighbours 7 --imitate-iterations 12 \
         --learning-rate 1e-4 --learning-rate-final 1e-5 --ent-coef 0 --n-steps 96 \
         --batch-size 4096 --clip-range 0.1 --total-timesteps 1500000 --run-name hfa_dagger_s0
-    # docs/marl.md round 6 (meets issue #6's bar with SA): the cautious teacher on crowds and on
-    # PPO's counts in every round, with the touch features
-    hyperagents train --family sa --features touch --num-agents 2 16 --neighbours 7 \
-        --imitate-iterations 16 --imitate-epochs 8 --imitate-expert cautious \
-        --imitate-num-agents 2 32 --imitate-mixed --learning-rate 1e-4 --learning-rate-final 1e-5 \
-        --ent-coef 0 --n-steps 96 --batch-size 4096 --clip-range 0.1 --total-timesteps 1500000 \
-        --run-name sa_touch_s0
+    # docs/marl.md's recipe (the cautious teacher on crowds and on PPO's counts, touch features)
+    hyperagents train --preset best --run-name sa_touch_s0
 """
 
 from __future__ import annotations
@@ -45,7 +40,8 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from tqdm import tqdm
 
-from envs.crossing import FEATURE_SETS, Crossing, check_features, parse_count
+from envs.checks import check_int, parse_count
+from envs.crossing import FEATURE_SETS, Crossing, check_features
 from envs.vec import CrossingVecEnv
 from policies.actor_critic import FAMILIES, AttentionExtractor, NearestMLPExtractor
 from training import runs
@@ -168,7 +164,7 @@ class TrainConfig:
     imitate_expert: Literal["greedy", "cautious", "priority"] = "greedy"
     """the scripted policy DAgger clones: "greedy" (lane-seeking avoider), "cautious" (greedy
     that stays when nothing is safe) or "priority" (prioritised planner that never collides, also
-    in crowds); see envs/crossing.py"""
+    in crowds); see envs/experts.py"""
     imitate_weighting: Literal["agent", "world"] = "agent"
     """DAgger cross-entropy weighting: "agent" (every sample 1) or "world" (every world the same
     total weight, so crowded worlds do not outvote near-empty ones); see training/imitate.py"""
@@ -196,9 +192,7 @@ def check_config(cfg: TrainConfig) -> None:
     positive += ("n_epochs", "checkpoint_every", "threads", "mlp_k", "imitate_epochs")
     minimum = dict.fromkeys(positive, 1) | {"imitate_iterations": 0}
     for name, lo in minimum.items():
-        value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-            raise ValueError(f"{name} must be an int >= {lo}, got {value!r}")
+        check_int(name, getattr(cfg, name), lo)
     if not cfg.imitate_learning_rate > 0:  # also catches NaN
         raise ValueError(f"imitate_learning_rate must be > 0, got {cfg.imitate_learning_rate!r}")
     if cfg.imitate_expert not in EXPERTS:

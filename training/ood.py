@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from stable_baselines3 import PPO
 
+from envs.checks import check_int
 from envs.crossing import POLICIES, STAY, Crossing
 from training import runs
 
@@ -398,10 +399,11 @@ def plot(summary: dict, path: Path) -> None:
 
 def main(cfg: OODConfig) -> dict:
     """Evaluate, write ood.json / ood_summary.json / ood.png; returns the summary."""
-    if not cfg.counts or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in cfg.counts):
-        raise ValueError(f"counts must be agent counts >= 1, got {cfg.counts!r}")
-    if cfg.episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {cfg.episodes}")
+    if not cfg.counts:
+        raise ValueError("counts must list at least one agent count >= 1")
+    for count in cfg.counts:
+        check_int("counts", count, 1)
+    check_int("episodes", cfg.episodes, 1)
     torch.set_num_threads(cfg.threads)
     trained = [] if cfg.merge else load_runs(tuple(cfg.run), cfg.neighbours, cfg.checkpoint)
     out_dir = Path(cfg.out_dir or (cfg.run[0] if cfg.run else "runs/ood"))

@@ -14,17 +14,8 @@ TEXT = (
     "All that glitters is not gold; all who wander are not lost. "
 ) * 120  # about 17 KB of repetitive English: a tiny model's loss falls within a few dozen steps
 
-TINY = dict(
-    width=16,
-    layers=1,
-    heads=2,
-    context=16,
-    batch_size=8,
-    learning_rate=1e-2,
-    eval_windows=16,
-    evals=2,
-    progress=False,
-)
+TINY = dict(width=16, layers=1, heads=2, context=16, batch_size=8, learning_rate=1e-2, eval_windows=16)
+TINY |= dict(evals=2, progress=False)
 
 
 @pytest.fixture

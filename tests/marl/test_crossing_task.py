@@ -152,18 +152,19 @@ def test_priority_planner_matches_greedy_when_nobody_is_near():
 
 
 @pytest.mark.parametrize(
-    "kwargs, name",
+    "kwargs, name, error",
     [
-        (dict(num_agents=0), "num_agents"),
-        (dict(num_agents=(5, 2)), "num_agents"),
-        (dict(num_agents=2.5), "num_agents"),
-        (dict(num_worlds=0), "num_worlds"),
-        (dict(max_steps=0), "max_steps"),
-        (dict(start_width=100), "start_width"),
+        (dict(num_agents=0), "num_agents", ValueError),
+        (dict(num_agents=(5, 2)), "num_agents", ValueError),
+        (dict(num_agents=2.5), "num_agents", TypeError),  # the type is wrong, as in the PettingZoo env
+        (dict(num_worlds=0), "num_worlds", ValueError),
+        (dict(num_worlds=True), "num_worlds", TypeError),
+        (dict(max_steps=0), "max_steps", ValueError),
+        (dict(start_width=100), "start_width", ValueError),
     ],
 )
-def test_bad_arguments_raise(kwargs, name):
-    with pytest.raises(ValueError, match=name):
+def test_bad_arguments_raise(kwargs, name, error):
+    with pytest.raises(error, match=name):
         Crossing(**kwargs)
 
 

@@ -37,7 +37,7 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str]:
         (["demo", "--num-agents", "0", "--skip-fit", "--frame-every", "0"], "num_agents"),
         (["fit", "--train-agents", "0"], "train_agents must be >= 1"),
         (["train", "--width", "0"], "width must be an int >= 1"),
-        (["ood", "--counts", "0", "2"], "counts must be agent counts >= 1"),
+        (["ood", "--counts", "0", "2"], "counts must be an int >= 1"),
         (["lm", "--steps", "0"], "steps must be an int >= 1"),
         (["lm", "--device", "tpu9"], "device must be"),
         (["view", "--run", "no/such/run", "--record", "x.gif"], "does not exist"),

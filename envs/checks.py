@@ -1,0 +1,44 @@
+"""Argument checks the envs share: a TypeError for a value of the wrong type, a ValueError for one
+out of range, each naming the argument and what it accepts.
+
+``policies/base.py`` keeps its own ``check_int`` with the same contract for the models: envs and
+policies may not import each other (DESIGN.md), and a third package for two small functions would
+cost more than it saves. These accept numpy integers too, since the PettingZoo face hands numpy
+values around.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def is_int(value: object) -> bool:
+    """True for a Python or numpy integer, False for a bool (which Python counts as an int)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_int(name: str, value: object, minimum: int | None = None) -> int:
+    """``value`` as an int; TypeError unless it is an integer, ValueError if it is below ``minimum``."""
+    wanted = "an int" if minimum is None else f"an int >= {minimum}"
+    if not is_int(value):
+        raise TypeError(f"{name} must be {wanted}, got {type(value).__name__} {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be {wanted}, got {value!r}")
+    return int(value)
+
+
+def parse_count(num_agents: object, name: str = "num_agents") -> tuple[int, int]:
+    """An agent count, an int or a (low, high) pair, as (low, high) with 1 <= low <= high.
+
+    TypeError for anything but an int or a pair of ints; ValueError for a count below 1 or
+    low > high.
+    """
+    if is_int(num_agents):
+        low = high = int(num_agents)
+    elif isinstance(num_agents, (tuple, list)) and len(num_agents) == 2 and all(map(is_int, num_agents)):
+        low, high = int(num_agents[0]), int(num_agents[1])
+    else:
+        raise TypeError(f"{name} must be an int or a (low, high) pair of ints, got {num_agents!r}")
+    if low < 1 or high < low:
+        raise ValueError(f"{name} must satisfy 1 <= low <= high, got {num_agents!r}")
+    return low, high
