@@ -33,11 +33,9 @@ from torchrl.modules import ProbabilisticActor
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value.functional import vec_generalized_advantage_estimate
 
-from envs.crossing import NUM_ACTIONS, POLICIES, Crossing
+from envs.crossing import NUM_ACTIONS, STAY
 from envs.torchrl_env import CrossingEnv
 from policies.actor_critic import TokenActorCritic
-
-CRITICS = ("central", "local")
 
 
 def pick_device(name: str) -> torch.device:
@@ -82,25 +80,51 @@ def make_loss(net: TokenActorCritic, cfg) -> ClipPPOLoss:
 
 @torch.no_grad()
 def collect(env: CrossingEnv, td: TensorDict, net: TokenActorCritic, steps: int):
-    """Play ``steps`` steps in every world; returns (rollout (B, T) TensorDict, carried state)."""
+    """Play ``steps`` steps in every world; returns (rollout (B, T) TensorDict, carried state).
+
+    Only active agents (real, not parked) go through the actor: the world ignores the others'
+    actions, so they get STAY and a log-probability of 0, which no update reads.
+    """
     frames = []
     for _ in range(steps):
-        obs = td.get(("agents", "observation"))  # (B, L, L, F)
-        dist = torch.distributions.Categorical(logits=net.actor(obs))
-        action = dist.sample()  # (B, L)
+        active = td.get(("agents", "active"))  # (B, L)
+        action = torch.full(active.shape, STAY, dtype=torch.long, device=active.device)
+        log_prob = torch.zeros(active.shape, device=active.device)
+        if active.any():
+            dist = torch.distributions.Categorical(
+                logits=net.actor(td.get(("agents", "observation"))[active])
+            )
+            action[active] = dist.sample()
+            log_prob[active] = dist.log_prob(action[active])
         td.set(("agents", "action"), action)
-        td.set(("agents", "action_log_prob"), dist.log_prob(action))
+        td.set(("agents", "action_log_prob"), log_prob)
         out, td = env.step_and_maybe_reset(td)
         frames.append(out)
     return torch.stack(frames, dim=1), td
 
 
 @torch.no_grad()
-def values(net: TokenActorCritic, obs: torch.Tensor, chunk: int) -> torch.Tensor:
-    """Critic values of (..., L, F) token sets, ``chunk`` sets per pass (bounds activations)."""
-    flat = obs.reshape(-1, *obs.shape[-2:])
-    out = torch.cat([net.critic(part) for part in flat.split(chunk)]) if len(flat) else flat.new_zeros(0, 1)
-    return out.reshape(*obs.shape[:-2], 1)
+def values(net: TokenActorCritic, obs: torch.Tensor, mask: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Critic values of the real agents' token sets: obs (..., L, F), mask (...) -> (..., 1), 0 where
+    padded; ``chunk`` sets per pass (bounds activations)."""
+    out = obs.new_zeros(*mask.shape, 1)
+    real = obs[mask]  # (M, L, F)
+    if len(real):
+        out[mask] = torch.cat([net.critic(part) for part in real.split(chunk)])
+    return out
+
+
+def next_values(net: TokenActorCritic, rollout: TensorDict, value: torch.Tensor, chunk: int) -> torch.Tensor:
+    """V(s_{t+1}) for every step, (B, T, L, 1): the next step's value where its world went on, and the
+    critic of the stored next observation where the world ended (and at the rollout's last step),
+    so the critic runs again on a few frames instead of all of them."""
+    fresh = rollout.get(("next", "done")).squeeze(-1).clone()  # (B, T)
+    fresh[:, -1] = True
+    out = torch.empty_like(value)
+    out[:, :-1] = value[:, 1:]
+    nxt = rollout.get(("next", "agents"))[fresh]  # (n, L)
+    out[fresh] = values(net, nxt.get("observation"), nxt.get("mask"), chunk)
+    return out
 
 
 def samples(rollout: TensorDict, net: TokenActorCritic, cfg) -> TensorDict:
@@ -111,8 +135,8 @@ def samples(rollout: TensorDict, net: TokenActorCritic, cfg) -> TensorDict:
     """
     agents, nxt = rollout.get("agents"), rollout.get("next")
     chunk = max(cfg.batch_size, 1024)
-    value = values(net, agents.get("observation"), chunk)  # (B, T, L, 1)
-    next_value = values(net, nxt.get(("agents", "observation")), chunk)
+    value = values(net, agents.get("observation"), agents.get("mask"), chunk)  # (B, T, L, 1)
+    next_value = next_values(net, rollout, value, chunk)
     reward = nxt.get(("agents", "reward"))  # (B, T, L, 1)
     L = reward.shape[2]
     done = nxt.get("done").unsqueeze(2).expand(-1, -1, L, -1)  # (B, T, L, 1)
@@ -149,36 +173,19 @@ def update(
     stats: dict[str, float] = {}
     for _ in range(cfg.n_epochs):
         order = torch.randperm(M, generator=gen).to(data.device)
-        sums = {"objective": 0.0, "critic": 0.0, "entropy": 0.0}
+        sums = torch.zeros(3, device=data.device)  # summed on the device: no sync per minibatch
         batches = 0
         for idx in order.split(cfg.batch_size):
             out = loss(data[idx])
-            total = out["loss_objective"] + out["loss_critic"] + out["loss_entropy"]
+            parts = torch.stack([out["loss_objective"], out["loss_critic"], out["loss_entropy"]])
             opt.zero_grad(set_to_none=True)
-            total.backward()
+            parts.sum().backward()
             torch.nn.utils.clip_grad_norm_(params, 0.5)
             opt.step()
-            for key in sums:
-                sums[key] += float(out[f"loss_{key}"].detach())
+            sums += parts.detach()
             batches += 1
-        stats = {k: v / max(batches, 1) for k, v in sums.items()}
+        stats = dict(zip(("objective", "critic", "entropy"), (sums / max(batches, 1)).tolist(), strict=True))
     return stats
-
-
-# ---------------------------------------------------------------- evaluation
-
-
-def gain(net: TokenActorCritic, cfg, count: int, episodes: int, seed: int, device="cpu") -> dict:
-    """Argmax policy vs MOVE_RIGHT on the same ``episodes`` starts of ``count`` agents (ood's play)."""
-    from training.ood import play, policy_actor
-
-    task = dict(
-        grid_size=cfg.grid_size, radius=cfg.radius, max_steps=cfg.max_steps, start_width=cfg.start_width
-    )
-    env = Crossing(num_worlds=episodes, num_agents=count, device=device, **task)
-    ours = float(play(env, policy_actor(net, True, 1 << 16, cfg.features), seed, seed).mean())
-    ref = float(play(env, POLICIES["move_right"], seed, seed).mean())
-    return {"return": ours, "move_right": ref, "gain": (ours - ref) / abs(ref) if ref else None}
 
 
 # ---------------------------------------------------------------- the loop

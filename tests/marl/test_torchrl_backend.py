@@ -166,3 +166,24 @@ def test_actor_critic_reads_any_agent_count(tmp_path, critic):
         assert net.actor(tokens).shape == (2, 5, NUM_ACTIONS)
         assert net.critic(tokens).shape == (2, 5, 1)
     assert (net.critic_encoder.neighbours is None) == (critic == "central")
+
+
+def test_gae_values_skip_padding_and_reuse_the_next_step():
+    """The values GAE reads equal the critic run on every stored observation: 0 on padded slots,
+    and V(next obs) equal to the next step's value wherever the world went on."""
+    cfg = tiny_cfg(None, runs_dir="unused")
+    net = marl_torchrl.build_net(cfg, 10).eval()
+    env = CrossingEnv(num_worlds=6, num_agents=(2, 5), seed=2, **TASK)
+    torch.manual_seed(0)
+    rollout, _ = marl_torchrl.collect(env, env.reset(), net, 40)  # crosses a reset at T = 30
+    agents, nxt = rollout["agents"], rollout["next", "agents"]
+    with torch.no_grad():
+        full = net.critic(agents["observation"])  # (B, T, L, 1), padded slots included
+        full_next = net.critic(nxt["observation"])
+    value = marl_torchrl.values(net, agents["observation"], agents["mask"], 7)
+    torch.testing.assert_close(value, full * agents["mask"].unsqueeze(-1))
+    next_value = marl_torchrl.next_values(net, rollout, value, 7)
+    torch.testing.assert_close(next_value, full_next * nxt["mask"].unsqueeze(-1))
+    assert rollout["next", "done"].any()  # the reset branch was exercised
+    inactive = ~agents["active"]
+    assert (agents["action"][inactive] == 0).all() and (agents["action_log_prob"][inactive] == 0).all()
