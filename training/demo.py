@@ -21,7 +21,7 @@ import torch
 
 from envs.colliding_agents_v0 import MOVE_RIGHT, parallel_env
 from envs.scenarios import make_scenario
-from training.runs import validate_name
+from training.runs import outputs_line, validate_name
 
 
 @dataclass
@@ -125,6 +125,7 @@ def train_predictor(cfg: DemoConfig) -> dict:
 
 
 def main(cfg: DemoConfig) -> dict:
+    out_dir(cfg)  # a bad run name stops here, before anything runs
     out = run_simulation(cfg)
     print(
         f"colliding agents: N={cfg.grid_size}, R={cfg.radius}, L={cfg.num_agents}, every agent MOVE_RIGHT "
@@ -144,4 +145,8 @@ def main(cfg: DemoConfig) -> dict:
             if path:
                 print(f"  {name:>12}: {path}")
         print(f"  {'metrics':>12}: {metrics['run']}/metrics.json")
+    line = outputs_line(out_dir(cfg)) if out["gif"] is not None or not cfg.skip_fit else "outputs: none"
+    if not cfg.skip_fit:
+        line += " and " + outputs_line(out["fit"]["run"]).removeprefix("outputs: ")
+    print(line)
     return out

@@ -371,6 +371,7 @@ def run_fit(cfg: FitConfig, run: Run) -> dict:
         metrics["figures"] = write_figures(cfg, model, history, metrics, run.path, rules)
     run.update_metrics(metrics)
     print_table(metrics)
+    print(runs.outputs_line(run.path))
     return metrics
 
 

@@ -314,7 +314,9 @@ def main(cfg: LMTrainConfig, stop_at: int | None = None) -> dict:
         name_flag="run-name",
         renamed=LM_RENAMED,
     ) as run:
-        return train_run(cfg, run, model, opt, generator, (train, val, source), device, stop_at)
+        metrics = train_run(cfg, run, model, opt, generator, (train, val, source), device, stop_at)
+    print(runs.outputs_line(run.path))
+    return metrics
 
 
 def train_run(

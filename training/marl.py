@@ -413,9 +413,12 @@ def main(cfg: TrainConfig, callbacks: list[BaseCallback] | None = None) -> dict:
 
         device = marl_torchrl.pick_device(cfg.device)
         with open_train_run(cfg, suffix=".pt") as run:
-            return marl_torchrl.train_run(cfg, run, device)
-    with open_train_run(cfg) as run:
-        return train_sb3(cfg, run, callbacks)
+            metrics = marl_torchrl.train_run(cfg, run, device)
+    else:
+        with open_train_run(cfg) as run:
+            metrics = train_sb3(cfg, run, callbacks)
+    print(runs.outputs_line(run.path))
+    return metrics
 
 
 def train_sb3(cfg: TrainConfig, run: Run, callbacks: list[BaseCallback] | None = None) -> dict:

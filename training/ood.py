@@ -426,5 +426,5 @@ def main(cfg: OODConfig) -> dict:
             else ""
         )
         print(f"L={L:3d} " + "  ".join(cells) + zero)
-    print(f"wrote {out_dir / 'ood.json'}, {out_dir / 'ood_summary.json'}, {out_dir / 'ood.png'}")
+    print(runs.outputs_line(out_dir, ["ood.json", "ood_summary.json", "ood.png", "ood_table.md"]))
     return summary

@@ -39,6 +39,7 @@ Public API (a trainer polls ``run.stop_requested`` once per step or rollout)::
     read_manifest(folder, renamed=None) -> dict | None;  find_checkpoint(folder) -> Checkpoint | None
     open_run(..., renamed={"lr": "learning_rate"})   # a stored manifest's old field names read as new
     merge_metrics(folder, updates) -> dict   # what update_metrics does, for evaluators such as ood
+    outputs_line(folder) -> str      # "outputs: runs/x/ (config.json, ...)": every command's last line
     write_json(obj, path); write_atomic(write, path); save_torch(obj, path); load_torch(path)
 """
 
@@ -282,6 +283,26 @@ def merge_metrics(folder: str | os.PathLike, updates: Mapping) -> dict:
         metrics.update(normalise(dict(updates)))
         write_json(metrics, folder / "metrics.json")
     return metrics
+
+
+def outputs_line(folder: str | os.PathLike, names: Iterable[str] | None = None) -> str:
+    """``outputs: <folder>/ (<files>)``: where a command left its outputs, for its last printed line.
+
+    ``names`` defaults to what the folder holds (hidden files left out, TensorBoard event files
+    counted as one entry, sub-folders with a trailing '/').
+    """
+    folder = Path(folder)
+    if names is None:
+        names, events = [], False
+        for p in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if p.name.startswith("."):
+                continue
+            if p.name.startswith("events.out.tfevents"):
+                events = True
+                continue
+            names.append(p.name + ("/" if p.is_dir() else ""))
+        names += ["TensorBoard events"] if events else []
+    return f"outputs: {folder}/ ({', '.join(names)})"
 
 
 # ---------------------------------------------------------------- the run

@@ -163,11 +163,11 @@ def _main(cfg: ViewConfig) -> Path | None:
         viewer.draw()
         Path(cfg.screenshot).parent.mkdir(parents=True, exist_ok=True)
         viewer.pg.image.save(viewer.canvas, cfg.screenshot)
-        print(f"wrote {cfg.screenshot}")
+        print(f"outputs: {cfg.screenshot}")
         return Path(cfg.screenshot)
     if cfg.record is not None:
         path = record(viewer, cfg.record, cfg.steps or min(viewer.cfg.grid_size + 1, DEFAULT_FRAMES), cfg.fps)
-        print(f"wrote {path}")
+        print(f"outputs: {path}")
         return path
     try:
         interactive(viewer, cfg.fps, cfg.screenshot_dir)

@@ -129,3 +129,13 @@ def test_training_on_a_range_of_agent_counts_pads_and_fits(attention, tmp_path):
     m = fit.main(cfg)
     assert m["versatility_rank_ok"] is None and m["product_mse"] is None
     assert m["train_mse"] < 0.5 * float(data.targets[data.mask].var())
+
+
+def test_fit_ends_by_printing_where_its_outputs_are(tmp_path, capsys):
+    fit.main(
+        fit.FitConfig(**TINY, steps=0, num_train=200, runs_dir=str(tmp_path), run_name="o", figures=False)
+    )
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert (
+        last.startswith(f"outputs: {tmp_path / 'o'}/ (") and "config.json" in last and "metrics.json" in last
+    )
