@@ -133,7 +133,9 @@ def test_training_on_a_range_of_agent_counts_pads_and_fits(attention, tmp_path):
 
 def test_fit_ends_by_printing_where_its_outputs_are(tmp_path, capsys):
     fit.main(
-        fit.FitConfig(**TINY, steps=0, num_train=200, runs_dir=str(tmp_path), run_name="o", figures=False)
+        fit.FitConfig(
+            **{**TINY, "num_train": 200}, steps=0, runs_dir=str(tmp_path), run_name="o", figures=False
+        )
     )
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert (
