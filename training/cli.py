@@ -1,5 +1,8 @@
 """``hyperagents <command>``: one console script, one tyro config per command.
 
+``hyperagents train --preset NAME`` parses the rest of the command line over that recipe's
+settings (``training/marl.py`` PRESETS): a flag given sets its field, in any position.
+
 Bad input never ends in a traceback: a ValueError, TypeError or FileNotFoundError from a command
 prints one line, ``hyperagents <command>: error: ...``, and exits with status 2; a run folder that
 cannot be used now (busy, no valid checkpoint) or an optional engine that is not installed (Ray
@@ -34,11 +37,35 @@ def first_line(err: BaseException) -> str:
     return text.splitlines()[0]
 
 
+def preset_of(argv: list[str]) -> str | None:
+    """The value of ``--preset`` in ``argv`` (``--preset NAME`` or ``--preset=NAME``), or None."""
+    for k, arg in enumerate(argv):
+        if arg == "--preset" and k + 1 < len(argv):
+            return argv[k + 1]
+        if arg.startswith("--preset="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def parse(argv: list[str] | None) -> object:
+    """The config of the command ``argv`` names; a train preset becomes the defaults of its flags."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    preset = preset_of(args[1:]) if args and args[0] == "train" else None
+    if preset is None:
+        return tyro.extras.subcommand_cli_from_dict(
+            {name: cls for name, (cls, _) in COMMANDS.items()}, args=args, description=__doc__
+        )
+    try:
+        default = marl.preset_config(preset)
+    except ValueError as err:
+        print(f"hyperagents train: error: {first_line(err)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return tyro.cli(marl.TrainConfig, default=default, args=args[1:], prog="hyperagents train")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse ``argv`` (default: sys.argv) into a command's config and run it."""
-    cfg = tyro.extras.subcommand_cli_from_dict(
-        {name: cls for name, (cls, _) in COMMANDS.items()}, args=argv, description=__doc__
-    )
+    cfg = parse(argv)
     name = next(name for name, (cls, _) in COMMANDS.items() if isinstance(cfg, cls))
     try:
         COMMANDS[name][1](cfg)

@@ -50,10 +50,45 @@ from training.runs import Run
 
 ALL_FAMILIES = (*FAMILIES, "mlp")
 
+# Recipes people use, by name: `hyperagents train --preset NAME` takes these as its defaults, and
+# any flag given sets its field over them. "best" is docs/marl.md's recipe (the best policies so
+# far: a DAgger warm start from the cautious avoider on crowds and on PPO's counts, then PPO with a
+# small step, touch features); "gpu" and "scratch-cpu" train the torchrl backend from scratch.
+PRESETS = {
+    "best": dict(
+        backend="sb3",
+        features="touch",
+        num_agents=(2, 16),
+        neighbours=7,
+        imitate_iterations=16,
+        imitate_epochs=8,
+        imitate_expert="cautious",
+        imitate_num_agents=(2, 32),
+        imitate_mixed=True,
+        total_timesteps=1_500_000,
+        learning_rate=1e-4,
+        learning_rate_final=1e-5,
+        ent_coef=0.0,
+        n_steps=96,
+        batch_size=4096,
+        clip_range=0.1,
+    ),
+    "gpu": dict(backend="torchrl", device="cuda", num_worlds=4096, batch_size=16384),
+    "scratch-cpu": dict(backend="torchrl", num_worlds=64, batch_size=1024),
+}
+for _name in ("gpu", "scratch-cpu"):  # the torchrl recipe's shared settings
+    PRESETS[_name] |= dict(num_agents=(2, 16), neighbours=7, n_steps=32, learning_rate=1e-3)
+    PRESETS[_name] |= dict(learning_rate_final=1e-4, ent_coef_final=0.0)
+
 
 @dataclass
 class TrainConfig:
     """Train a shared-parameter PPO policy on the crossing task."""
+
+    preset: Literal["best", "gpu", "scratch-cpu"] | None = None
+    """a recipe's settings as the defaults of every other flag (flags given still set their field):
+    best (docs/marl.md's recipe, SB3 + DAgger), gpu (torchrl on CUDA, 4096 worlds), scratch-cpu
+    (torchrl on the CPU, 64 worlds); see PRESETS in training/marl.py. In Python: preset_config()"""
 
     # Engine
     backend: Literal["sb3", "torchrl"] = "sb3"
@@ -174,11 +209,21 @@ class TrainConfig:
 
     @property
     def name(self) -> str:
-        return self.run_name or f"crossing__{self.family}__{self.seed}"
+        preset = f"_{self.preset}" if self.preset else ""
+        return self.run_name or f"crossing{preset}__{self.family}__{self.seed}"
+
+
+def preset_config(preset: str | None = None, **fields) -> TrainConfig:
+    """The TrainConfig of ``preset`` (a key of PRESETS, or None for none) with ``fields`` over it."""
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
+    return TrainConfig(**{**(PRESETS[preset] if preset else {}), "preset": preset, **fields})
 
 
 def check_config(cfg: TrainConfig) -> None:
     """Raise ValueError naming the bad field."""
+    if cfg.preset is not None and cfg.preset not in PRESETS:
+        raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {cfg.preset!r}")
     if cfg.family not in ALL_FAMILIES:
         raise ValueError(f"family must be one of {ALL_FAMILIES}, got {cfg.family!r}")
     parse_count(tuple(cfg.num_agents), "num_agents")
@@ -277,6 +322,7 @@ TRAIN_MAY_CHANGE = (
     "overwrite",
     "run_name",
     "runs_dir",
+    "preset",  # a name for settings the manifest holds one by one, and compares one by one
 )
 
 

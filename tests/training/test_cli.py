@@ -1,12 +1,13 @@
 """The console script: a bad value of every command is one line on stderr and exit status 2;
 `view` and `lm` edge inputs that used to be ignored or leak exceptions."""
 
+import json
 import re
 
 import pytest
 import torch
 
-from training import cli, fit, lm
+from training import cli, fit, lm, marl
 
 FIT = dict(
     grid_size=16,
@@ -95,3 +96,33 @@ def test_view_records_a_valid_hfa_factor(view_runs, tmp_path, capsys):
         ["view", "--run", str(view_runs / "hfa"), "--factor", "2", "--screenshot", str(tmp_path / "f.png")]
     )
     assert (tmp_path / "v.gif").stat().st_size > 0 and (tmp_path / "f.png").stat().st_size > 0
+
+
+def test_a_train_preset_sets_the_recipe_and_flags_given_override_it_in_any_position():
+    best = cli.parse(["train", "--seed", "3", "--preset", "best", "--learning-rate", "1e-3"])
+    assert best.preset == "best" and best.seed == 3 and best.learning_rate == 1e-3  # given: kept
+    assert best.features == "touch" and best.imitate_iterations == 16 and best.num_agents == (2, 16)
+    gpu = cli.parse(["train", "--preset=gpu"])
+    assert (gpu.backend, gpu.device, gpu.num_worlds, gpu.batch_size) == ("torchrl", "cuda", 4096, 16384)
+    assert gpu.learning_rate_final == 1e-4 and gpu.ent_coef_final == 0.0 and gpu.neighbours == 7
+    scratch = cli.parse(["train", "--preset", "scratch-cpu"])
+    assert (scratch.backend, scratch.num_worlds, scratch.batch_size) == ("torchrl", 64, 1024)
+    assert scratch.name == "crossing_scratch-cpu__sa__0"
+    assert best == marl.preset_config("best", seed=3, learning_rate=1e-3)  # the same in Python
+
+
+def test_an_unknown_train_preset_is_one_line_and_exit_2(capsys):
+    code, line = run_cli(["train", "--preset", "fastest"], capsys)
+    assert code == 2 and "preset must be one of" in line
+
+
+def test_a_preset_run_is_recorded_and_resumes_with_the_same_settings_given_as_flags(tmp_path, capsys):
+    tiny = ["--num-worlds", "2", "--num-agents", "2", "2", "--n-steps", "8", "--batch-size", "32"]
+    common = [*tiny, "--runs-dir", str(tmp_path), "--run-name", "p", "--no-progress"]
+    cli.main(["train", "--preset", "scratch-cpu", "--total-timesteps", "32", *common])
+    stored = json.loads((tmp_path / "p" / "config.json").read_text())
+    assert stored["preset"] == "scratch-cpu" and stored["learning_rate_final"] == 1e-4
+    flags = ["--backend", "torchrl", "--neighbours", "7", "--learning-rate-final", "1e-4"]
+    cli.main(["train", *flags, "--ent-coef-final", "0", "--total-timesteps", "64", *common])
+    code, line = run_cli(["train", "--total-timesteps", "64", *common], capsys)  # the sb3 defaults
+    assert code == 2 and "holds a different run" in line
