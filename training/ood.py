@@ -353,6 +353,7 @@ def plot(summary: dict, path: Path) -> None:
         "random": ("tab:red", ":"),
     }
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    gains = []  # (L, gain, colour) of every point drawn on the gain panel, to mark clipped ones
     palette = iter(["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:cyan", "tab:pink"])
     for algo in algos:
         color, ls = styles.get(algo) or (next(palette, None), "-")
@@ -370,6 +371,8 @@ def plot(summary: dict, path: Path) -> None:
             label = algo if algo in styles else f"{algo.upper()} ({n} seed{'s' * (n != 1)})"
             (line,) = ax.plot(xs, y, ls, marker="o", color=color, label=label, lw=2)
             ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15)
+            if key == "gain":
+                gains += [(L, v, line.get_color()) for L, v in zip(xs, y, strict=True)]
     axes[0].set_yscale("symlog", linthresh=1.0)
     axes[0].set_ylabel("mean return per agent (symlog)")
     axes[1].set_ylabel("gain over MOVE_RIGHT: (R - R_MR) / |R_MR|")
@@ -389,9 +392,18 @@ def plot(summary: dict, path: Path) -> None:
         if a != "random" and v.get("gain_kind", "relative") == "relative"
     ]
     low = min(relative, default=0.0)
-    axes[1].set_ylim(
-        max(-1.0, min(-0.2, low - 0.1)), 1.05
-    )  # lower points are clipped (see the table)  # CIs of the tiny-|R_MR| counts can reach far down
+    # Gains below -1 (and CIs of tiny-|R_MR| counts) would squash the rest: the axis stops at -1 and
+    # a point beyond it is drawn as a triangle on the edge, labelled with its value.
+    bottom, top = max(-1.0, min(-0.2, low - 0.1)), 1.05
+    axes[1].set_ylim(bottom, top)
+    clipped = [(L, v, c) for L, v, c in gains if not bottom <= v <= top]
+    for L, v, color in clipped:
+        edge, marker, dy = (bottom, "v", 8) if v < bottom else (top, "^", -12)
+        axes[1].plot([L], [edge], marker=marker, ms=10, color=color, clip_on=False, zorder=5)
+        axes[1].annotate(f"{v:.2f}", (L, edge), xytext=(4, dy), textcoords="offset points", fontsize=8)
+    if clipped:
+        axes[1].plot([], [], "v", color="gray", ms=8, label="off the axis (value shown)")
+        axes[1].legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
