@@ -34,6 +34,7 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 from pettingzoo.utils.conversions import parallel_to_aec
 
+from envs.checks import check_int, is_int
 from envs.crossing import NUM_ACTIONS, STAY, Crossing
 from envs.world import ResetNeeded
 
@@ -83,9 +84,7 @@ class CrossingParallelEnv(ParallelEnv):
 
     def reset(self, seed: int | None = None, options: dict | None = None):
         if seed is not None:
-            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-                raise ValueError(f"seed must be None or an int >= 0, got {seed!r}")
-            self.task.seed(int(seed))
+            self.task.seed(check_int("seed", seed, 0))
         self.task.reset()
         count = int(self.task.mask[0].sum())
         self.agents = self.possible_agents[:count]
@@ -101,11 +100,7 @@ class CrossingParallelEnv(ParallelEnv):
         for agent, a in actions.items():
             if agent not in self.agents:
                 raise ValueError(f"actions has {agent!r}, which is not in env.agents {self.agents}")
-            if (
-                isinstance(a, (bool, np.bool_))
-                or not isinstance(a, (int, np.integer))
-                or not 0 <= a < NUM_ACTIONS
-            ):
+            if not is_int(a) or not 0 <= a < NUM_ACTIONS:
                 raise ValueError(f"actions[{agent!r}] must be an int in [0, {NUM_ACTIONS}), got {a!r}")
             act[0, self.possible_agents.index(agent)] = int(a)
         reward = self.task.step(act)[0]

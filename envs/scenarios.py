@@ -14,6 +14,7 @@ import math
 
 import torch
 
+from envs.checks import check_int
 from envs.world import MOVE_RIGHT, UP, Contacts, World, circular_delta
 
 
@@ -138,10 +139,7 @@ class Alliances(Scenario):
     label_names = ("alliance",)
 
     def __init__(self, num_alliances: int = 3, bonus: float = 1.0):
-        if isinstance(num_alliances, bool) or not isinstance(num_alliances, int):
-            raise TypeError(f"num_alliances must be an int >= 1, got {num_alliances!r}")
-        if num_alliances < 1:
-            raise ValueError(f"num_alliances must be >= 1, got {num_alliances}")
+        check_int("num_alliances", num_alliances, 1)
         if isinstance(bonus, bool) or not isinstance(bonus, (int, float)) or not math.isfinite(bonus):
             raise TypeError(f"bonus must be a finite number, got {bonus!r}")
         self.label_sizes = (num_alliances,)

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from envs.checks import check_int
+
 STAY, RIGHT, LEFT, UP, DOWN = range(5)
 MOVE_RIGHT = RIGHT
 NUM_ACTIONS = 5
@@ -45,8 +47,7 @@ def check_world_args(num_agents: int, grid_size: int, radius: int) -> None:
     itself, so that "collide" means the same thing as the paper's circular-distance test.
     """
     for name, value in (("num_agents", num_agents), ("grid_size", grid_size), ("radius", radius)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+        check_int(name, value)
     if num_agents < 1:
         raise ValueError(f"num_agents must be >= 1, got {num_agents}")
     if grid_size < 1:
@@ -111,8 +112,7 @@ class World:
         neighbour_grid: bool | None = None,
     ):
         check_world_args(num_agents, grid_size, radius)
-        if isinstance(num_worlds, bool) or not isinstance(num_worlds, int) or num_worlds < 1:
-            raise ValueError(f"num_worlds must be an int >= 1, got {num_worlds!r}")
+        check_int("num_worlds", num_worlds, 1)
         self.B, self.L, self.N, self.R = num_worlds, num_agents, grid_size, radius
         self.device = torch.device(device)
         self.cell = max(2 * radius, 1)

@@ -22,11 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from policies.ha import HyperAttention
-from policies.hfa import HyperFeatureAttention
-from policies.sa import SelfAttention
-
-FAMILIES = ("sa", "hfa", "ha")
+from policies.base import check_choice
+from policies.predictor import FAMILIES, make_attention
 
 
 @dataclass
@@ -50,22 +47,26 @@ class LMConfig:
     dropout: float = 0.0  # a few hundred steps on megabytes of text do not overfit
 
 
-def make_attention(config: LMConfig) -> nn.Module:
-    """The causal softmax attention layer of `config.family`, from policies/sa, hfa or ha."""
-    common = dict(dim=config.n_embd, heads=config.n_head, kind="softmax", causal=True)
-    if config.family == "sa":
-        return SelfAttention(**common)
-    if config.family == "hfa":
-        return HyperFeatureAttention(**common, factors=config.factors)
-    if config.family == "ha":  # causal over every key slot: all of j_1 .. j_{n-1} <= i
-        return HyperAttention(
-            **common,
-            order=config.order,
-            share_kv=config.share_kv,
-            approx_features=config.ha_approx,
-            max_seconds=config.ha_max_seconds,
-        )
-    raise ValueError(f"family must be one of {FAMILIES}, got {config.family!r}")
+def attention_layer(config: LMConfig) -> nn.Module:
+    """The causal softmax attention layer of `config.family`, built by `policies.predictor.make_attention`."""
+    check_choice("family", config.family, FAMILIES)
+    # HA's options mean nothing to SA and HFA, whose constructors would reject them.
+    ha = (
+        dict(share_kv=config.share_kv, approx_features=config.ha_approx, max_seconds=config.ha_max_seconds)
+        if config.family == "ha"
+        else {}
+    )
+    # For HA, causal masks every key slot: all of j_1 .. j_{n-1} <= i.
+    return make_attention(
+        config.family,
+        dim=config.n_embd,
+        heads=config.n_head,
+        kind="softmax",
+        causal=True,
+        factors=config.factors,
+        order=config.order,
+        **ha,
+    )
 
 
 def mlp_hidden(config: LMConfig, attention: nn.Module) -> int:
@@ -99,7 +100,7 @@ class Block(nn.Module):
     def __init__(self, config: LMConfig):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd)
-        self.attn = make_attention(config)
+        self.attn = attention_layer(config)
         self.ln_2 = nn.LayerNorm(config.n_embd)
         self.mlp = MLP(config.n_embd, mlp_hidden(config, self.attn), config.dropout)
         self.dropout = nn.Dropout(config.dropout)
@@ -114,8 +115,7 @@ class LM(nn.Module):
 
     def __init__(self, config: LMConfig):
         super().__init__()
-        if config.family not in FAMILIES:
-            raise ValueError(f"family must be one of {FAMILIES}, got {config.family!r}")
+        check_choice("family", config.family, FAMILIES)
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.block_size, config.n_embd)

@@ -66,7 +66,7 @@ class RLlibConfig:
     train_batch_size: int = 512
     minibatch_size: int = 256
     num_epochs: int = 4
-    lr: float = 1e-3
+    learning_rate: float = 1e-3
     width: int = 32
     heads: int = 2
     seed: int = 0
@@ -107,8 +107,8 @@ def check_config(cfg: RLlibConfig) -> None:
         raise ValueError(
             f"minibatch_size ({cfg.minibatch_size}) must be <= train_batch_size ({cfg.train_batch_size})"
         )
-    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
-        raise ValueError(f"lr must be a positive number, got {cfg.lr}")
+    if not (math.isfinite(cfg.learning_rate) and cfg.learning_rate > 0):
+        raise ValueError(f"learning_rate must be a positive number, got {cfg.learning_rate}")
     parallel_env(**env_config(cfg)).close()
 
 
@@ -175,7 +175,7 @@ def build_config(cfg: RLlibConfig):
             train_batch_size_per_learner=cfg.train_batch_size,
             minibatch_size=cfg.minibatch_size,
             num_epochs=cfg.num_epochs,
-            lr=cfg.lr,
+            lr=cfg.learning_rate,
         )
         .debugging(seed=cfg.seed)
     )

@@ -126,3 +126,5 @@ def test_marl_rllib_main_trains_and_checkpoints(local_ray, tmp_path):
     assert (tmp_path / "ckpt" / "rllib_checkpoint.json").exists()
     with pytest.raises(ValueError, match="minibatch_size"):
         main(RLlibConfig(train_batch_size=32, minibatch_size=64))
+    with pytest.raises(ValueError, match="learning_rate"):
+        main(RLlibConfig(learning_rate=0.0))
