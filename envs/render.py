@@ -8,7 +8,9 @@ Picture: x runs left to right between two walls; y runs bottom to top and wraps 
 cylinder), so the top and bottom edges are drawn as dashed seams, agents overlapping a seam are
 drawn on both sides, and the background is shaded like a pipe lit from the front. Agents are
 discs of radius R; a line joins every pair touching right now and agents that have collided at
-least once carry a red ring.
+least once carry a red ring. For labelled scenarios (``predator_prey``, ``alliances``) agents are
+coloured by label and a legend under the status line names each colour; ``pairwise`` agents are
+coloured by index and carry no legend (the colours mean nothing beyond telling agents apart).
 """
 
 from __future__ import annotations
@@ -25,7 +27,11 @@ from envs.world import World
 # Layout and palette, in pixels and RGB; every drawing call below takes its numbers from here.
 CANVAS = 600  # side of the square world view
 MARGIN = 24  # room for the walls and seam labels around the view
-HUD_HEIGHT = 34
+HUD_HEIGHT = 58  # the status line, then the colour legend of labelled scenarios
+HUD_TEXT_ROW = 9
+LEGEND_ROW = 34
+LEGEND_SWATCH = 12  # legend disc diameter
+LEGEND_GAP = 18  # between one legend entry and the next
 WALL = (70, 70, 80)
 SEAM = (120, 140, 190)
 BACKGROUND_EDGE = (205, 212, 225)  # pipe shading: darker at the seams...
@@ -33,10 +39,14 @@ BACKGROUND_MID = (246, 248, 252)  # ...lighter in the middle
 TOUCH_LINE = (220, 40, 40)
 COLLIDED_RING = (200, 30, 30)
 TEXT = (30, 30, 40)
-LABEL_PALETTES = {  # colours by the first label column, where a scenario has labels
-    "predator_prey": [(200, 70, 40), (60, 150, 80)],  # hunter, prey
+MUTED = (110, 110, 125)
+# Colours of labelled scenarios, indexed by `label_index`. predator_prey: warm hunters, cool prey,
+# one shade per scripted policy, so species and policy read off one disc.
+LABEL_PALETTES = {
+    "predator_prey": [(205, 75, 35), (240, 170, 30), (40, 145, 70), (50, 120, 205)],
     "alliances": [(70, 110, 200), (230, 160, 30), (150, 70, 170), (40, 160, 160), (200, 90, 140)],
 }
+LABEL_NAMES = {"predator_prey": ["hunter, right", "hunter, up", "prey, right", "prey, up"]}
 
 
 def agent_colors(num_agents: int) -> list[tuple[int, int, int]]:
@@ -45,13 +55,42 @@ def agent_colors(num_agents: int) -> list[tuple[int, int, int]]:
     return [tuple(int(255 * c) for c in colorsys.hsv_to_rgb(h, 0.75, 0.85)) for h in hues]
 
 
+def label_index(labels: torch.Tensor, scenario_name: str) -> torch.Tensor:
+    """(L,) palette index of each agent from its (L, F) labels: species x policy for
+    predator_prey (hunter right, hunter up, prey right, prey up), the alliance id for alliances."""
+    if scenario_name == "predator_prey":
+        return labels[:, 0] * 2 + labels[:, 1]
+    return labels[:, 0]
+
+
 def colors_for(labels: torch.Tensor, scenario_name: str | None) -> list[tuple[int, int, int]]:
     """Colour of each agent slot: by label for labelled scenarios, by index otherwise."""
     L = labels.shape[0]
     palette = LABEL_PALETTES.get(scenario_name or "")
     if palette is None or labels.shape[-1] == 0:
         return agent_colors(L)
-    return [palette[int(v) % len(palette)] for v in labels[:, 0]]
+    return [palette[int(v) % len(palette)] for v in label_index(labels, scenario_name)]
+
+
+def legend_entries(scenario_name: str | None, label_sizes: tuple[int, ...] = ()) -> list[tuple[tuple, str]]:
+    """(colour, meaning) per colour in use for a labelled scenario; [] for pairwise (and unknowns).
+
+    ``label_sizes`` is the scenario's: with more alliances than colours, colours repeat and one
+    entry names every alliance that shares it.
+    """
+    palette = LABEL_PALETTES.get(scenario_name or "")
+    if palette is None:
+        return []
+    names = LABEL_NAMES.get(scenario_name)
+    if names is not None:
+        return list(zip(palette, names, strict=True))
+    count = label_sizes[0] if label_sizes else len(palette)
+    entries = []
+    for k in range(min(count, len(palette))):
+        ids = list(range(k, count, len(palette)))
+        word = "alliance " if len(ids) == 1 else "alliances "
+        entries.append((palette[k], word + ", ".join(map(str, ids))))
+    return entries
 
 
 @dataclass(frozen=True)
@@ -105,6 +144,7 @@ class Renderer:
         else:
             self.screen = pygame.Surface(self.view.size)
         self.font = pygame.font.Font(None, 22)
+        self.small_font = pygame.font.Font(None, 20)
         self._background = self._make_background()
 
     def _make_background(self):
@@ -129,12 +169,19 @@ class Renderer:
         return surf
 
     def draw(
-        self, world: World, labels: torch.Tensor | None = None, scenario=None, returns=None, overlay=None
+        self,
+        world: World,
+        labels: torch.Tensor | None = None,
+        scenario=None,
+        returns=None,
+        overlay=None,
+        legend: bool = True,
     ) -> np.ndarray | None:
         """Draw world 0; returns an (H, W, 3) uint8 frame for ``rgb_array``, None for ``human``.
 
         ``overlay(surface, view, positions, mask)``, if given, is called after the background and
-        before the agents (the interaction-strength edges of ``viz/overlay.py``).
+        before the agents (the interaction-strength edges of ``viz/overlay.py``). ``legend=False``
+        leaves out the colour legend (for callers that show it elsewhere, like the viewer's panel).
         """
         pg, v = self.pg, self.view
         pos, mask = world.positions[0].cpu(), world.mask[0].cpu()
@@ -154,6 +201,8 @@ class Renderer:
                 if collided[i]:
                     pg.draw.circle(self.screen, COLLIDED_RING, (col, row), r_px + 2, 2)
         self._draw_hud(world, mask, returns)
+        if legend and scenario is not None:
+            self._draw_legend(legend_entries(getattr(scenario, "name", None), scenario.label_sizes))
         if self.mode == "human":
             pg.display.flip()
             self.clock.tick(self.fps)
@@ -190,7 +239,23 @@ class Renderer:
         if returns is not None:
             live = np.asarray(returns)[: int(mask.sum())]
             text += f"   mean return {live.mean():+.2f}" if live.size else ""
-        self.screen.blit(self.font.render(text, True, TEXT), (self.view.margin, 9))
+        self.screen.blit(self.font.render(text, True, TEXT), (self.view.margin, HUD_TEXT_ROW))
+
+    def _draw_legend(self, entries: list[tuple[tuple, str]]) -> None:
+        """One row under the status line: a disc of each colour and what it means."""
+        if not entries:
+            return
+        col = self.view.margin
+        lead = self.small_font.render("colours:", True, MUTED)
+        self.screen.blit(lead, (col, LEGEND_ROW))
+        col += lead.get_width() + LEGEND_GAP // 2
+        r = LEGEND_SWATCH // 2
+        for color, name in entries:
+            centre = (col + r, LEGEND_ROW + lead.get_height() // 2)
+            self.pg.draw.circle(self.screen, color, centre, r)
+            text = self.small_font.render(name, True, TEXT)
+            self.screen.blit(text, (col + LEGEND_SWATCH + 5, LEGEND_ROW))
+            col += LEGEND_SWATCH + 5 + text.get_width() + LEGEND_GAP
 
     def close(self) -> None:
         if self.mode == "human":

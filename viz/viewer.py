@@ -143,14 +143,10 @@ class Viewer:
         ]
 
     def legend(self) -> list[tuple[tuple[int, int, int], str]]:
-        from envs.render import LABEL_PALETTES
+        from envs.render import legend_entries
 
-        palette = LABEL_PALETTES.get(self.cfg.scenario)
-        if palette is None:
-            return [(INDEX_COLOURED, "agents: coloured by index")]
-        names = {"predator_prey": ["hunter", "prey"]}.get(self.cfg.scenario)
-        sizes = self.env.scenario.label_sizes[0]
-        return [(palette[k % len(palette)], names[k] if names else f"alliance {k}") for k in range(sizes)]
+        entries = legend_entries(self.cfg.scenario, self.env.scenario.label_sizes)
+        return entries or [(INDEX_COLOURED, "agents: coloured by index")]
 
     def frame(self) -> np.ndarray:
         """Draw the canvas (:meth:`draw`) and return it as an (H, W, 3) uint8 array."""
@@ -166,6 +162,7 @@ class Viewer:
             scenario=env.scenario,
             returns=env.returns,
             overlay=self.overlay if self.show_edges else None,
+            legend=False,  # the panel holds the legend
         )
         self.canvas.blit(self.renderer.screen, (0, 0))
         draw_panel(

@@ -1,4 +1,5 @@
-"""Rendering: agent-coloured pixels at agent centres, headless human mode, wrap-around copies."""
+"""Rendering: agent-coloured pixels at agent centres, headless human mode, wrap-around copies, the
+colour legend of labelled scenarios."""
 
 import numpy as np
 import torch
@@ -52,3 +53,43 @@ def test_world_to_screen_is_monotone_and_inside_the_canvas():
     w, h = v.size
     assert all(0 <= c < w for c in xs) and all(0 <= r < h for r in ys)
     assert torch.tensor(xs).unique().numel() == 50
+
+
+def _legend_row(frame: np.ndarray) -> np.ndarray:
+    """The strip of the HUD under the status line, where labelled scenarios draw their legend."""
+    from envs.render import LEGEND_ROW, LEGEND_SWATCH
+
+    return frame[LEGEND_ROW : LEGEND_ROW + 2 * LEGEND_SWATCH]
+
+
+def test_labelled_scenarios_draw_a_colour_legend_and_pairwise_none():
+    from envs.render import LABEL_PALETTES, legend_entries
+
+    for scenario in ("predator_prey", "alliances"):
+        env = parallel_env(num_agents=6, grid_size=40, radius=1, scenario=scenario, render_mode="rgb_array")
+        env.reset(seed=0)
+        frame = env.render()
+        row = _legend_row(frame)
+        entries = legend_entries(scenario, env.scenario.label_sizes)
+        assert [c for c, _ in entries] == LABEL_PALETTES[scenario][: len(entries)]
+        for color, _ in entries:  # every colour's disc is in the legend row
+            assert (row == color).all(-1).any(), (scenario, color)
+        # without the legend that row is plain background
+        plain = env._renderer.draw(env.world, env.labels, scenario=env.scenario, legend=False)
+        assert not np.array_equal(row, _legend_row(plain))
+        assert (_legend_row(plain) == 255).all()
+    env = parallel_env(num_agents=6, grid_size=40, radius=1, scenario="pairwise", render_mode="rgb_array")
+    env.reset(seed=0)
+    assert legend_entries("pairwise") == []
+    assert (_legend_row(env.render()) == 255).all()
+
+
+def test_legend_names_species_and_policy_and_shares_colours_between_many_alliances():
+    from envs.render import colors_for, legend_entries
+
+    names = [name for _, name in legend_entries("predator_prey", (2, 2))]
+    assert names == ["hunter, right", "hunter, up", "prey, right", "prey, up"]
+    labels = torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]])
+    assert colors_for(labels, "predator_prey") == [c for c, _ in legend_entries("predator_prey")]
+    many = legend_entries("alliances", (7,))
+    assert [name for _, name in many][:3] == ["alliances 0, 5", "alliances 1, 6", "alliance 2"]
