@@ -31,7 +31,7 @@ from envs.genotype import make_genotype_dataset, sample_rules
 from policies import devised
 from policies.embeddings import make_embedding
 from policies.predictor import Predictor, make_attention
-from training import runs
+from training import dist, runs
 from training.runs import Run
 
 
@@ -277,36 +277,43 @@ def train(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(s, cfg.steps) / max(cfg.steps, 1)))
     )
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)  # the global batches: the same on every rank
     history: dict[int, float] = {}
     step = 0
-    if run.resumed:
-        state = run.load_torch()
+    state = dist.broadcast(run.load_torch() if run.resumed else None)
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         gen.set_state(state["gen"])
         step, history = state["step"], state["history"]
         clock.before = state.get("seconds", (0.0, 0.0))
-        print(f"resumed {run.path} at step {step}")
+        if dist.is_main():
+            print(f"resumed {run.path} at step {step}")
     fast = use_tables(model)  # G = P C P^T once per step, then a gather: O(N^2 d) not O(B L^2 d)
-    bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, desc="fit", unit="step")
+    forward = dist.wrap(model, torch.device("cpu"), "forward_table" if fast else "forward")
+    world = dist.world_size()
+    show = cfg.progress and dist.is_main()
+    bar = tqdm(total=cfg.steps, initial=step, disable=not show, desc="fit", unit="step")
     while step < cfg.steps:
         idx = torch.randint(0, len(data), (min(cfg.batch_size, len(data)),), generator=gen)
+        count = data.mask[idx].sum() if world > 1 else None  # real tokens of the global batch
+        idx = idx[dist.shard(len(idx))]  # this rank's part of it
         tok, y, m = data.tokens[idx], data.targets[idx], data.mask[idx]
-        pred = model.forward_table(tok, m) if fast else model(tok, m)
-        loss = ((pred - y.to(pred.dtype)) ** 2 * m).sum() / m.sum()
+        pred = forward(tok, m)
+        # this rank's share of the global batch's mean: the shares sum to the single-process loss
+        loss = ((pred - y.to(pred.dtype)) ** 2 * m).sum() / (count if world > 1 else m.sum())
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * world if world > 1 else loss).backward()  # DDP averages gradients over the ranks
         opt.step()
         sched.step()
         step += 1
-        history[step] = value = loss.item()
-        if step % 10 == 0 or step == cfg.steps:
+        stop, (value,) = dist.stop_everywhere(run.stop_requested, [loss.item()])
+        history[step] = value
+        if dist.is_main() and (step % 10 == 0 or step == cfg.steps):
             writer.add_scalar("losses/train_mse_batch", value, step)
             bar.set_postfix(mse=f"{value:.2e}")
         bar.update(1)
-        stop = run.stop_requested  # read once: a signal between two reads would skip the save
         if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop:
             state = dict(model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict())
             state.update(gen=gen.get_state(), step=step, history=history, seconds=clock.total())
@@ -322,16 +329,21 @@ def main(cfg: FitConfig) -> dict:
     """Run the experiment end to end; returns (and writes) the metrics."""
     validate(cfg)
     manifest = runs.make_manifest("fit", cfg)
-    with runs.open_run(
-        cfg.runs_dir,
-        cfg.name,
-        manifest,
-        may_change=FIT_MAY_CHANGE,
-        overwrite=cfg.overwrite or not cfg.resume,
-        defaults=runs.field_defaults(cfg),
-        name_flag="run-name",
-        renamed=FIT_RENAMED,
-    ) as run:
+    with (
+        dist.session(torch.device("cpu")),
+        dist.open_on_rank0(
+            lambda: runs.open_run(
+                cfg.runs_dir,
+                cfg.name,
+                manifest,
+                may_change=FIT_MAY_CHANGE,
+                overwrite=cfg.overwrite or not cfg.resume,
+                defaults=runs.field_defaults(cfg),
+                name_flag="run-name",
+                renamed=FIT_RENAMED,
+            )
+        ) as run,
+    ):
         return run_fit(cfg, run)
 
 
@@ -345,12 +357,15 @@ def run_fit(cfg: FitConfig, run: Run) -> dict:
     versatility = (
         versatility_report(data.tokens, data.domain[0]) if data.tokens.dim() == 2 and fixed else None
     )
+    model = build_model(cfg, data.domain)
+    if not dist.is_main():  # under torchrun: train this rank's shards; rank 0 evaluates and writes
+        train(cfg, model, data, run, None, clock)
+        return {}
     if versatility is not None:
         print(
             f"training data versatility (rank of S_B_mu for every mu): ok={versatility['ok']} "
             f"min rank {versatility['min_rank']}/{versatility['domain_size']}"
         )
-    model = build_model(cfg, data.domain)
     from torch.utils.tensorboard import SummaryWriter
 
     with SummaryWriter(str(run.path)) as writer:
@@ -366,6 +381,7 @@ def run_fit(cfg: FitConfig, run: Run) -> dict:
         cpu_seconds=clock.total()[1],
         steps=cfg.steps,
         run=str(run.path),
+        world_size=dist.world_size(),
     )
     if cfg.figures:
         metrics["figures"] = write_figures(cfg, model, history, metrics, run.path, rules)
