@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import math
 import os
@@ -38,7 +39,7 @@ from tqdm import tqdm
 
 from policies.base import check_int
 from policies.lm import LM, LMConfig
-from training import runs
+from training import dist, runs
 from training.runs import Run
 
 # Sizes of the two presets; a field given on the command line overrides its preset value.
@@ -293,7 +294,10 @@ def main(cfg: LMTrainConfig, stop_at: int | None = None) -> dict:
     """
     cfg = resolve(cfg)
     torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
+    device = dist.rank_device(pick_device(cfg.device))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.batch_size % world:  # equal shards make the mean of the ranks' losses the global one
+        raise ValueError(f"batch_size must be a multiple of the {world} processes, got {cfg.batch_size}")
     data, source = load_corpus(cfg.corpus)
     train, val = split(data, cfg.val_fraction, cfg.context, source)
 
@@ -304,7 +308,8 @@ def main(cfg: LMTrainConfig, stop_at: int | None = None) -> dict:
     manifest = runs.make_manifest(
         "lm", cfg, model=asdict(model.config), num_params=model.num_params(), corpus_source=source
     )
-    with runs.open_run(
+    opener = functools.partial(
+        runs.open_run,
         cfg.runs_dir,
         cfg.name,
         manifest,
@@ -313,9 +318,12 @@ def main(cfg: LMTrainConfig, stop_at: int | None = None) -> dict:
         defaults=runs.field_defaults(cfg),
         name_flag="run-name",
         renamed=LM_RENAMED,
-    ) as run:
+    )
+    with dist.session(device), dist.open_on_rank0(opener) as run:
         metrics = train_run(cfg, run, model, opt, generator, (train, val, source), device, stop_at)
-    print(runs.outputs_line(run.path))
+        main_rank = dist.is_main()
+    if main_rank:
+        print(runs.outputs_line(run.path))
     return metrics
 
 
@@ -333,8 +341,11 @@ def train_run(
     train, val, source = data
     run_dir = run.path
     progress = dict(step=0, train_seconds=0.0, eval_history=[], train_losses=[])
-    if run.resumed:
-        progress = restore(run.load_torch(), model, opt, generator)
+    state = dist.broadcast(run.load_torch() if run.resumed else None)
+    if state is not None:
+        progress = restore(state, model, opt, generator)
+    main_rank, world = dist.is_main(), dist.world_size()
+    forward = dist.wrap(model, device)
     resumed_from = progress["step"]
     end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
     eval_steps = {round(cfg.steps * (k + 1) / cfg.evals) for k in range(cfg.evals)}
@@ -343,9 +354,13 @@ def train_run(
         state = dict(model=model.state_dict(), optimizer=opt.state_dict(), generator=generator.get_state())
         run.save_torch(dict(state, model_config=asdict(model.config), progress=progress), progress["step"])
 
-    writer = SummaryWriter(str(run_dir / "tb"))
+    writer = SummaryWriter(str(run_dir / "tb")) if main_rank else None
     bar = tqdm(
-        total=cfg.steps, initial=resumed_from, unit="step", disable=not cfg.progress, dynamic_ncols=True
+        total=cfg.steps,
+        initial=resumed_from,
+        unit="step",
+        disable=not (cfg.progress and main_rank),
+        dynamic_ncols=True,
     )
     seconds = 0.0
     for step in range(resumed_from, end):
@@ -353,25 +368,28 @@ def train_run(
         lr = lr_at(step, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
-        x, y = get_batch(train, cfg.batch_size, cfg.context, generator)
-        _, loss = model(x.to(device), y.to(device))
+        x, y = get_batch(train, cfg.batch_size, cfg.context, generator)  # the global batch
+        part = dist.shard(len(x))  # this rank's equal share: DDP's mean gradient is the global one
+        _, loss = forward(x[part].to(device), y[part].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        loss = loss.item()  # waits for the device, so the timing below is the step's
+        # .item() waits for the device, so the timing below is the step's
+        stop, (loss,) = dist.stop_everywhere(run.stop_requested, [loss.item()])
+        loss /= world
         seconds += time.perf_counter() - start
         progress["step"] = step + 1
         progress["train_losses"] = (progress["train_losses"] + [loss])[-50:]
-        writer.add_scalar("train/loss", loss, step + 1)
-        writer.add_scalar("train/lr", lr, step + 1)
-        if step + 1 in eval_steps:
+        if main_rank:
+            writer.add_scalar("train/loss", loss, step + 1)
+            writer.add_scalar("train/lr", lr, step + 1)
+        if step + 1 in eval_steps and main_rank:
             val_loss = evaluate(model, val, cfg.eval_windows, cfg.batch_size, device)
             progress["eval_history"].append([step + 1, val_loss])
             writer.add_scalar("val/loss", val_loss, step + 1)
             writer.add_scalar("val/perplexity", math.exp(val_loss), step + 1)
             bar.set_postfix(loss=f"{loss:.3f}", val=f"{val_loss:.3f}")
-        stop = run.stop_requested  # read once: a signal between two reads would skip the save
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == end or stop:
             progress["train_seconds"] += seconds
             seconds = 0.0
@@ -379,9 +397,12 @@ def train_run(
         bar.update(1)
         if stop:
             bar.close()
-            writer.close()
+            if writer is not None:
+                writer.close()
             run.exit_interrupted(step + 1)
     bar.close()
+    if not main_rank:  # rank 0 measures and writes the metrics
+        return {}
     writer.close()
     return write_metrics(cfg, model, val, device, progress, resumed_from, source, len(train), run)
 
@@ -424,6 +445,7 @@ def write_metrics(
         val_bytes=len(val),
         device=str(device),
         threads=cfg.threads,
+        world_size=dist.world_size(),
         sample=bytes(sample[0].tolist()).decode("utf-8", errors="replace"),
     )
     run.update_metrics(metrics)
