@@ -37,7 +37,7 @@ from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from policies.base import check_int
+from policies.base import check_choice, check_int
 from policies.lm import LM, LMConfig
 from training import dist, runs
 from training.runs import Run
@@ -89,6 +89,13 @@ class LMTrainConfig:
     """peak AdamW learning rate: linear warm-up, then cosine decay to a tenth of it (None: the preset's)"""
     eval_windows: int | None = None
     """validation windows of `context` bytes, spread evenly over the split (None: the preset's)"""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """bf16: autocast the model's forward to bfloat16 (weights, gradients and AdamW stay fp32)"""
+    ha_approx: int | Literal["taylor"] | None = None
+    """HA: None trains the exact softmax (O(L^n)); 'taylor' or an int r of random features trains
+    HyperAttention's feature-map estimate, linear in L"""
+    ha_max_seconds: float | None = 30.0
+    """HA: refuse an exact-softmax call estimated to take longer than this (None: no guard)"""
     weight_decay: float = 0.1
     """AdamW weight decay on matrices (not on LayerNorm gains and biases)"""
     val_fraction: float = 0.1
@@ -126,6 +133,7 @@ LM_MAY_CHANGE = (
     "evals",
     "checkpoint_every",
     "device",
+    "precision",
     "threads",
     "progress",
     "overwrite",
@@ -150,6 +158,9 @@ def resolve(cfg: LMTrainConfig) -> LMTrainConfig:
                 raise ValueError(f"learning_rate must be > 0, got {value!r}")
         else:
             check_int(name, value, 1)
+    check_choice("precision", cfg.precision, ("fp32", "bf16"))
+    if cfg.ha_approx is not None and cfg.family != "ha":
+        raise ValueError(f"ha_approx needs family='ha', got family={cfg.family!r}")
     if not 0 < cfg.val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {cfg.val_fraction!r}")
     runs.validate_name(cfg.name, "run_name")
@@ -211,7 +222,9 @@ def get_batch(train: Tensor, batch: int, context: int, generator: torch.Generato
 
 
 @torch.no_grad()
-def evaluate(model: LM, val: Tensor, windows: int, batch: int, device: torch.device) -> float:
+def evaluate(
+    model: LM, val: Tensor, windows: int, batch: int, device: torch.device, precision: str = "fp32"
+) -> float:
     """Mean next-byte cross-entropy (nats) over the same fixed, evenly spread validation windows."""
     model.eval()
     L = model.config.block_size
@@ -220,13 +233,19 @@ def evaluate(model: LM, val: Tensor, windows: int, batch: int, device: torch.dev
     total = 0.0
     for chunk in all_windows[pick].long().split(batch):
         chunk = chunk.to(device)
-        _, loss = model(chunk[:, :-1], chunk[:, 1:])
+        with autocast(device, precision):
+            _, loss = model(chunk[:, :-1], chunk[:, 1:])
         total += loss.item() * len(chunk)
     model.train()
     return total / len(pick)
 
 
 # ---------------------------------------------------------------- training
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """bf16 autocast of a forward pass when ``precision == "bf16"``; fp32 weights need no GradScaler."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def lr_at(step: int, cfg: LMTrainConfig) -> float:
@@ -259,6 +278,8 @@ def model_config(cfg: LMTrainConfig) -> LMConfig:
         order=cfg.order,
         share_kv=cfg.share_kv,
         match_params=cfg.match_params,
+        ha_approx=cfg.ha_approx,
+        ha_max_seconds=cfg.ha_max_seconds,
     )
 
 
@@ -370,7 +391,8 @@ def train_run(
             group["lr"] = lr
         x, y = get_batch(train, cfg.batch_size, cfg.context, generator)  # the global batch
         part = dist.shard(len(x))  # this rank's equal share: DDP's mean gradient is the global one
-        _, loss = forward(x[part].to(device), y[part].to(device))
+        with autocast(device, cfg.precision):  # backward and the optimizer step stay outside, in fp32
+            _, loss = forward(x[part].to(device), y[part].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -385,7 +407,7 @@ def train_run(
             writer.add_scalar("train/loss", loss, step + 1)
             writer.add_scalar("train/lr", lr, step + 1)
         if step + 1 in eval_steps and main_rank:
-            val_loss = evaluate(model, val, cfg.eval_windows, cfg.batch_size, device)
+            val_loss = evaluate(model, val, cfg.eval_windows, cfg.batch_size, device, cfg.precision)
             progress["eval_history"].append([step + 1, val_loss])
             writer.add_scalar("val/loss", val_loss, step + 1)
             writer.add_scalar("val/perplexity", math.exp(val_loss), step + 1)
@@ -422,7 +444,7 @@ def write_metrics(
     history = progress["eval_history"]
     val_loss = history[-1][1] if history and history[-1][0] == progress["step"] else None
     if val_loss is None:  # stopped between evaluations: measure where it stands
-        val_loss = evaluate(model, val, cfg.eval_windows, cfg.batch_size, device)
+        val_loss = evaluate(model, val, cfg.eval_windows, cfg.batch_size, device, cfg.precision)
     steps_done = progress["step"]
     prompt = val[: min(32, cfg.context)].long()[None].to(device)
     sample = model.generate(prompt, 160, generator=torch.Generator(device).manual_seed(cfg.seed))
@@ -446,6 +468,7 @@ def write_metrics(
         device=str(device),
         threads=cfg.threads,
         world_size=dist.world_size(),
+        precision=cfg.precision,
         sample=bytes(sample[0].tolist()).decode("utf-8", errors="replace"),
     )
     run.update_metrics(metrics)

@@ -1,10 +1,12 @@
 """training/lm.py: every family learns, corpus errors are clear, resume continues exactly, CLI entry."""
 
+import dataclasses
 import importlib.util
 import json
 import math
 
 import pytest
+import torch
 
 from training import cli
 from training.lm import LMTrainConfig, default_corpus, main
@@ -143,3 +145,43 @@ def test_ctrl_c_saves_a_checkpoint_and_the_rerun_ends_as_an_uninterrupted_run(
     assert resumed["resumed_from"] == 3 and resumed["val_loss"] == pytest.approx(
         straight["val_loss"], abs=1e-6
     )
+
+
+def test_bf16_autocast_trains_with_fp32_weights_and_may_change_on_resume(corpus, tmp_path):
+    common = dict(TINY, corpus=corpus, runs_dir=str(tmp_path), evals=1)
+    fp32 = main(LMTrainConfig(**common, steps=3, run_name="fp32"))
+    bf16 = main(LMTrainConfig(**common, steps=3, run_name="bf16", precision="bf16"))
+    assert bf16["precision"] == "bf16" and math.isfinite(bf16["val_loss"])
+    assert bf16["val_loss"] == pytest.approx(fp32["val_loss"], abs=0.05)  # bf16 keeps ~3 digits
+    state = torch.load(tmp_path / "bf16" / "checkpoint.pt", weights_only=False)
+    assert all(v.dtype == torch.float32 for v in state["model"].values() if v.is_floating_point())
+    assert json.loads((tmp_path / "bf16" / "config.json").read_text())["precision"] == "bf16"
+    # weights and optimizer state are fp32 either way, so a rerun may switch (the manifest records it)
+    more = main(LMTrainConfig(**common, steps=5, run_name="bf16", precision="fp32"))
+    assert more["resumed_from"] == 3 and more["precision"] == "fp32"
+    changes = json.loads((tmp_path / "bf16" / "config.json").read_text())["changes"]
+    assert changes[-1]["precision"] == ["bf16", "fp32"]
+
+
+def test_ha_approx_and_max_seconds_reach_the_model_and_the_manifest(corpus, tmp_path):
+    cfg = LMTrainConfig(**TINY, corpus=corpus, runs_dir=str(tmp_path), family="ha", steps=2)
+    metrics = main(dataclasses.replace(cfg, ha_approx="taylor", ha_max_seconds=5.0))
+    assert math.isfinite(metrics["val_loss"])
+    config = json.loads((tmp_path / cfg.name / "config.json").read_text())
+    assert config["ha_approx"] == "taylor" and config["model"]["ha_approx"] == "taylor"
+    assert config["ha_max_seconds"] == config["model"]["ha_max_seconds"] == 5.0
+    with pytest.raises(ValueError, match="ha_approx"):  # any rerun with another approximation
+        main(dataclasses.replace(cfg, ha_approx=4))
+    with pytest.raises(ValueError, match="ha_approx needs family='ha'"):
+        main(LMTrainConfig(**TINY, corpus=corpus, runs_dir=str(tmp_path), ha_approx="taylor"))
+
+
+def test_cli_takes_precision_and_ha_flags(corpus, tmp_path):
+    argv = ["lm", "--corpus", corpus, "--steps", "1", "--width", "16", "--layers", "1", "--context", "8"]
+    argv += ["--eval-windows", "4", "--no-progress", "--runs-dir", str(tmp_path), "--family", "ha"]
+    cli.main([*argv, "--precision", "bf16", "--ha-approx", "8", "--ha-max-seconds", "None"])
+    config = json.loads((tmp_path / "lm__ha_n3__0" / "config.json").read_text())
+    assert (config["precision"], config["ha_approx"], config["ha_max_seconds"]) == ("bf16", 8, None)
+    with pytest.raises(SystemExit) as err:
+        cli.main([*argv, "--precision", "fp16"])
+    assert err.value.code == 2
