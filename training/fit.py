@@ -430,32 +430,59 @@ def write_figures(cfg: FitConfig, model: Predictor, history: dict, metrics: dict
         "loss": str(figures.loss_curve(history, run / "loss.png")),
     }
     target = devised_table(cfg, rules)
+    if target is None and cfg.attention == "hfa":  # HFA learns the same target function: show it too
+        target = devised_table(dataclasses.replace(cfg, attention="sa"), rules)
+    panels = {}
     if model.has_table_path() and model.mlp is None and target is not None:
-        C = model.attention.interaction()[0].detach().double().numpy()
-        panels = {
-            "learned C": C,
-            "learned C.W (domain basis)": model.pair_table().double().numpy(),
-            "devised C.W": target,
-        }
-        if cfg.scenario == "pairwise":
-            panels = {"learned C": C, "devised C": devised_C(cfg), **dict(list(panels.items())[1:])}
+        from policies.hfa import HyperFeatureAttention
+        from policies.sa import SelfAttention
+        from viz.readout import hfa_factor_tables
+
+        att = model.attention
+        if isinstance(att, HyperFeatureAttention):  # each factor's map, then their product
+            factors, product = hfa_factor_tables(model)
+            for a, f in enumerate(factors.numpy(), 1):
+                panels[f"learned factor {a}: P C_{a} P^T (mean over heads)"] = f
+            panels["learned product C.W (domain basis)"] = product.numpy()
+        else:
+            if isinstance(att, SelfAttention):
+                head = " (head 1)" if att.heads > 1 else ""
+                panels[f"learned C{head}"] = att.interaction()[0].detach().double().numpy()
+                if cfg.scenario == "pairwise":
+                    panels["devised C"] = devised_C(cfg)
+            try:
+                panels["learned C.W (domain basis)"] = model.pair_table().double().numpy()
+            except TypeError:  # an order-3 HA alone has no pair table
+                pass
+        if panels:
+            panels["devised C.W"] = target
+    if panels:
         out["matrices"] = str(
             figures.matrix_panels(
-                panels, run / "interaction_matrices.png", title=f"{cfg.embedding} embedding, {cfg.scenario}"
+                panels,
+                run / "interaction_matrices.png",
+                title=f"{cfg.attention}-{cfg.kind}, {cfg.embedding} embedding, {cfg.scenario}",
             )
         )
-    if cfg.scenario == "pairwise":
-        diag = {
-            "devised (Dirichlet kernel)": devised.sinusoidal_diagonal(cfg.grid_size, cfg.radius)[0].diagonal()
-        }
-        if cfg.embedding.startswith("sinusoidal") and cfg.attention == "sa" and cfg.kind == "linear":
-            diag["learned"] = model.attention.interaction()[0].detach().diagonal()
+    if cfg.scenario == "pairwise" and cfg.grid_size % 2 == 0:  # p(n) needs an even N
+        # Both curves in the basis of this run's sinusoidal flavour (the paper's p(n) otherwise):
+        # the learned one is the model's pair table read in that basis, so every linear pairwise
+        # model has one, whatever its embedding.
+        from viz.readout import sinusoidal_diagonal
+
+        normalized = cfg.embedding == "sinusoidal_normalized"
+        devised_diag = devised.sinusoidal_diagonal(cfg.grid_size, cfg.radius, normalized)[0].diagonal()
+        diag = {"devised (Dirichlet kernel)": devised_diag}
+        learned, off, why = sinusoidal_diagonal(model, normalized)
+        basis = "normalized p(n)" if normalized else "p(n)"
+        title = f"diag of C in the {basis} basis, N={cfg.grid_size}, R={cfg.radius}"
+        if learned is None:
+            title += f"\nlearned diagonal not defined: {why}"
+        else:
+            name = f"learned {cfg.attention}-{cfg.kind}, {cfg.embedding} (off-diagonal share {off:.0%})"
+            diag[name] = learned
         out["diagonal"] = str(
-            figures.diagonal_plot(
-                {k: v.numpy() for k, v in diag.items()},
-                run / "figure1.png",
-                title=f"diag of C, N={cfg.grid_size}, R={cfg.radius}",
-            )
+            figures.diagonal_plot({k: v.numpy() for k, v in diag.items()}, run / "figure1.png", title=title)
         )
     return out
 

@@ -182,3 +182,39 @@ def hfa_factor_tables(model) -> tuple[Tensor, Tensor]:
     values = torch.einsum("nd,hado->hano", P, att.W_V)[..., 0].prod(1)  # (H, n)
     product = (tables.prod(1) * values[:, None, :]).sum(0)  # (n, n)
     return tables.mean(0).double(), product.double()
+
+
+@torch.no_grad()
+def sinusoidal_diagonal(model, normalized: bool = False) -> tuple[Tensor | None, float, str]:
+    """The learned pairwise interaction as the paper's Figure 1 draws the devised one: a diagonal C
+    in the sinusoidal basis p(n), whatever the model's own embedding.
+
+    The devised model has y_i = sum_j p(t_i)^T C p(t_j) * (p(t_j) . W_V) with p . W_V = -1, so its
+    pair table is G = -P C P^T. Any model with a pair table G (linear SA or HFA, or a sum with a
+    pairwise term, and no MLP head) therefore has C = -P^+ G P^+^T in that basis, a C comparable
+    entry by entry with the devised one; its learned W_V scale is already inside G.
+
+    Returns (diagonal (n,) float64, off-diagonal share ||C - diag C|| / ||C||, "") when defined,
+    else (None, nan, why not).
+    """
+    from policies.embeddings import sinusoidal_table
+
+    if getattr(model, "mlp", None) is not None:
+        return None, float("nan"), "a ReLU layer after attention has no pair table"
+    if not model.has_table_path():
+        kind = getattr(model.attention, "kind", "this")
+        return None, float("nan"), f"{kind} attention has no fixed C"
+    try:
+        G = model.pair_table()
+    except TypeError:
+        return None, float("nan"), "the model has no pairwise term"
+    n = G.shape[0]
+    if G.dim() != 2 or n % 2:
+        return None, float("nan"), "needs one output and an even domain size"
+    P = sinusoidal_table(n, normalized)
+    P_pinv = torch.linalg.pinv(P)
+    C = -(P_pinv @ G.double() @ P_pinv.T)
+    diag = C.diagonal()
+    total = float(C.norm())
+    off = float((C - torch.diag(diag)).norm()) / total if total > 0 else 0.0
+    return diag.clone(), off, ""

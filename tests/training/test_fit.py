@@ -141,3 +141,49 @@ def test_fit_ends_by_printing_where_its_outputs_are(tmp_path, capsys):
     assert (
         last.startswith(f"outputs: {tmp_path / 'o'}/ (") and "config.json" in last and "metrics.json" in last
     )
+
+
+@pytest.mark.parametrize(
+    "attention, kind, embedding, matrices, learned",
+    [
+        (
+            "hfa",
+            "linear",
+            "onehot",
+            ["learned factor 1", "learned factor 2", "learned product", "devised C.W"],
+            1,
+        ),
+        ("sa", "linear", "sinusoidal", ["learned C", "devised C", "learned C.W", "devised C.W"], 1),
+        ("sa", "linear", "onehot", None, 0),  # with a ReLU head: no pair table, no C.W
+    ],
+)
+def test_figures_show_hfa_matrices_and_the_learned_diagonal_where_it_exists(
+    attention, kind, embedding, matrices, learned, tmp_path, monkeypatch
+):
+    from viz import figures
+
+    seen = {}
+    for name in ("matrix_panels", "diagonal_plot"):
+        real = getattr(figures, name)
+
+        def spy(panels, path, title="", _real=real, _name=name, **kw):
+            seen[_name] = (list(panels), title)
+            return _real(panels, path, title=title, **kw)
+
+        monkeypatch.setattr(figures, name, spy)
+    kw = dict(TINY, num_train=500, runs_dir=str(tmp_path), run_name="f", steps=3)
+    mlp = None if learned else 4
+    m = fit.main(fit.FitConfig(**kw, attention=attention, kind=kind, embedding=embedding, mlp_hidden=mlp))
+    assert (tmp_path / "f" / "figure1.png").stat().st_size > 0
+    curves, title = seen["diagonal_plot"]
+    if learned:
+        assert len(curves) == 2 and curves[1].startswith(f"learned {attention}-{kind}")
+    else:
+        assert len(curves) == 1 and "learned diagonal not defined: a ReLU layer" in title
+    if matrices is None:
+        assert "matrices" not in m["figures"] and "matrix_panels" not in seen
+    else:
+        assert (tmp_path / "f" / "interaction_matrices.png").stat().st_size > 0
+        names = seen["matrix_panels"][0]
+        assert len(names) == len(matrices)
+        assert all(n.startswith(p) for n, p in zip(names, matrices, strict=True))
