@@ -191,6 +191,9 @@ class Renderer:
         self.screen.blit(self._background, (0, 0))
         if overlay is not None:
             overlay(self.screen, v, pos, mask)
+        # Seam copies stay between the seams, off the HUD and legend; discs at a wall may overhang it.
+        old_clip = self.screen.get_clip()
+        self.screen.set_clip(pg.Rect(0, v.hud + v.margin, v.size[0], v.canvas))
         self._draw_touching(world, pos, mask)
         colors = colors_for(labels, getattr(scenario, "name", None))
         collided = world.collided[0].any(-1).cpu()
@@ -200,6 +203,7 @@ class Renderer:
                 pg.draw.circle(self.screen, colors[i], (col, row), r_px)
                 if collided[i]:
                     pg.draw.circle(self.screen, COLLIDED_RING, (col, row), r_px + 2, 2)
+        self.screen.set_clip(old_clip)
         self._draw_hud(world, mask, returns)
         if legend and scenario is not None:
             self._draw_legend(legend_entries(getattr(scenario, "name", None), scenario.label_sizes))

@@ -14,7 +14,10 @@ models and the alliances truth keep triple strengths, whose strongest triples ar
 translucent triangles. Only the surviving edges are looped over to draw them.
 
 Picture: each edge is drawn as two half-segments, the half at agent i coloured by S[i, j], so
-asymmetric interactions (hunter +1, prey -1) stay visible. Blue is negative, red positive; width
+asymmetric interactions (hunter +1, prey -1) stay visible. A one-way pair (|S[i, j]| above the
+threshold, |S[j, i]| below it; common among HFA factor scores) draws its coloured half at i, an
+arrowhead in the middle pointing at i (j acts on i) and the silent half as a dotted grey line, so
+it reads as a pair with one side missing rather than a stray stub. Blue is negative, red positive; width
 and saturation grow with |S| relative to the colour scale; |S| below ``EDGE_THRESHOLD`` times the
 scale draws nothing. Edges across the y seam go the short way round. pygame is used only through
 the surface passed in, so importing this module never imports pygame.
@@ -54,6 +57,9 @@ TRIANGLE_ALPHA = 70  # 0-255
 ZERO_SCALE = 1e-12  # a matrix whose max |S| is below this is all zero
 VALUE_SCALE_FLOOR = 1.0  # value-unit colour scales span at least one reward (a collision's -1), so a
 # configuration without true interactions does not blow a model's small errors up to full colour
+ARROW_LENGTH, ARROW_HALF_WIDTH = 10, 5  # pixels: the one-way arrowhead at an edge's midpoint
+SILENT = (150, 150, 160)  # the dotted half of a one-way pair
+DOT, DOT_GAP = 3, 4  # pixels: dash and gap of the dotted half
 PERMUTATIONS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
 
 
@@ -148,6 +154,9 @@ class InteractionOverlay:
         for pa, pb, color, width in edge_segments(pos, pairs, scale, view):
             for shift in _seam_shifts(view, [pa[1], pb[1]]):
                 pygame.draw.line(surface, color, (pa[0], pa[1] + shift), (pb[0], pb[1] + shift), width)
+        for a, mid, b, color in one_way_marks(pos, pairs, scale, view):
+            for shift in _seam_shifts(view, [a[1], b[1]]):
+                draw_one_way_mark(surface, pygame, *((p[0], p[1] + shift) for p in (a, mid, b)), color)
         surface.set_clip(old_clip)
 
 
@@ -188,6 +197,44 @@ def edge_segments(pos: Tensor, pairs: Tensor, scale: float, view) -> list:
     return list(
         zip(screen[i].tolist(), mid.tolist(), map(tuple, colors.tolist()), widths.tolist(), strict=True)
     )
+
+
+def one_way_marks(pos: Tensor, pairs: Tensor, scale: float, view) -> list:
+    """One-way pairs to mark: [((col_i, row_i), (col_mid, row_mid), (col_j, row_j), colour)] in pixels.
+
+    A pair is one-way when |S[i, j]| >= EDGE_THRESHOLD * scale and |S[j, i]| is below it: only
+    i's half is drawn by :func:`edge_segments`; j is placed the short way round the cylinder.
+    """
+    keep = pairs.abs() >= EDGE_THRESHOLD * scale
+    keep.fill_diagonal_(False)
+    i, j = torch.nonzero(keep & ~keep.T, as_tuple=True)
+    if len(i) == 0:
+        return []
+    screen = torch.tensor([view.world_to_screen(x, y) for x, y in pos.tolist()], dtype=torch.long)  # (L, 2)
+    y_i, y_j = pos[i, 1], pos[j, 1]
+    turns = (y_i + circular_delta(y_i, y_j, view.grid_size) - y_j) // view.grid_size
+    end = screen[j] - torch.stack([torch.zeros_like(turns), turns * view.canvas], -1)
+    mid = torch.div(screen[i] + end, 2, rounding_mode="floor")
+    colors, _ = strength_colors(pairs[i, j], scale)
+    return list(zip(screen[i].tolist(), mid.tolist(), end.tolist(), map(tuple, colors.tolist()), strict=True))
+
+
+def draw_one_way_mark(surface, pygame, a, mid, b, color) -> None:
+    """The silent half mid -> b dotted grey, and an arrowhead at mid pointing at a (b acts on a)."""
+    ab = np.subtract(b, mid, dtype=float)
+    length = float(np.hypot(*ab))
+    if length < 1:
+        return
+    u = ab / length
+    for t in np.arange(0.0, length, DOT + DOT_GAP):  # dashes along the silent half
+        p, q = np.add(mid, u * t), np.add(mid, u * min(t + DOT, length))
+        pygame.draw.line(surface, SILENT, p.round().tolist(), q.round().tolist(), 1)
+    back = -u  # towards a, the agent that feels the pair
+    normal = np.array([-back[1], back[0]])
+    tip = np.add(mid, back * ARROW_LENGTH / 2)
+    base = np.add(mid, -back * ARROW_LENGTH / 2)
+    corners = [tip, base + normal * ARROW_HALF_WIDTH, base - normal * ARROW_HALF_WIDTH]
+    pygame.draw.polygon(surface, color, [c.round().tolist() for c in corners])
 
 
 def _seam_shifts(view, rows: list[int]) -> list[int]:

@@ -11,7 +11,7 @@ import functools
 
 import torch
 
-from viz.overlay import EDGE_THRESHOLD, NEUTRAL, strength_colors
+from viz.overlay import EDGE_THRESHOLD, NEUTRAL, POSITIVE, draw_one_way_mark, strength_colors
 
 PANEL_WIDTH = 300  # pixels right of the world view: HUD lines, colour bar, legend, keys
 PANEL_PAD = 14
@@ -28,6 +28,11 @@ PANEL_BACKGROUND = (250, 250, 252)
 PANEL_TEXT = (30, 30, 40)
 PANEL_MUTED = (110, 110, 125)
 WRAP_CHARS = 34  # characters per panel line before wrapping
+SAMPLE_EDGE = 40  # pixels: the one-way pair drawn in the legend
+SAMPLE_WIDTH = 3
+ONE_WAY_NOTE = (
+    "coloured half and arrow at the agent that feels the other; dotted: the other way, below threshold"
+)
 
 
 def _wrap(text: str) -> list[str]:
@@ -66,6 +71,7 @@ def _static_panel(scale: float, what: str, legend: tuple, keys: tuple, height: i
         pygame.draw.rect(surface, color, (x, y + (LINE_HEIGHT - SWATCH) // 2 - SWATCH_RAISE, SWATCH, SWATCH))
         surface.blit(small.render(name, True, PANEL_TEXT), (x + SWATCH + PANEL_PAD // 2, y))
         y += LINE_HEIGHT
+    y = _one_way_legend(surface, pygame, small, x, y)
     y += LINE_HEIGHT // 2
     for line in keys:
         surface.blit(small.render(line, True, PANEL_MUTED), (x, y))
@@ -94,6 +100,20 @@ def draw_panel(
     _, _, scale, what = overlay.selected()
     static = _static_panel(float(f"{scale:.6g}"), what, tuple(legend), tuple(keys), surface.get_height() - y)
     surface.blit(static, (left, y + LINE_HEIGHT // 2))
+
+
+def _one_way_legend(surface, pygame, font, x: int, y: int) -> int:
+    """A sample one-way pair (edges drawn by ``viz.overlay``) and what it means; returns the next y."""
+    row = y + LINE_HEIGHT // 2 - SWATCH_RAISE
+    a, mid, b = (x, row), (x + SAMPLE_EDGE // 2, row), (x + SAMPLE_EDGE, row)
+    pygame.draw.line(surface, POSITIVE, a, mid, SAMPLE_WIDTH)
+    draw_one_way_mark(surface, pygame, a, mid, b, POSITIVE)
+    surface.blit(font.render("one-way pair", True, PANEL_TEXT), (x + SAMPLE_EDGE + PANEL_PAD // 2, y))
+    y += LINE_HEIGHT
+    for line in _wrap(ONE_WAY_NOTE):
+        surface.blit(font.render(line, True, PANEL_MUTED), (x, y))
+        y += LINE_HEIGHT
+    return y
 
 
 def _colour_bar(surface, pygame, font, x: int, y: int, scale: float) -> None:

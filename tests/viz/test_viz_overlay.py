@@ -256,3 +256,28 @@ def test_sa_plus_ha_strengths_are_its_pair_and_triple_table_entries():
     overlay = ov.InteractionOverlay(model, "alliances", N, R)
     overlay.update(pos, labels)  # draws without error through the cached tables
     assert overlay.learned.triples is not None
+
+
+def test_one_way_pairs_get_an_arrow_towards_the_agent_that_feels_them():
+    import pygame
+
+    from envs.render import View
+
+    view = View(N)
+    pos = torch.tensor([[2, 2], [10, 2], [2, 8]])
+    pairs = torch.zeros(3, 3, dtype=torch.float64)
+    pairs[0, 1] = pairs[1, 0] = -1.0  # both ways: a plain edge, no mark
+    pairs[2, 0] = 0.8  # 0 acts on 2 only
+    marks = ov.one_way_marks(pos, pairs, 1.0, view)
+    assert len(marks) == 1
+    a, mid, b, color = marks[0]
+    assert a == list(view.world_to_screen(2, 8)) and b == list(view.world_to_screen(2, 2))
+    assert color == tuple(ov.strength_colors(torch.tensor([0.8], dtype=torch.float64), 1.0)[0][0])
+    surf = pygame.Surface(view.size)
+    surf.fill((255, 255, 255))
+    ov.draw_one_way_mark(surf, pygame, a, mid, b, color)
+    frame = pygame.surfarray.pixels3d(surf).transpose(1, 0, 2)
+    towards_a = mid[1] - ov.ARROW_LENGTH // 2 + 1  # the tip half of the arrowhead, on a's side
+    assert tuple(frame[towards_a, mid[0]]) == color
+    dotted = frame[mid[1] + ov.ARROW_LENGTH : b[1], mid[0]]
+    assert (dotted == ov.SILENT).all(-1).any() and (dotted == 255).all(-1).any()  # dashes and gaps
