@@ -398,7 +398,11 @@ def evaluate(cfg: FitConfig, model: Predictor, data: Dataset, rules) -> dict:
         out["test_mse"][int(L)] = mse(model, draw(cfg, cfg.num_test, int(L), cfg.seed + 1000 + int(L), rules))
     target = devised_table(cfg, rules)
     with torch.no_grad():
-        learned = model.pair_table() if target is not None and model.mlp is None else None
+        learned = (
+            model.pair_table()
+            if target is not None and model.mlp is None and model.has_table_path()
+            else None
+        )
     out["product_mse"] = (
         None
         if target is None or learned is None
