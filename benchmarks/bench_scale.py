@@ -69,13 +69,18 @@ def fit_rate(model: str, nproc: int, scale: float = 1.0) -> dict:
 def rllib_rate(runners: int, iterations: int) -> dict:
     from training.marl_rllib import RLlibConfig, main
 
-    m = main(RLlibConfig(iterations=iterations, num_env_runners=runners, num_cpus=max(2, runners + 1)))
+    cfg = RLlibConfig(iterations=iterations, num_env_runners=runners, num_cpus=max(2, runners + 1))
+    m = main(cfg)
+    # A fixed agent count: every env step is num_agents agent-steps (RLlib's own per-agent counter
+    # is not filled in for this multi-agent setup).
+    agent_steps = m["env_steps"] * cfg.num_agents[0]
     return dict(
         env_runners=runners,
         iterations=iterations,
-        agent_steps=m["agent_steps"],
+        env_steps=m["env_steps"],
+        agent_steps=agent_steps,
         seconds=m["seconds"],
-        agent_steps_per_s=m["agent_steps"] / m["seconds"],
+        agent_steps_per_s=agent_steps / m["seconds"],
     )
 
 

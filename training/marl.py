@@ -1,7 +1,11 @@
-"""``hyperagents train``: shared-parameter PPO (SB3) with attention policies on the crossing task.
+"""``hyperagents train``: shared-parameter PPO with attention policies on the crossing task.
 
-One SB3 ``PPO`` over :class:`envs.vec.CrossingVecEnv` (one slot per agent) with a features
-extractor from ``policies/actor_critic.py`` (SA, HFA, HA, or the nearest-k MLP baseline).
+Two engines share this config and run folder. ``--backend torchrl`` keeps the whole loop on
+``--device`` (CPU or CUDA): batched worlds, rollout, GAE and clipped PPO from TorchRL
+(``training/marl_torchrl.py``, docs/torchrl.md). ``--backend sb3`` (the default, the faster
+learner per CPU minute) is one SB3 ``PPO`` over :class:`envs.vec.CrossingVecEnv` (one slot
+per agent) with a features extractor from ``policies/actor_critic.py`` (SA, HFA, HA, or the
+nearest-k MLP baseline).
 A run lives in ``runs/<name>/`` (see ``training/runs.py``): ``config.json`` (the manifest),
 ``metrics.json``, TensorBoard events (``tb_1/``) and the last two checkpoints (``checkpoint.zip``,
 ``checkpoint.prev.zip``), written every ``checkpoint_every`` steps at a rollout boundary, at the
@@ -25,6 +29,8 @@ Example::
         --batch-size 4096 --clip-range 0.1 --total-timesteps 1500000 --run-name hfa_dagger_s0
     # docs/marl.md's recipe (the cautious teacher on crowds and on PPO's counts, touch features)
     hyperagents train --preset best --run-name sa_touch_s0
+    # from scratch with the batched TorchRL trainer, on one GPU
+    hyperagents train --preset gpu
 """
 
 from __future__ import annotations
