@@ -31,9 +31,24 @@ ACTION_NAMES = ("stay", "right", "left", "up", "down")
 # (dx, dy) per action; "up" is +y, which wraps around the cylinder.
 _MOVES = torch.tensor([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1]])
 
-# From this many agents per world on, the neighbour grid replaces the dense (L, L) test: measured
-# crossover at B = 1 on a 2-core CPU between 512 and 1024 agents (benchmarks/README.md, section 3).
-GRID_MIN_AGENTS = 1024
+# From this many agents per world on, the neighbour grid replaces the dense (L, L) test, per device
+# type. On a 2-core CPU the measured crossover at B = 1 lies between 512 and 1024 agents
+# (benchmarks/README.md, section 3); on one H200 the grid won only from about 7,500 agents
+# (bench_env.py --device cuda), where the dense test's few large kernels are cheap and the grid's
+# many small ones are not. Other device types use the CPU figure.
+GRID_MIN_AGENTS_BY_DEVICE = {"cpu": 1024, "cuda": 7500}
+GRID_MIN_AGENTS = GRID_MIN_AGENTS_BY_DEVICE["cpu"]
+
+
+def collision_method(num_agents: int, device: torch.device, cells: int, neighbour_grid: bool | None) -> str:
+    """ "grid" or "dense": ``neighbour_grid`` when given, else by the device's crossover. The grid
+    needs at least 3 cells per axis (its 3x3 neighbourhood would otherwise visit a cell twice)."""
+    if cells < 3:
+        return "dense"
+    if neighbour_grid is not None:
+        return "grid" if neighbour_grid else "dense"
+    threshold = GRID_MIN_AGENTS_BY_DEVICE.get(device.type, GRID_MIN_AGENTS)
+    return "grid" if num_agents >= threshold else "dense"
 
 
 class ResetNeeded(RuntimeError):
@@ -99,7 +114,8 @@ class World:
         grid_size: N, the cylinder is [N] x [N] cells.
         radius: R, agents collide when centres are within 2R.
         device: torch device of every tensor.
-        neighbour_grid: force the neighbour grid on (True) or off (False); None picks by L.
+        neighbour_grid: force the neighbour grid on (True) or off (False); None picks by L and the
+            device (:func:`collision_method`).
     """
 
     def __init__(
@@ -119,11 +135,9 @@ class World:
         # floor, not ceil: the last cell absorbs the remainder, so every cell (also across the y
         # wrap) is at least 2R wide and touching agents always sit in the same or adjacent cells.
         self.cells = grid_size // self.cell
-        # With fewer than 3 cells per axis the 3x3 neighbourhood would visit a cell twice.
-        grid_ok = self.cells >= 3
-        self.use_grid = grid_ok and (
-            num_agents >= GRID_MIN_AGENTS if neighbour_grid is None else neighbour_grid
-        )
+        # Recorded so that a benchmark or a run can say which test it used.
+        self.collision_method = collision_method(num_agents, self.device, self.cells, neighbour_grid)
+        self.use_grid = self.collision_method == "grid"
         self._moves = _MOVES.to(self.device)
         # Collision tests run on coordinates of this dtype: int16 halves int32's memory traffic
         # on the (B, L, L) tensors and is exact while N and the clamped squares fit (see _near).

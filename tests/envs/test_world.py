@@ -143,3 +143,20 @@ def test_nearest_valid_world_works():
         rollout_returns("pairwise", torch.tensor([[[0, 0], [0, 4]]]), grid_size=9, radius=2).numpy(),
         [[-1, -1]],
     )
+
+
+def test_collision_method_follows_the_device_crossover_and_the_override():
+    from envs.world import GRID_MIN_AGENTS_BY_DEVICE, collision_method
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    between = GRID_MIN_AGENTS_BY_DEVICE["cpu"]  # grid on the CPU, still dense on a GPU
+    assert GRID_MIN_AGENTS_BY_DEVICE["cpu"] < GRID_MIN_AGENTS_BY_DEVICE["cuda"]
+    assert collision_method(between, cpu, 10, None) == "grid"
+    assert collision_method(between, cuda, 10, None) == "dense"
+    assert collision_method(GRID_MIN_AGENTS_BY_DEVICE["cuda"], cuda, 10, None) == "grid"
+    assert collision_method(between - 1, cpu, 10, None) == "dense"
+    assert collision_method(8, cuda, 10, True) == "grid"  # an explicit choice wins
+    assert collision_method(10**6, cpu, 10, False) == "dense"
+    assert collision_method(10**6, cpu, 2, True) == "dense"  # too few cells for a 3x3 neighbourhood
+    world = World(num_worlds=1, num_agents=between, grid_size=360, radius=5)
+    assert world.collision_method == "grid" and world.use_grid
