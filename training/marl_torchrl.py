@@ -36,6 +36,7 @@ from torchrl.objectives.value.functional import vec_generalized_advantage_estima
 from envs.crossing import NUM_ACTIONS, STAY
 from envs.torchrl_env import CrossingEnv
 from policies.actor_critic import TokenActorCritic
+from training.marl import task_kwargs
 
 
 def pick_device(name: str) -> torch.device:
@@ -208,17 +209,7 @@ def train(
         net.load_state_dict(state["net"])
         opt.load_state_dict(state["opt"])
     # A fresh env stream for every (seed, steps done): a resumed run continues reproducibly.
-    env = CrossingEnv(
-        num_worlds=cfg.num_worlds,
-        num_agents=tuple(cfg.num_agents),
-        device=device,
-        grid_size=cfg.grid_size,
-        radius=cfg.radius,
-        max_steps=cfg.max_steps,
-        start_width=cfg.start_width,
-        features=cfg.features,
-        seed=cfg.seed + state["steps"],
-    )
+    env = CrossingEnv(**task_kwargs(cfg), device=device, seed=cfg.seed + state["steps"])
     torch.manual_seed(cfg.seed + state["steps"])
     gen = torch.Generator().manual_seed(cfg.seed + state["steps"])
     td = env.reset()
