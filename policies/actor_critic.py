@@ -214,8 +214,10 @@ class TokenActorCritic(nn.Module):
 
     ``actor(tokens (..., L, F)) -> logits (..., num_actions)`` and ``critic(tokens) -> (..., 1)``.
     The actor reads ``actor_kwargs`` (e.g. ``neighbours=7``: self + the 7 nearest agents, a local
-    view); the critic has its own encoder (``critic_kwargs``; ``neighbours=None`` sees every agent,
-    the centralised critic of MAPPO). Heads are MLPs with ``net_arch`` hidden layers.
+    view). The critic has its own encoder (``critic_kwargs``; ``neighbours=None`` sees every agent,
+    the centralised critic of MAPPO), or, with ``critic_kwargs=None``, shares the actor's (SB3's
+    default): then one ``encode`` pass feeds both heads, a third of the encoder work of a central
+    critic over twice the tokens. Heads are MLPs with ``net_arch`` hidden layers.
     """
 
     def __init__(
@@ -223,15 +225,20 @@ class TokenActorCritic(nn.Module):
         num_features: int,
         num_actions: int,
         actor_kwargs: dict,
-        critic_kwargs: dict,
+        critic_kwargs: dict | None,
         net_arch: tuple[int, ...] = (64,),
     ):
         super().__init__()
         self.num_features = num_features
         self.actor_encoder = token_encoder(num_features, **actor_kwargs)
-        self.critic_encoder = token_encoder(num_features, **critic_kwargs)
+        self.shared = critic_kwargs is None
+        self.critic_encoder = self.actor_encoder if self.shared else token_encoder(num_features, **critic_kwargs)
         self.actor_head = _mlp(self.actor_encoder.features_dim, net_arch, num_actions)
         self.critic_head = _mlp(self.critic_encoder.features_dim, net_arch, 1)
+        # Encoders run under autocast to this dtype when set (bf16: half the memory traffic of
+        # the attention blocks); their outputs, the heads and so logits and values stay float32,
+        # so PPO's probability ratios are not rounded.
+        self.compute_dtype: torch.dtype | None = None
 
     def _encode(self, encoder: nn.Module, tokens: Tensor) -> tuple[Tensor, tuple[int, ...]]:
         lead, (L, F) = tokens.shape[:-2], tokens.shape[-2:]
@@ -239,17 +246,38 @@ class TokenActorCritic(nn.Module):
             raise ValueError(
                 f"tokens must have F = {self.num_features} features, got shape {tuple(tokens.shape)}"
             )
-        return encoder(tokens.reshape(-1, L * F)), lead  # (M, d)
+        dtype = self.compute_dtype
+        with torch.autocast(tokens.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            x = encoder(tokens.reshape(-1, L * F))  # (M, d)
+        return (x if dtype is None else x.float()), lead
+
+    def encode(self, tokens: Tensor) -> Tensor:
+        """The actor encoder's feature: (..., L, F) -> (..., d). Both heads read it when shared."""
+        x, lead = self._encode(self.actor_encoder, tokens)
+        return x.reshape(*lead, -1)
 
     def actor(self, tokens: Tensor) -> Tensor:
         """(..., L, F) -> action logits (..., num_actions)."""
-        x, lead = self._encode(self.actor_encoder, tokens)
-        return self.actor_head(x).reshape(*lead, -1)
+        return self.actor_head(self.encode(tokens))
 
     def critic(self, tokens: Tensor) -> Tensor:
         """(..., L, F) -> state value (..., 1)."""
         x, lead = self._encode(self.critic_encoder, tokens)
         return self.critic_head(x).reshape(*lead, 1)
+
+    def local_view(self, tokens: Tensor) -> Tensor:
+        """The tokens the actor reads: (..., L, F) -> (..., k + 1, F), self + the k = ``neighbours``
+        nearest (padded slots last), or ``tokens`` itself when the actor sees every agent. The
+        encoder's own selection keeps the same set, so ``actor(local_view(t)) == actor(t)``."""
+        enc = self.actor_encoder
+        k = getattr(enc, "neighbours", None)
+        if k is None or tokens.shape[-2] <= k + 1:
+            return tokens
+        lead, (L, F) = tokens.shape[:-2], tokens.shape[-2:]
+        flat = tokens.reshape(-1, L, F)  # (M, L, F)
+        mask = real_mask(flat, enc.present_feature)
+        keep = nearest_order(flat, mask, enc.position_features, enc.dx_weight)[:, : k + 1]  # (M, k+1)
+        return torch.gather(flat, 1, keep[..., None].expand(-1, -1, F)).reshape(*lead, k + 1, F)
 
 
 def _mlp(width: int, hidden: tuple[int, ...], out: int) -> nn.Sequential:

@@ -54,20 +54,37 @@ def build_net(cfg, num_features: int) -> TokenActorCritic:
     if cfg.family != "mlp":
         enc |= dict(blocks=cfg.blocks, heads=cfg.heads, kind=cfg.kind, dx_weight=cfg.neighbour_dx_weight)
     actor = enc | ({} if cfg.family == "mlp" else {"neighbours": cfg.neighbours})
-    critic = actor if cfg.critic == "local" else enc | ({} if cfg.family == "mlp" else {"neighbours": None})
-    return TokenActorCritic(num_features, NUM_ACTIONS, actor, critic, tuple(cfg.net_arch))
+    critic = {
+        "shared": None,
+        "local": actor,
+        "central": enc | ({} if cfg.family == "mlp" else {"neighbours": None}),
+    }[cfg.critic]
+    net = TokenActorCritic(num_features, NUM_ACTIONS, actor, critic, tuple(cfg.net_arch))
+    precision = getattr(cfg, "precision", "fp32")
+    net.compute_dtype = torch.bfloat16 if precision == "bf16" else None
+    return net
 
 
 def make_loss(net: TokenActorCritic, cfg) -> ClipPPOLoss:
-    """TorchRL's clipped PPO loss over flat agent samples ("observation", "action", ...)."""
+    """TorchRL's clipped PPO loss over flat agent samples ("observation", "action", ...).
+
+    With a shared encoder the loss's actor and critic are the two heads, reading the encoder's
+    feature ``"hidden"``, which :func:`update` computes once per minibatch (TorchRL's
+    ``ActorValueOperator`` would run the encoder once for each head). The loss does not detach
+    its input, so the gradients of both heads reach the encoder through ``"hidden"``.
+    """
+    if net.shared:
+        actor_net, critic_net, key = net.actor_head, net.critic_head, "hidden"
+    else:
+        actor_net, critic_net, key = net.actor, net.critic, "observation"
     actor = ProbabilisticActor(
-        TensorDictModule(net.actor, in_keys=["observation"], out_keys=["logits"]),
+        TensorDictModule(actor_net, in_keys=[key], out_keys=["logits"]),
         in_keys=["logits"],
         out_keys=["action"],
         distribution_class=torch.distributions.Categorical,
         return_log_prob=True,
     )
-    critic = TensorDictModule(net.critic, in_keys=["observation"], out_keys=["state_value"])
+    critic = TensorDictModule(critic_net, in_keys=[key], out_keys=["state_value"])
     return ClipPPOLoss(
         actor,
         critic,
@@ -84,21 +101,33 @@ def collect(env: CrossingEnv, td: TensorDict, net: TokenActorCritic, steps: int)
     """Play ``steps`` steps in every world; returns (rollout (B, T) TensorDict, carried state).
 
     Only active agents (real, not parked) go through the actor: the world ignores the others'
-    actions, so they get STAY and a log-probability of 0, which no update reads.
+    actions, so they get STAY and a log-probability of 0, which no update reads. With a shared
+    encoder the same pass gives every real agent's value, and the rollout keeps each agent's
+    local view (``"view"``, (B, L, k+1, F)): the update then never reads the other tokens.
     """
     frames = []
     for _ in range(steps):
-        active = td.get(("agents", "active"))  # (B, L)
+        agents = td.get("agents")
+        active = agents.get("active")  # (B, L)
         action = torch.full(active.shape, STAY, dtype=torch.long, device=active.device)
         log_prob = torch.zeros(active.shape, device=active.device)
+        if net.shared:
+            real = agents.get("mask")  # (B, L)
+            view = net.local_view(agents.get("observation"))  # (B, L, k+1, F)
+            hidden = net.encode(view[real])  # (M, d)
+            value = torch.zeros(*real.shape, 1, device=real.device)
+            value[real] = net.critic_head(hidden)
+            logits = net.actor_head(hidden[active[real]])
+            agents.set("view", view)
+            agents.set("state_value", value)
+        elif active.any():
+            logits = net.actor(agents.get("observation")[active])
         if active.any():
-            dist = torch.distributions.Categorical(
-                logits=net.actor(td.get(("agents", "observation"))[active])
-            )
+            dist = torch.distributions.Categorical(logits=logits)
             action[active] = dist.sample()
             log_prob[active] = dist.log_prob(action[active])
-        td.set(("agents", "action"), action)
-        td.set(("agents", "action_log_prob"), log_prob)
+        agents.set("action", action)
+        agents.set("action_log_prob", log_prob)
         out, td = env.step_and_maybe_reset(td)
         frames.append(out)
     return torch.stack(frames, dim=1), td
@@ -136,7 +165,11 @@ def samples(rollout: TensorDict, net: TokenActorCritic, cfg) -> TensorDict:
     """
     agents, nxt = rollout.get("agents"), rollout.get("next")
     chunk = max(cfg.batch_size, 1024)
-    value = values(net, agents.get("observation"), agents.get("mask"), chunk)  # (B, T, L, 1)
+    if net.shared:  # values and local views came with the rollout
+        value, obs = agents.get("state_value"), agents.get("view")
+    else:
+        value, obs = values(net, agents.get("observation"), agents.get("mask"), chunk), agents.get("observation")
+    # value (B, T, L, 1); obs (B, T, L, L or k+1, F)
     next_value = next_values(net, rollout, value, chunk)
     reward = nxt.get(("agents", "reward"))  # (B, T, L, 1)
     L = reward.shape[2]
@@ -148,7 +181,7 @@ def samples(rollout: TensorDict, net: TokenActorCritic, cfg) -> TensorDict:
     real, active = agents.get("mask"), agents.get("active")  # (B, T, L)
     adv = adv * active.unsqueeze(-1)
     flat = TensorDict(
-        observation=agents.get("observation"),
+        observation=obs,
         action=agents.get("action"),
         action_log_prob=agents.get("action_log_prob"),
         advantage=adv,
@@ -166,7 +199,12 @@ def samples(rollout: TensorDict, net: TokenActorCritic, cfg) -> TensorDict:
 
 
 def update(
-    loss: ClipPPOLoss, opt: torch.optim.Optimizer, data: TensorDict, cfg, gen: torch.Generator
+    net: TokenActorCritic,
+    loss: ClipPPOLoss,
+    opt: torch.optim.Optimizer,
+    data: TensorDict,
+    cfg,
+    gen: torch.Generator,
 ) -> dict:
     """``n_epochs`` passes of minibatch PPO over ``data``; mean losses of the last epoch."""
     M = data.batch_size[0]
@@ -177,7 +215,10 @@ def update(
         sums = torch.zeros(3, device=data.device)  # summed on the device: no sync per minibatch
         batches = 0
         for idx in order.split(cfg.batch_size):
-            out = loss(data[idx])
+            batch = data[idx]
+            if net.shared:
+                batch.set("hidden", net.encode(batch.get("observation")))  # (m, d), once for both heads
+            out = loss(batch)
             parts = torch.stack([out["loss_objective"], out["loss_critic"], out["loss_entropy"]])
             opt.zero_grad(set_to_none=True)
             parts.sum().backward()
@@ -222,7 +263,7 @@ def train(
         loss.entropy_coeff.fill_(_schedule(cfg.ent_coef, cfg.ent_coef_final, frac))
         rollout, td = collect(env, td, net, cfg.n_steps)
         finished, returns = _episode_stats(rollout, returns)
-        stats = update(loss, opt, samples(rollout, net, cfg), cfg, gen)
+        stats = update(net, loss, opt, samples(rollout, net, cfg), cfg, gen)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start

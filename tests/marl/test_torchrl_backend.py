@@ -157,7 +157,7 @@ def test_backend_options_are_checked(tmp_path):
         marl_torchrl.pick_device("tpu")
 
 
-@pytest.mark.parametrize("critic", ["central", "local"])
+@pytest.mark.parametrize("critic", ["central", "local", "shared"])
 def test_actor_critic_reads_any_agent_count(tmp_path, critic):
     net = marl_torchrl.build_net(tiny_cfg(tmp_path, neighbours=3, critic=critic), 10)
     for L in (1, 4, 9):
@@ -166,6 +166,7 @@ def test_actor_critic_reads_any_agent_count(tmp_path, critic):
         assert net.actor(tokens).shape == (2, 5, NUM_ACTIONS)
         assert net.critic(tokens).shape == (2, 5, 1)
     assert (net.critic_encoder.neighbours is None) == (critic == "central")
+    assert (net.critic_encoder is net.actor_encoder) == (critic == "shared")
 
 
 def test_gae_values_skip_padding_and_reuse_the_next_step():
@@ -187,3 +188,66 @@ def test_gae_values_skip_padding_and_reuse_the_next_step():
     assert rollout["next", "done"].any()  # the reset branch was exercised
     inactive = ~agents["active"]
     assert (agents["action"][inactive] == 0).all() and (agents["action_log_prob"][inactive] == 0).all()
+
+
+def _shared_net(**kw):
+    torch.manual_seed(0)
+    return marl_torchrl.build_net(tiny_cfg(None, runs_dir="unused", critic="shared", neighbours=2, **kw), 10)
+
+
+def test_local_view_keeps_what_the_actor_reads():
+    net = _shared_net().double()
+    env = CrossingEnv(num_worlds=4, num_agents=(2, 6), seed=1, **TASK)
+    obs = env.reset()["agents", "observation"].double()  # (B, L, L, F)
+    view = net.local_view(obs)
+    assert view.shape == (*obs.shape[:2], 3, 10)
+    torch.testing.assert_close(net.actor(view), net.actor(obs))
+    torch.testing.assert_close(net.critic(view), net.critic(obs))
+
+
+def test_shared_loss_equals_the_two_pass_loss_and_reaches_the_encoder():
+    """The shared path runs the encoder once per minibatch into "hidden"; the same loss built with
+    the full actor and critic (the encoder run once for each head) gives the same value and grads."""
+    cfg = tiny_cfg(None, runs_dir="unused", critic="shared", neighbours=2)
+    net = _shared_net()
+    env = CrossingEnv(num_worlds=6, num_agents=(2, 5), seed=3, **TASK)
+    rollout, _ = marl_torchrl.collect(env, env.reset(), net, 12)
+    data = marl_torchrl.samples(rollout, net, cfg)
+
+    def grads(loss, batch):
+        net.zero_grad()
+        out = loss(batch)
+        (out["loss_objective"] + out["loss_critic"] + out["loss_entropy"]).backward()
+        return [p.grad.clone() for p in net.actor_encoder.parameters()]
+
+    fast = data.clone()
+    fast.set("hidden", net.encode(fast["observation"]))
+    g_fast = grads(marl_torchrl.make_loss(net, cfg), fast)
+    net.shared = False  # the same modules, each head running the encoder itself
+    g_ref = grads(marl_torchrl.make_loss(net, cfg), data.clone())
+    net.shared = True
+    assert any(g.abs().sum() > 0 for g in g_fast)
+    for a, b in zip(g_fast, g_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_shared_rollout_values_equal_the_critic():
+    net = _shared_net().eval()
+    env = CrossingEnv(num_worlds=5, num_agents=(2, 5), seed=4, **TASK)
+    torch.manual_seed(0)
+    rollout, _ = marl_torchrl.collect(env, env.reset(), net, 8)
+    agents = rollout["agents"]
+    with torch.no_grad():
+        full = net.critic(agents["observation"]) * agents["mask"].unsqueeze(-1)
+    torch.testing.assert_close(agents["state_value"], full)
+
+
+def test_bf16_encoders_keep_float32_outputs():
+    net = _shared_net(precision="bf16")
+    assert net.compute_dtype == torch.bfloat16
+    tokens = torch.randn(3, 6, 10)
+    tokens[..., 0] = 1.0
+    logits, value = net.actor(tokens), net.critic(tokens)
+    assert logits.dtype == value.dtype == torch.float32
+    net.compute_dtype = None
+    torch.testing.assert_close(logits, net.actor(tokens), atol=0.1, rtol=0.1)
