@@ -50,6 +50,7 @@ from envs.checks import check_int, parse_count
 from envs.crossing import FEATURE_SETS, Crossing, check_features
 from envs.vec import CrossingVecEnv
 from policies.actor_critic import FAMILIES, AttentionExtractor, NearestMLPExtractor
+from policies.base import check_choice
 from training import runs
 from training.imitate import EXPERTS, WEIGHTINGS, imitate
 from training.runs import Run
@@ -102,9 +103,11 @@ class TrainConfig:
     (worlds, rollout, update) on --device (training/marl_torchrl.py)"""
     device: str = "cpu"
     """torchrl backend: cpu, cuda or cuda:<index>"""
-    critic: Literal["central", "local"] = "central"
-    """torchrl backend: central (MAPPO: the critic attends over every agent) or local (IPPO: it
-    sees what the actor sees)"""
+    critic: Literal["central", "local", "shared"] = "central"
+    """torchrl backend: central (MAPPO: the critic attends over every agent), local (IPPO: its own
+    encoder sees what the actor sees) or shared (one encoder, the actor's, feeds both heads)"""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """torchrl backend: bf16 autocasts the attention encoders (heads, losses and weights stay fp32)"""
 
     # Policy
     family: Literal["sa", "hfa", "ha", "mlp"] = "sa"
@@ -254,8 +257,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"imitate_avoid_weight must be > 0, got {cfg.imitate_avoid_weight!r}")
     if cfg.backend not in ("sb3", "torchrl"):
         raise ValueError(f"backend must be 'sb3' or 'torchrl', got {cfg.backend!r}")
-    if cfg.critic not in ("central", "local"):
-        raise ValueError(f"critic must be 'central' or 'local', got {cfg.critic!r}")
+    check_choice("critic", cfg.critic, ("central", "local", "shared"))
+    check_choice("precision", cfg.precision, ("fp32", "bf16"))
     if cfg.backend == "torchrl" and cfg.imitate_iterations:
         raise ValueError(
             "imitate_iterations (the DAgger warm start) needs --backend sb3; torchrl learns from scratch"
@@ -322,6 +325,7 @@ def learning_rate(cfg: TrainConfig):
 TRAIN_MAY_CHANGE = (
     "total_timesteps",
     "device",
+    "precision",
     "checkpoint_every",
     "threads",
     "progress",
