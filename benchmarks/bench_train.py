@@ -3,7 +3,11 @@
 Configurations (agent-steps/s over whole collect + update iterations, after one warm-up):
 
 - ``ours_torchrl``: ``hyperagents train --backend torchrl`` (training/marl_torchrl.py), crossing,
-  L = 2..16 per world, SA policy (width 32, 2 blocks, self + 7 nearest), central critic.
+  L = 2..16 per world, SA policy (width 32, 2 blocks, self + 7 nearest), the presets' critic
+  (``--critic``, default shared: one encoder for both heads) and precision (``--precision``,
+  default bf16 on CUDA, fp32 on the CPU).
+- ``ours_torchrl_central`` (with ``--central``): the same with MAPPO's central critic (its own
+  encoder over every agent) in fp32, the recipe before the shared encoder.
 - ``ours_sb3`` (CPU): ``hyperagents train`` defaults through SB3 (the same SA policy family).
 - ``mpe2_supersuit_mlp`` (CPU): SB3 ``PPO("MlpPolicy")`` on MPE2 ``simple_spread_v3`` (N = 3)
   through SuperSuit, ``n_steps=128, batch_size=256`` (reference/PEERS.md 1.3).
@@ -46,6 +50,7 @@ def torchrl_cfg(num_worlds: int, batch: int | None = None, **kw) -> marl.TrainCo
     of 32 steps, about 9 agents a world, is then 16 minibatches an epoch)."""
     batch = batch or max(4096, num_worlds * 32 * 9 // 16)
     base = dict(backend="torchrl", num_agents=(2, 16), neighbours=7, num_worlds=num_worlds, n_steps=32)
+    base |= dict(critic="shared")
     base |= dict(batch_size=batch, learning_rate=1e-3, learning_rate_final=1e-4, ent_coef_final=0.0)
     return marl.TrainConfig(**(base | kw))
 
@@ -70,9 +75,11 @@ def measure_torchrl(
     to_gain: float | None = None,
     budget: float = 0.0,
     every: float = 30.0,
+    **kw,
 ):
-    """Throughput of the batched trainer; with ``to_gain``, training seconds until the gain is reached."""
-    cfg = torchrl_cfg(num_worlds, batch, total_timesteps=10**12)
+    """Throughput of the batched trainer; with ``to_gain``, training seconds until the gain is reached.
+    ``kw``: TrainConfig fields over the timed recipe (critic, precision)."""
+    cfg = torchrl_cfg(num_worlds, batch, total_timesteps=10**12, **kw)
     net = marl_torchrl.build_net(cfg, 10)
     clock = {"start": None, "steps0": 0, "evals": [], "next_eval": every}
 
@@ -101,6 +108,7 @@ def measure_torchrl(
     steps, secs = last["steps"] - clock["steps0"], last["seconds"] - clock["sec0"]
     out = {"agent_steps": steps, "seconds": secs, "agent_steps_per_s": steps / secs, "num_worlds": num_worlds}
     out |= {"batch_size": cfg.batch_size, "n_steps": cfg.n_steps, "n_epochs": cfg.n_epochs}
+    out |= {"critic": cfg.critic, "precision": cfg.precision}
     out["parameters"] = sum(p.numel() for p in net.parameters())
     if to_gain is not None:
         reached = [e for e in clock["evals"] if e[2] >= to_gain]
@@ -217,6 +225,9 @@ def main() -> None:
     )
     parser.add_argument("--budget", type=float, default=600.0, help="training seconds cap for --to-gain")
     parser.add_argument("--eval-every", type=float, default=30.0, help="training seconds between gain checks")
+    parser.add_argument("--critic", default="shared", choices=("shared", "central", "local"))
+    parser.add_argument("--precision", default=None, choices=("fp32", "bf16"), help="default: bf16 on CUDA")
+    parser.add_argument("--central", action="store_true", help="also time the central-critic fp32 recipe")
     parser.add_argument(
         "--out", default=None, help="JSON path (default benchmarks/results/train_<device>.json)"
     )
@@ -229,8 +240,17 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     from vmas_mappo import measure as vmas
 
-    ours_params = sum(p.numel() for p in marl_torchrl.build_net(torchrl_cfg(worlds), 10).parameters())
-    configs = {"ours_torchrl": lambda: measure_torchrl(args.seconds, device, worlds, args.batch_size)}
+    recipe = dict(critic=args.critic, precision=args.precision or ("bf16" if cuda else "fp32"))
+    ours_params = sum(
+        p.numel() for p in marl_torchrl.build_net(torchrl_cfg(worlds, **recipe), 10).parameters()
+    )
+    configs = {
+        "ours_torchrl": lambda: measure_torchrl(args.seconds, device, worlds, args.batch_size, **recipe)
+    }
+    if args.central:
+        configs["ours_torchrl_central"] = lambda: measure_torchrl(
+            args.seconds, device, worlds, args.batch_size, critic="central", precision="fp32"
+        )
     if not cuda:
         configs |= {
             "ours_sb3": lambda: measure_sb3(args.seconds),
@@ -266,7 +286,7 @@ def main() -> None:
     if args.to_gain is not None:
         result["to_gain"] = {
             "ours_torchrl": measure_torchrl(
-                0, device, worlds, args.batch_size, args.to_gain, args.budget, args.eval_every
+                0, device, worlds, args.batch_size, args.to_gain, args.budget, args.eval_every, **recipe
             )
         }
         if not cuda:

@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
-# One GPU session for the batched trainer, sized to about 9 minutes on one H100/H200:
-#   1. throughput with learning included, ours beside TorchRL MAPPO on VMAS (bench_train.py);
-#   2. three seeds of SA from scratch (no teacher, no touch features), each for TRAIN_SECONDS
-#      of training at the measured rate;
-#   3. their evaluation at L = 2..64 (argmax and sampled), pooled over seeds, on the CPU;
-#   4. with ATTENTION=1, the attention library's GPU suite (bench_attention.py, under 90 s).
-# Run from the repository root; results go to $OUT (default out/): logs, JSON, runs.tgz.
+# One GPU session for the batched trainer, sized to about 8 minutes on one H100/H200:
+#   1. throughput with learning included: ours (the gpu preset: shared encoder, bf16) beside the
+#      central-critic fp32 recipe and TorchRL MAPPO on VMAS (bench_train.py), then ours in fp32;
+#   2. three seeds of SA from scratch with --preset gpu (no teacher, no touch features), each for
+#      TRAIN_SECONDS of training at the measured rate; the runs come back as runs.tgz, for
+#      `hyperagents ood` on any machine;
+#   3. with ATTENTION=1, the attention library's and the world's GPU tables (bench_attention.py,
+#      bench_env.py).
+# Run from the repository root; results go to $OUT (default out/): one log, JSON files, runs.tgz.
 # Missing Python packages can be carried as wheels in .whl/ (installed to /tmp/site first).
 set -u
 OUT=${OUT:-out}
-TRAIN_SECONDS=${TRAIN_SECONDS:-100}
-SEC=${SEC:-15}
+TRAIN_SECONDS=${TRAIN_SECONDS:-60}
+SEC=${SEC:-8}
 WORLDS=${WORLDS:-4096}
 BATCH=${BATCH:-16384}
 DEVICE=${DEVICE:-cuda}  # cpu: a dry run of the whole script at tiny sizes
+SEEDS=${SEEDS:-0 1 2}
 mkdir -p "$OUT"
+exec > >(tee "$OUT/gpu.log") 2>&1
 if [ -d .whl ] && [ -z "${NO_WHEELS:-}" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site
@@ -24,36 +28,27 @@ nvidia-smi -L || true
 python3 -c "import torch, torchrl, tensordict; print('torch', torch.__version__, 'torchrl', torchrl.__version__, 'tensordict', tensordict.__version__)" \
   || { echo "torchrl does not import here"; exit 1; }
 
-echo "== 1. throughput"
-timeout 200 python3 benchmarks/bench_train.py --device "$DEVICE" --num-worlds "$WORLDS" --batch-size "$BATCH" \
-  --seconds "$SEC" --out "$OUT/train_gpu.json" 2>&1 | grep -v Warning | tee "$OUT/bench.log"
+echo "== 1. throughput $(date +%T)"
+timeout 150 python3 benchmarks/bench_train.py --device "$DEVICE" --num-worlds "$WORLDS" --batch-size "$BATCH" \
+  --seconds "$SEC" --central --out "$OUT/train_gpu.json" 2>&1 | grep -v Warning
+timeout 60 python3 benchmarks/bench_train.py --device "$DEVICE" --num-worlds "$WORLDS" --batch-size "$BATCH" \
+  --seconds "$SEC" --only ours_torchrl --precision fp32 --out "$OUT/train_gpu_fp32.json" 2>&1 | grep -v Warning
 RATE=$(python3 -c "import json; print(int(json.load(open('$OUT/train_gpu.json'))['best']['ours_torchrl']['agent_steps_per_s']))" \
   2>/dev/null || echo 300000)
 STEPS=$((RATE * TRAIN_SECONDS / 1000 * 1000))
 echo "rate $RATE agent-steps/s -> $STEPS agent-steps per seed"
 
-echo "== 2. from scratch, 3 seeds"
-RUNS=()
-for s in 0 1 2; do
-  timeout $((TRAIN_SECONDS * 2 + 30)) python3 -m training.cli train --backend torchrl --device "$DEVICE" --seed "$s" \
-    --num-worlds "$WORLDS" --num-agents 2 16 --neighbours 7 --n-steps 32 --batch-size "$BATCH" \
-    --learning-rate 1e-3 --learning-rate-final 1e-4 --ent-coef-final 0 --total-timesteps "$STEPS" \
-    --checkpoint-every 20000000 --runs-dir "$OUT/runs" --run-name "scratch_sa_$s" --no-progress 2>&1 | tail -3
-  RUNS+=("$OUT/runs/scratch_sa_$s")
+echo "== 2. from scratch, seeds $SEEDS $(date +%T)"
+for s in $SEEDS; do
+  timeout $((TRAIN_SECONDS * 2 + 30)) python3 -m training.cli train --preset gpu --device "$DEVICE" --seed "$s" \
+    --num-worlds "$WORLDS" --batch-size "$BATCH" --total-timesteps "$STEPS" --checkpoint-every 1000000000 \
+    --runs-dir "$OUT/runs" --run-name "gpu_sa_$s" --no-progress 2>&1 | tail -2
 done
-
-echo "== 3. evaluation at unseen agent counts"
-for m in ${MODES:-det sto}; do
-  D=$([ $m = det ] && echo --deterministic)
-  timeout 120 python3 -m training.cli ood --run "${RUNS[@]}" $D --counts 2 4 --episodes 400 --reps 2000 \
-    --threads 8 --out-dir "$OUT/runs/ood_small_$m" 2>&1 | tail -4
-  timeout 120 python3 -m training.cli ood --run "${RUNS[@]}" $D --counts 8 16 32 64 --episodes 100 --reps 2000 \
-    --threads 8 --out-dir "$OUT/runs/ood_large_$m" 2>&1 | tail -6
-done
-tar czf "$OUT/runs.tgz" -C "$OUT" runs
+tar czf "$OUT/runs.tgz" -C "$OUT" runs && rm -rf "$OUT/runs"
 
 if [ -n "${ATTENTION:-}" ]; then
-  echo "== 4. attention library on $DEVICE"
-  timeout 150 python3 benchmarks/bench_attention.py --device "$DEVICE" --out "$OUT/attention_$DEVICE.json" 2>&1 | tail -40
+  echo "== 3. attention library and world on $DEVICE $(date +%T)"
+  timeout 120 python3 benchmarks/bench_attention.py --device "$DEVICE" --out "$OUT/attention_$DEVICE.json" 2>&1 | tail -30
+  timeout 90 python3 benchmarks/bench_env.py --device "$DEVICE" --out "$OUT/env_$DEVICE.json" 2>&1 | tail -30
 fi
-echo "== done"
+echo "== done $(date +%T)"

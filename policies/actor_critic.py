@@ -232,7 +232,9 @@ class TokenActorCritic(nn.Module):
         self.num_features = num_features
         self.actor_encoder = token_encoder(num_features, **actor_kwargs)
         self.shared = critic_kwargs is None
-        self.critic_encoder = self.actor_encoder if self.shared else token_encoder(num_features, **critic_kwargs)
+        self.critic_encoder = (
+            self.actor_encoder if self.shared else token_encoder(num_features, **critic_kwargs)
+        )
         self.actor_head = _mlp(self.actor_encoder.features_dim, net_arch, num_actions)
         self.critic_head = _mlp(self.critic_encoder.features_dim, net_arch, 1)
         # Encoders run under autocast to this dtype when set (bf16: half the memory traffic of

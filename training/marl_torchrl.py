@@ -168,7 +168,8 @@ def samples(rollout: TensorDict, net: TokenActorCritic, cfg) -> TensorDict:
     if net.shared:  # values and local views came with the rollout
         value, obs = agents.get("state_value"), agents.get("view")
     else:
-        value, obs = values(net, agents.get("observation"), agents.get("mask"), chunk), agents.get("observation")
+        obs = agents.get("observation")
+        value = values(net, obs, agents.get("mask"), chunk)
     # value (B, T, L, 1); obs (B, T, L, L or k+1, F)
     next_value = next_values(net, rollout, value, chunk)
     reward = nxt.get(("agents", "reward"))  # (B, T, L, 1)

@@ -105,8 +105,10 @@ def test_a_train_preset_sets_the_recipe_and_flags_given_override_it_in_any_posit
     gpu = cli.parse(["train", "--preset=gpu"])
     assert (gpu.backend, gpu.device, gpu.num_worlds, gpu.batch_size) == ("torchrl", "cuda", 4096, 16384)
     assert gpu.learning_rate_final == 1e-4 and gpu.ent_coef_final == 0.0 and gpu.neighbours == 7
+    assert (gpu.critic, gpu.precision, gpu.n_steps) == ("shared", "bf16", 16)
     scratch = cli.parse(["train", "--preset", "scratch-cpu"])
     assert (scratch.backend, scratch.num_worlds, scratch.batch_size) == ("torchrl", 64, 1024)
+    assert (scratch.critic, scratch.precision) == ("shared", "fp32")
     assert scratch.name == "crossing_scratch-cpu__sa__0"
     assert best == marl.preset_config("best", seed=3, learning_rate=1e-3)  # the same in Python
 
@@ -122,7 +124,16 @@ def test_a_preset_run_is_recorded_and_resumes_with_the_same_settings_given_as_fl
     cli.main(["train", "--preset", "scratch-cpu", "--total-timesteps", "32", *common])
     stored = json.loads((tmp_path / "p" / "config.json").read_text())
     assert stored["preset"] == "scratch-cpu" and stored["learning_rate_final"] == 1e-4
-    flags = ["--backend", "torchrl", "--neighbours", "7", "--learning-rate-final", "1e-4"]
+    flags = [
+        "--backend",
+        "torchrl",
+        "--critic",
+        "shared",
+        "--neighbours",
+        "7",
+        "--learning-rate-final",
+        "1e-4",
+    ]
     cli.main(["train", *flags, "--ent-coef-final", "0", "--total-timesteps", "64", *common])
     code, line = run_cli(["train", "--total-timesteps", "64", *common], capsys)  # the sb3 defaults
     assert code == 2 and "holds a different run" in line
