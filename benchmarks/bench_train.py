@@ -17,7 +17,9 @@ Configurations (agent-steps/s over whole collect + update iterations, after one 
 
 ``--to-gain G`` also measures the wall-clock (training only, evaluations excluded) until the
 argmax policy's gain over MOVE_RIGHT at L = 8 reaches G on 100 fixed starts, checked every
-``--eval-every`` seconds, for ours_torchrl (and ours_sb3 on the CPU), each capped at ``--budget``.
+``--eval-every`` seconds, for ours_torchrl (the recipe, its schedules over ``--total-timesteps``)
+and, on the CPU, ours_sb3 (its defaults), each capped at ``--budget``. The two race at once in
+two processes of one torch thread each, so both see the same load.
 
 Examples::
 
@@ -78,8 +80,9 @@ def measure_torchrl(
     **kw,
 ):
     """Throughput of the batched trainer; with ``to_gain``, training seconds until the gain is reached.
-    ``kw``: TrainConfig fields over the timed recipe (critic, precision)."""
-    cfg = torchrl_cfg(num_worlds, batch, total_timesteps=10**12, **kw)
+    ``kw``: TrainConfig fields over the timed recipe (critic, precision, total_timesteps: the
+    horizon of its learning-rate and entropy schedules, which a throughput run never reaches)."""
+    cfg = torchrl_cfg(num_worlds, batch, **({"total_timesteps": 10**12} | kw))
     net = marl_torchrl.build_net(cfg, 10)
     clock = {"start": None, "steps0": 0, "evals": [], "next_eval": every}
 
@@ -118,6 +121,23 @@ def measure_torchrl(
             "seconds_to_gain": reached[0][1] if reached else None,
         }
     return out
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+
+
+def race(jobs: dict) -> dict:
+    """Run every ``name: (function, args, kwargs)`` at once, each in its own process with one torch
+    thread, so the trainers raced to a gain share the machine's load alike; {name: result}."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(len(jobs), mp_context=ctx, initializer=_one_thread) as pool:
+        futures = {name: pool.submit(fn, *args, **kw) for name, (fn, args, kw) in jobs.items()}
+        return {name: f.result() for name, f in futures.items()}
 
 
 def measure_sb3(seconds: float, to_gain=None, budget=0.0, every=30.0) -> dict:
@@ -224,6 +244,9 @@ def main() -> None:
         "--to-gain", type=float, default=None, help="also time training to this gain at L = 8"
     )
     parser.add_argument("--budget", type=float, default=600.0, help="training seconds cap for --to-gain")
+    parser.add_argument(
+        "--total-timesteps", type=int, default=3_000_000, help="--to-gain: our schedules' horizon"
+    )
     parser.add_argument("--eval-every", type=float, default=30.0, help="training seconds between gain checks")
     parser.add_argument("--critic", default="shared", choices=("shared", "central", "local"))
     parser.add_argument("--precision", default=None, choices=("fp32", "bf16"), help="default: bf16 on CUDA")
@@ -284,13 +307,17 @@ def main() -> None:
     if ours:
         result["ours_torchrl_over"] = {n: ours / b["agent_steps_per_s"] for n, b in best.items()}
     if args.to_gain is not None:
-        result["to_gain"] = {
-            "ours_torchrl": measure_torchrl(
-                0, device, worlds, args.batch_size, args.to_gain, args.budget, args.eval_every, **recipe
+        gain = (args.to_gain, args.budget, args.eval_every)
+        jobs = {
+            "ours_torchrl": (
+                measure_torchrl,
+                (0, device, worlds, args.batch_size, *gain),
+                recipe | {"total_timesteps": args.total_timesteps},
             )
         }
-        if not cuda:
-            result["to_gain"]["ours_sb3"] = measure_sb3(0, args.to_gain, args.budget, args.eval_every)
+        if not cuda:  # raced at once on the CPU: the same load on both
+            jobs["ours_sb3"] = (measure_sb3, (0, *gain), {})
+        result["to_gain"] = race(jobs)
     out = Path(args.out or f"benchmarks/results/train_{device.type}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
