@@ -36,6 +36,7 @@ timeout 60 python3 benchmarks/bench_train.py --device "$DEVICE" --num-worlds "$W
 RATE=$(python3 -c "import json; print(int(json.load(open('$OUT/train_gpu.json'))['best']['ours_torchrl']['agent_steps_per_s']))" \
   2>/dev/null || echo 300000)
 STEPS=$((RATE * TRAIN_SECONDS / 1000 * 1000))
+[ "$STEPS" -ge 100000 ] || STEPS=100000
 echo "rate $RATE agent-steps/s -> $STEPS agent-steps per seed"
 
 echo "== 2. from scratch, seeds $SEEDS $(date +%T)"
@@ -49,6 +50,7 @@ tar czf "$OUT/runs.tgz" -C "$OUT" runs && rm -rf "$OUT/runs"
 if [ -n "${ATTENTION:-}" ]; then
   echo "== 3. attention library and world on $DEVICE $(date +%T)"
   timeout 120 python3 benchmarks/bench_attention.py --device "$DEVICE" --out "$OUT/attention_$DEVICE.json" 2>&1 | tail -30
-  timeout 90 python3 benchmarks/bench_env.py --device "$DEVICE" --out "$OUT/env_$DEVICE.json" 2>&1 | tail -30
+  timeout 100 python3 benchmarks/bench_env.py --device "$DEVICE" --passes 1 --repeats 2 --seconds 0.3 \
+    --out "$OUT/env_$DEVICE.json" 2>&1 | tail -30
 fi
 echo "== done $(date +%T)"
