@@ -1,7 +1,9 @@
 """``hyperagents train``: shared-parameter PPO with attention policies on the crossing task.
 
-Two engines share this config and run folder. ``--backend torchrl`` keeps the whole loop on
-``--device`` (CPU or CUDA): batched worlds, rollout, GAE and clipped PPO from TorchRL
+Three engines share this config and run folder. ``--backend rllib`` trains through Ray RLlib,
+on a local Ray or a cluster (``training/marl_rllib.py``, docs/rllib.md). ``--backend torchrl``
+keeps the whole loop on ``--device`` (CPU or CUDA): batched worlds, rollout, GAE and clipped PPO
+from TorchRL
 (``training/marl_torchrl.py``, docs/torchrl.md). ``--backend sb3`` (the default, the faster
 learner per CPU minute) is one SB3 ``PPO`` over :class:`envs.vec.CrossingVecEnv` (one slot
 per agent) with a features extractor from ``policies/actor_critic.py`` (SA, HFA, HA, or the
@@ -56,6 +58,7 @@ from training.imitate import EXPERTS, WEIGHTINGS, imitate
 from training.runs import Run
 
 ALL_FAMILIES = (*FAMILIES, "mlp")
+BACKENDS = ("sb3", "torchrl", "rllib")
 
 # Recipes people use, by name: `hyperagents train --preset NAME` takes these as its defaults, and
 # any flag given sets its field over them. "best" is docs/marl.md's recipe (the best policies so
@@ -98,9 +101,14 @@ class TrainConfig:
     (torchrl on the CPU, 64 worlds); see PRESETS in training/marl.py. In Python: preset_config()"""
 
     # Engine
-    backend: Literal["sb3", "torchrl"] = "sb3"
+    backend: Literal["sb3", "torchrl", "rllib"] = "sb3"
     """sb3: SB3 PPO on the CPU through a VecEnv; torchrl: batched MAPPO/IPPO with the whole loop
-    (worlds, rollout, update) on --device (training/marl_torchrl.py)"""
+    (worlds, rollout, update) on --device (training/marl_torchrl.py); rllib: Ray RLlib's
+    multi-agent PPO over the PettingZoo face, local or on a cluster (training/marl_rllib.py)"""
+    num_env_runners: int | None = None
+    """rllib backend: processes sampling episodes (None: 2; 0: the driver samples)"""
+    address: str | None = None
+    """rllib backend: an existing Ray cluster to join ("auto", "ray://head:10001"; None: a local Ray)"""
     device: str = "cpu"
     """torchrl backend: cpu, cuda or cuda:<index>"""
     critic: Literal["central", "local", "shared"] = "central"
@@ -255,16 +263,46 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"imitate_weighting must be one of {WEIGHTINGS}, got {cfg.imitate_weighting!r}")
     if not cfg.imitate_avoid_weight > 0:  # also catches NaN
         raise ValueError(f"imitate_avoid_weight must be > 0, got {cfg.imitate_avoid_weight!r}")
-    if cfg.backend not in ("sb3", "torchrl"):
-        raise ValueError(f"backend must be 'sb3' or 'torchrl', got {cfg.backend!r}")
+    if cfg.backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {cfg.backend!r}")
     check_choice("critic", cfg.critic, ("central", "local", "shared"))
     check_choice("precision", cfg.precision, ("fp32", "bf16"))
-    if cfg.backend == "torchrl" and cfg.imitate_iterations:
+    if cfg.backend != "sb3" and cfg.imitate_iterations:
         raise ValueError(
-            "imitate_iterations (the DAgger warm start) needs --backend sb3; torchrl learns from scratch"
+            f"imitate_iterations (the DAgger warm start) needs --backend sb3; {cfg.backend} learns "
+            "from scratch"
         )
-    if cfg.backend == "sb3" and cfg.device != "cpu":
-        raise ValueError(f"device={cfg.device!r} needs --backend torchrl (the sb3 backend runs on the CPU)")
+    if cfg.backend != "torchrl" and cfg.device != "cpu":
+        raise ValueError(
+            f"device={cfg.device!r} needs --backend torchrl (the {cfg.backend} backend runs on the CPU)"
+        )
+    check_rllib_options(cfg)
+
+
+def check_rllib_options(cfg: TrainConfig) -> None:
+    """The rllib backend's own flags, and the torchrl-only one it cannot honour."""
+    if cfg.backend != "rllib":
+        for name in ("num_env_runners", "address"):
+            if getattr(cfg, name) is not None:
+                raise ValueError(f"{name} needs --backend rllib (Ray's env runners and cluster)")
+        return
+    if cfg.num_env_runners is not None:
+        check_int("num_env_runners", cfg.num_env_runners, 0)
+    if cfg.address is not None and not (isinstance(cfg.address, str) and cfg.address.strip()):
+        raise ValueError(
+            f"address must be a Ray address such as 'auto' or 'ray://head:10001', got {cfg.address!r}"
+        )
+    if cfg.precision != "fp32":
+        raise ValueError(
+            f"precision={cfg.precision!r} needs --backend torchrl (the rllib backend trains in fp32)"
+        )
+    from training.marl_rllib import iteration_env_steps  # imports no Ray
+
+    if cfg.batch_size > (steps := iteration_env_steps(cfg)):
+        raise ValueError(
+            f"batch_size ({cfg.batch_size}) must be <= n_steps x num_worlds ({steps}, worlds rounded up "
+            "to a multiple of the env runners): RLlib checks the minibatch against the env steps"
+        )
 
 
 def policy_kwargs(cfg: TrainConfig) -> dict:
@@ -326,6 +364,8 @@ TRAIN_MAY_CHANGE = (
     "total_timesteps",
     "device",
     "precision",
+    "num_env_runners",  # how many processes sample, and where Ray runs
+    "address",
     "checkpoint_every",
     "threads",
     "progress",
@@ -470,6 +510,12 @@ def main(cfg: TrainConfig, callbacks: list[BaseCallback] | None = None) -> dict:
         device = marl_torchrl.pick_device(cfg.device)
         with open_train_run(cfg, suffix=".pt") as run:
             metrics = marl_torchrl.train_run(cfg, run, device)
+    elif cfg.backend == "rllib":
+        from training import marl_rllib  # Ray loads only for its backend
+
+        marl_rllib.require_ray()  # before the run folder is made
+        with open_train_run(cfg, suffix=".tar") as run:
+            metrics = marl_rllib.train_run(cfg, run)
     else:
         with open_train_run(cfg) as run:
             metrics = train_sb3(cfg, run, callbacks)

@@ -217,6 +217,11 @@ def load_runs(
 
             model, steps = load_net(ckpt, cfg)
             extractor = model.actor_encoder
+        elif cfg.get("backend") == "rllib":
+            from training.marl_rllib import load_net  # the checkpoint's policy.pt: no Ray needed
+
+            model, steps = load_net(ckpt, cfg)
+            extractor = model.actor_encoder
         else:
             model = PPO.load(ckpt, device="cpu")
             steps, extractor = int(model.num_timesteps), model.policy.features_extractor

@@ -128,3 +128,57 @@ def test_marl_rllib_main_trains_and_checkpoints(local_ray, tmp_path):
         main(RLlibConfig(train_batch_size=32, minibatch_size=64))
     with pytest.raises(ValueError, match="learning_rate"):
         main(RLlibConfig(learning_rate=0.0))
+
+
+@pytest.mark.parametrize("num_agents", [3, (2, 5)])
+def test_crossing_env_passes_rllib_checks_at_any_count(num_agents):
+    """The crossing task's RLlib env (train --backend rllib) has spaces for every possible agent, so
+    RLlib's checks and an episode with fewer agents than possible pass."""
+    from ray.rllib.env.env_context import EnvContext
+    from ray.rllib.utils.pre_checks.env import check_multiagent_environments
+
+    from training.marl_rllib import CrossingMultiAgentEnv
+
+    kw = dict(num_agents=num_agents, grid_size=16, max_steps=6, start_width=4)
+    env = CrossingMultiAgentEnv(EnvContext(kw, worker_index=1))
+    check_multiagent_environments(env)
+    for seed in range(3):
+        obs, _ = env.reset(seed=seed)
+        assert set(obs) == set(env.agents) <= set(env.observation_spaces)
+        done = False
+        while not done:
+            obs, rewards, terminated, truncated, _ = env.step(dict.fromkeys(env.agents, 1))
+            done = truncated["__all__"]
+            assert not terminated["__all__"] and set(rewards) <= set(env.possible_agents)
+
+
+def test_env_runners_get_distinct_starts():
+    """RLlib seeds sub-env i of runner w with seed + w + i: runner 1's second env and runner 2's
+    first get the same seed, and must still play different starts."""
+    from ray.rllib.env.env_context import EnvContext
+
+    from training.marl_rllib import CrossingMultiAgentEnv
+
+    kw = dict(num_agents=4, grid_size=16, max_steps=6, start_width=4)
+    starts = []
+    for runner in (1, 2):
+        env = CrossingMultiAgentEnv(EnvContext(kw, worker_index=runner))
+        env.reset(seed=2)
+        starts.append(env.env.task.positions.clone())
+    assert not torch.equal(*starts)
+
+
+def test_ray_classes_pickle_by_name_and_importing_needs_no_ray():
+    """Env runners unpickle the RLModule spec by name; importing training.marl_rllib (which every
+    `hyperagents` command does) must not import Ray."""
+    import subprocess
+    import sys
+
+    import cloudpickle
+
+    from training import marl_rllib
+
+    assert len(cloudpickle.dumps(marl_rllib.TokenRLModule)) < 200  # a reference, not the class body
+    code = "import sys, training.cli, training.marl_rllib; print('ray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
