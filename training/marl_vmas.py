@@ -99,6 +99,8 @@ class VmasConfig:
     kind: Literal["softmax", "linear"] = "softmax"
     neighbours: int | None = None
     """Actor's view: self + this many nearest agents (None: every agent). The critic sees every agent."""
+    critic_family: str = ""
+    """Token families: the critic's encoder family (empty: the actor's)."""
     mlp_k: int = 3
     """mlp family: neighbours in the fixed-width view (zero-padded when fewer)."""
     net_arch: tuple[int, ...] = (64,)
@@ -122,6 +124,8 @@ class VmasConfig:
     eval_seed: int = 1000
     """Seed of the evaluation envs: every run meets the same episodes."""
     greedy: bool = False
+    eval_neighbours: int | None = None
+    """eval: cap attention actors' view at self + this many nearest agents (None: as trained)."""
     """eval: argmax actions instead of sampling from the policy."""
     eval_out: str = ""
     """eval: where the table JSON goes (empty: <runs_dir>/vmas_eval.json)."""
@@ -136,28 +140,38 @@ def validate(cfg: VmasConfig) -> None:
         raise ValueError(f"mode must be 'train' or 'eval', got {cfg.mode!r}")
     if cfg.family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {cfg.family!r}")
-    positive = ("num_envs", "max_steps", "n_steps", "total_timesteps", "n_epochs", "batch_size", "width")
-    for name in (*positive, "blocks", "heads", "mlp_k", "peer_hidden", "threads", "eval_episodes"):
-        value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    for name in ("counts", "eval_counts"):
-        value = tuple(getattr(cfg, name))
-        if not value or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in value):
-            raise ValueError(f"{name} must be a non-empty tuple of ints >= 1, got {value!r}")
+    if cfg.critic_family not in ("", *TOKEN_FAMILIES):
+        raise ValueError(f"critic_family must be empty or one of {TOKEN_FAMILIES}, got {cfg.critic_family!r}")
+    _validate_numbers(cfg)
     if cfg.family == "mappo" and len(cfg.counts) != 1:
         raise ValueError(f"counts must hold one count for family 'mappo' (critic tied to n): {cfg.counts}")
+    if cfg.mode == "eval" and not cfg.eval_runs:
+        raise ValueError("eval_runs must name at least one run folder in mode 'eval'")
+
+
+def _is_count(value, low: int = 1) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and value >= low
+
+
+def _validate_numbers(cfg: VmasConfig) -> None:
+    positive = ("num_envs", "max_steps", "n_steps", "total_timesteps", "n_epochs", "batch_size", "width")
+    for name in (*positive, "blocks", "heads", "mlp_k", "peer_hidden", "threads", "eval_episodes"):
+        if not _is_count(getattr(cfg, name)):
+            raise ValueError(f"{name} must be an int >= 1, got {getattr(cfg, name)!r}")
+    for name in ("counts", "eval_counts"):
+        value = tuple(getattr(cfg, name))
+        if not value or not all(_is_count(c) for c in value):
+            raise ValueError(f"{name} must be a non-empty tuple of ints >= 1, got {value!r}")
     for name in ("learning_rate", "gamma", "gae_lambda", "clip_range"):
-        value = getattr(cfg, name)
-        if not 0 < value <= 1:
-            raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+        if not 0 < getattr(cfg, name) <= 1:
+            raise ValueError(f"{name} must be in (0, 1], got {getattr(cfg, name)!r}")
     for name in ("ent_coef", "vf_coef", "max_grad_norm"):
         if not getattr(cfg, name) >= 0:
             raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)!r}")
-    if cfg.neighbours is not None and (isinstance(cfg.neighbours, bool) or cfg.neighbours < 1):
-        raise ValueError(f"neighbours must be None or an int >= 1, got {cfg.neighbours!r}")
-    if cfg.mode == "eval" and not cfg.eval_runs:
-        raise ValueError("eval_runs must name at least one run folder in mode 'eval'")
+    for name in ("neighbours", "eval_neighbours"):
+        value = getattr(cfg, name)
+        if value is not None and not _is_count(value):
+            raise ValueError(f"{name} must be None or an int >= 1, got {value!r}")
 
 
 def pick_device(name: str) -> torch.device:
@@ -226,16 +240,23 @@ def reached(env) -> Tensor:
 # ---------------------------------------------------------------- policies
 
 
+def encoder_kwargs(cfg: VmasConfig, family: str) -> dict:
+    """token_encoder arguments of ``family``; an attention encoder sees every agent."""
+    enc = dict(family=family, width=cfg.width, mlp_k=cfg.mlp_k)
+    if family != "mlp":
+        enc |= dict(blocks=cfg.blocks, heads=cfg.heads, kind=cfg.kind, neighbours=None)
+    return enc
+
+
 class TokenPolicy(nn.Module):
     """A :class:`TokenActorCritic` reading token sets built from the world: obs (B, n, n, F)."""
 
     def __init__(self, cfg: VmasConfig, num_actions: int):
         super().__init__()
-        enc = dict(family=cfg.family, width=cfg.width, mlp_k=cfg.mlp_k)
-        if cfg.family != "mlp":
-            enc |= dict(blocks=cfg.blocks, heads=cfg.heads, kind=cfg.kind)
-        actor = enc | ({} if cfg.family == "mlp" else {"neighbours": cfg.neighbours})
-        critic = enc | ({} if cfg.family == "mlp" else {"neighbours": None})
+        actor = encoder_kwargs(cfg, cfg.family) | (
+            {} if cfg.family == "mlp" else {"neighbours": cfg.neighbours}
+        )
+        critic = encoder_kwargs(cfg, cfg.critic_family or cfg.family)
         self.net = TokenActorCritic(NUM_FEATURES, num_actions, actor, critic, tuple(cfg.net_arch))
 
     def observe(self, env, td) -> Tensor:
@@ -489,6 +510,7 @@ MAY_CHANGE = (
     "eval_episodes",
     "eval_seed",
     "greedy",
+    "eval_neighbours",
     "eval_out",
 )
 
@@ -645,6 +667,8 @@ def evaluate_runs(cfg: VmasConfig, device: torch.device) -> dict:
     train_counts: dict[str, list[int]] = {}
     for folder in cfg.eval_runs:
         run_cfg, policy = load_run(folder, device)
+        if cfg.eval_neighbours is not None and run_cfg.family in ("sa", "hfa", "ha"):
+            policy.net.actor_encoder.neighbours = cfg.eval_neighbours  # read by every forward
         train_counts[run_cfg.family] = list(run_cfg.counts)
         for n in cfg.eval_counts:
             out = evaluate(policy, dataclasses.replace(run_cfg, **_eval_fields(cfg)), n, device)
@@ -672,6 +696,7 @@ def evaluate_runs(cfg: VmasConfig, device: torch.device) -> dict:
         "train_counts": train_counts,
         "episodes_per_seed": cfg.eval_episodes,
         "greedy": cfg.greedy,
+        "eval_neighbours": cfg.eval_neighbours,
         "eval_seed": cfg.eval_seed,
         "runs": [str(f) for f in cfg.eval_runs],
         "table": table,

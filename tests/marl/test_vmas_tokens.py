@@ -103,30 +103,32 @@ def test_peer_actor_moves_to_another_count():
 
 
 def test_tiny_training_beats_random(tmp_path):
-    """sa at n = 2, about 10 s of training: its sampled policy beats uniform random actions."""
+    """sa, one agent per env (the signal is "go to your goal"), 32k agent-steps, about 6 s of CPU:
+    the sampled policy beats uniform random actions; the run folder and the eval table exist."""
     cfg = mv.VmasConfig(
         family="sa",
-        counts=(2,),
-        num_envs=32,
-        n_steps=50,
-        total_timesteps=96_000,
-        learning_rate=1e-3,
+        counts=(1,),
+        num_envs=128,
+        n_steps=25,
+        max_steps=50,
+        total_timesteps=32_000,
+        learning_rate=3e-3,
         batch_size=1024,
-        ent_coef=0.003,
+        ent_coef=0.0,
         width=16,
         runs_dir=str(tmp_path),
         progress=False,
-        eval_episodes=200,
-        eval_counts=(2,),
+        eval_episodes=100,
+        eval_counts=(1, 2),
     )
     metrics = mv.main(cfg)
     assert metrics["num_timesteps"] >= cfg.total_timesteps and metrics["finished"]
     folder = tmp_path / mv.run_name(cfg)
     assert {"config.json", "metrics.json", "checkpoint.pt"} <= {p.name for p in folder.iterdir()}
     result = mv.main(dataclasses.replace(cfg, mode="eval", eval_runs=(str(folder),)))
-    table = result["table"]
-    trained, random = table["sa"]["2"]["return"], table["random"]["2"]["return"]
-    assert trained["ci95"][0] > random["ci95"][1], (trained, random)
+    trained, random = result["table"]["sa"]["1"]["return"], result["table"]["random"]["1"]["return"]
+    assert trained["ci95"][0] > random["ci95"][1] + 0.3, (trained, random)
+    assert set(result["table"]["sa"]) == {"1", "2"}
     assert (tmp_path / "vmas_eval.json").exists()
     assert "n = 2" in mv.markdown_table(result)
 
@@ -144,6 +146,7 @@ def test_tiny_training_beats_random(tmp_path):
         ("clip_range", -0.1),
         ("ent_coef", -1.0),
         ("neighbours", 0),
+        ("eval_neighbours", -2),
         ("eval_counts", (2, -1)),
         ("mode", "test"),
     ],
