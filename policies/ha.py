@@ -12,7 +12,11 @@ Tuples may repeat a token (j_1 = j_2, or j_m = i), as in the paper's sums over [
 Fast paths (each beside its `_reference`, the formula as plain einsums over all L^n entries):
   * linear: the sums factor per key (App. F.3): M_m[s,t] = sum_j K_m[j,s] V_m[j,t], then
     out = Q (prod_m M_m) W_Vn^T in O(L d_h^2); causal uses prefix sums of M_m over j.
-  * softmax, exact: queries in chunks, so only chunk * L^(n-1) scores exist at once.
+  * softmax, exact, order 3 (`policies/ha_pairs.py`): attention over key pairs in blocks of pair
+    rows, one triangle of pairs when the key slots are shared, causal blocks seen only by later
+    queries, a hand-written recomputing backward; O(block) memory.
+  * softmax, exact, other orders (or an explicit `chunk`): queries in chunks, so only
+    chunk * L^(n-1) scores exist at once.
   * softmax, approximate: exp(score) ~ sum_r phi_q[r] phi_1[r] ... phi_{n-1}[r] (App. F.3), after
     which the linear reordering applies: O(L r d_h) time, no tuple axis at all. Two feature maps:
     `approx_features=r`, r positive random features, unbiased (`_log_features`) but with a
@@ -43,6 +47,7 @@ from policies.base import (
     pair_mask,
     zero_padding,
 )
+from policies.ha_pairs import pair_attention
 
 # Scores per chunk of exact softmax HA, as a multiple of the device's block (`block_elements`):
 # a chunk's rows of L^(n-1) tuples are long, so chunks are larger than HFA's blocks.
@@ -130,9 +135,10 @@ def softmax_ha(
     chunk: int | None = None,
     causal: bool = False,
 ) -> Tensor:
-    """Exact softmax HA over chunks of queries: peak memory O(chunk L^(n-1)), never O(L^n).
+    """Exact softmax HA in blocks: peak memory O(block), never O(L^n).
 
-    q (B, H, L_q, d_h), ks[m] and vs[m] (B, H, L, d_h), w_vn (H, d_h, d_h); keep (B, L) bool marks
+    Order 3 without `chunk` runs `policies.ha_pairs.pair_attention`; otherwise queries go in chunks
+    (below). q (B, H, L_q, d_h), ks[m] and vs[m] (B, H, L, d_h), w_vn (H, d_h, d_h); keep (B, L) bool marks
     real keys (None: all). Returns (B, H, L_q, d_h). Query i sees a key tuple when every key in it
     is real and, if `causal` (needs L_q = L), comes at or before i; queries that see no tuple
     (only padded ones can) output zero. The same function as `softmax_ha_reference` with
@@ -152,7 +158,8 @@ def softmax_ha_values(q, ks, vs, keep=None, chunk=None, causal=False, keep_score
     """`softmax_ha` before the parameter value factor W_Vn: sum over tuples of weight * prod_m V_m.
 
     keep_scores: whether backward reuses the forward's exponentiated scores (True) or recomputes
-    them per chunk (False); None decides from free memory.
+    them per chunk (False); None decides from free memory. A `chunk` or `keep_scores` given, or an
+    order other than 3, selects the query-chunk kernel.
     """
     B, H, Lq, d_h = q.shape
     m, Lk = len(ks), ks[0].shape[2]
@@ -162,6 +169,11 @@ def softmax_ha_values(q, ks, vs, keep=None, chunk=None, causal=False, keep_score
     if B * H * Lq * Lk == 0:  # nothing to attend: zeros of the right shape, still in the graph
         return q.new_zeros(B, H, Lq, d_h) + 0.0 * sum(t.sum() for t in (q, *ks, *vs))
     flat = [t.reshape(B * H, -1, d_h) for t in (q, *ks, *vs)]  # (B H, L, d_h) each
+    if m == 2 and chunk is None and keep_scores is None:  # order 3: attention over key pairs
+        if ks[0] is ks[1] and vs[0] is vs[1]:  # shared slots: one flattened tensor, as the kernel checks
+            flat[2], flat[4] = flat[1], flat[3]
+        u = pair_attention(flat[0], flat[1:3], flat[3:], keep, B, causal)
+        return u.to(q.dtype).view(B, H, Lq, d_h)
     chunk = chunk or ha_chunk(B * H, Lq, Lk, m, q)
     plan = (m, B, keep, causal, chunk, keep_scores)
     if torch.is_grad_enabled() and any(t.requires_grad for t in flat):

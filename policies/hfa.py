@@ -32,13 +32,13 @@ from policies.base import (
     check_int,
     check_rank,
     domain_scores,
-    exp_shifted,
     free_bytes,
     interaction,
     key_mask,
     pair_mask,
     zero_padding,
 )
+from policies.scratch import Scratch
 
 # ---------------------------------------------------------------- linear kernels
 
@@ -150,14 +150,21 @@ DENSE_BYTES = 2**30
 
 def block_sizes(BH: int, Lq: int, Lk: int, A: int, like: Tensor) -> tuple[int, int]:
     """(queries, keys) per block: the whole problem while it is small (`WHOLE_ELEMENTS`), else
-    blocks of about c x 2c holding `block_elements` scores: on the CPU they stay in cache yet keep
-    every bmm dimension large; whole rows of 4096 keys ran 2-3x slower on the CPU, and 1.3-2x
-    slower on an H200 (64-row bmms, more launches)."""
+    blocks holding `block_elements` scores (CPU: `CPU_BLOCK_SCALE` times that, square). On the CPU
+    B = 1, H = 4, L = 4096 ran fastest with 256 x 256 blocks (1.4-1.5x SA against 1.6-1.8x for
+    128 x 256 and 1.6-1.9x for 64-128 x 1024: fewer blocks, fewer Python steps, rows still in cache);
+    on an H200 blocks of about c x 2c beat whole rows of 4096 keys by 1.3-2x (64-row bmms)."""
     if BH * Lq * Lk <= WHOLE_ELEMENTS:
         return Lq, Lk
     budget = block_elements(like.device, 4, A + 4)  # A factors, product, probabilities, gradients
+    if like.device.type == "cpu":
+        side = max(16, math.isqrt(CPU_BLOCK_SCALE * budget // BH) // 16 * 16)
+        return min(Lq, side), min(Lk, side)
     ck = min(Lk, max(64, 2 * math.isqrt(budget // (2 * BH)) // 16 * 16))
     return min(Lq, max(16, budget // (BH * ck))), ck
+
+
+CPU_BLOCK_SCALE = 2  # CPU blocks of 2^18 scores: 256 x 256 at B H = 4
 
 
 def _block_mask(keep, causal: bool, i0: int, i1: int, j0: int, j1: int, device) -> Tensor | None:
@@ -177,7 +184,7 @@ def _hfa_dense(qa, kt, vals, keep, causal: bool, i0: int, i1: int) -> Tensor:
 
     Padded queries (keep False at their own index) may see every key, so no row is empty and
     softmax never returns NaN; their outputs are zeroed by the module. Probabilities below e^-60
-    are set to 0 (see `exp_shifted`: subnormal floats would slow the next matmul a hundredfold).
+    are set to 0 (subnormal floats would slow the next matmul a hundredfold).
     """
     stat = torch.promote_types(qa.dtype, torch.float32)
     BH, Lk = vals.shape[0], i1 if causal else kt.shape[2]
@@ -206,13 +213,96 @@ def _block_scores(qa, kt, BH: int, i0: int, i1: int, j0: int, j1: int, stat, kee
     return (S if keep_factors else None), z
 
 
+def _exp_masked(z: Tensor, mask: Tensor | None) -> Tensor:
+    """exp(z) in place for z <= 0: entries below EXP_FLOOR weigh exp(EXP_FLOOR) ~ 1e-26 of the
+    row's largest, and masked entries (z = -inf) exactly 0. The vectorised exp handles only inputs
+    whose result is a normal float quickly (-inf or -100 take 8-24 ns against 0.3 ns, measured),
+    so the floor comes first and the mask, where a block has one, after."""
+    p = z.clamp_min_(EXP_FLOOR).exp_()
+    return p if mask is None else p.masked_fill_(mask, 0.0)
+
+
 def _hfa_forward(qa, kt, vals, keep, causal: bool, cq: int, ck: int) -> tuple[Tensor, Tensor]:
     """Blockwise forward. qa (A B H, L_q, d_h) pre-scaled, kt (A B H, d_h, L), vals (B H, L, d_h),
     keep (B H, L) | None. Returns out (B H, L_q, d_h) and the rows' log-sum-exp (B H, L_q).
 
     Loops over query blocks and, inside, over key blocks: a Python loop over blocks (not tokens)
     is what bounds memory; each step is a few batched matmuls and elementwise passes over a block.
-    The online softmax keeps per row the running max m, the sum l of exp(z - m) and the
+    Every row's scores are shifted by a bound known before any block (`_score_bound`), so blocks
+    add up without the online softmax's running maxima and rescaling; where a bound is too loose
+    for float precision (a row's sum of exp(z - bound) below MIN_SUM) `_hfa_forward_online` runs.
+    """
+    BH, Lk, d_h = vals.shape
+    AB, Lq = qa.shape[:2]
+    A = AB // BH
+    stat = torch.promote_types(qa.dtype, torch.float32)  # softmax statistics never below fp32
+    shift, sees = _score_bound(qa, kt, keep, causal, A, stat)  # (B H, L_q) each
+    out = torch.empty(BH, Lq, d_h, dtype=stat, device=qa.device)
+    norms = torch.empty(BH, Lq, 1, dtype=stat, device=qa.device)
+    kts = [(j0, kt[:, :, j0 : j0 + ck], vals[:, j0 : j0 + ck]) for j0 in range(0, Lk, ck)]
+    scratch = Scratch(stat, qa.device)
+    with torch.autocast(qa.device.type, enabled=False):  # dtypes are explicit below
+        for i0 in range(0, Lq, cq):
+            i1 = min(Lq, i0 + cq)
+            q_blk, minus_shift = qa[:, i0:i1], -shift[:, i0:i1, None]
+            acc = norm = None
+            for j0, kt_blk, v_blk in kts if not causal else kts[: (i1 - 1) // ck + 1]:
+                S = _bmm(q_blk, kt_blk, scratch, "S").view(A, BH, i1 - i0, -1)  # every factor's scores
+                if A == 1:
+                    z = S[0].add_(minus_shift)
+                elif A == 2:
+                    z = torch.addcmul(minus_shift, S[0], S[1], out=scratch.get("z", S.shape[1:]))
+                else:
+                    z = S[1:].prod(0).mul_(S[0]).add_(minus_shift)
+                mask = _block_mask(keep, causal, i0, i1, j0, j0 + z.shape[-1], qa.device)
+                if mask is not None:
+                    z = z.masked_fill_(mask, -math.inf)
+                p = _exp_masked(z, mask).to(vals.dtype)  # (B H, c_q, c_k)
+                if acc is None:
+                    acc, norm = torch.bmm(p, v_blk).to(stat), p.sum(-1, keepdim=True, dtype=stat)
+                else:
+                    acc, norm = acc.baddbmm_(p, v_blk), norm.add_(p.sum(-1, keepdim=True, dtype=stat))
+            out[:, i0:i1] = acc / norm.clamp_min(torch.finfo(stat).tiny)
+            norms[:, i0:i1] = norm
+    norms = norms[..., 0]
+    if bool(((norms < MIN_SUM) & sees).any()):
+        return _hfa_forward_online(qa, kt, vals, keep, causal, cq, ck)
+    return out.to(vals.dtype), shift + norms.log()  # -inf for a row that saw no key
+
+
+def _bmm(a: Tensor, b: Tensor, scratch: Scratch, name: str) -> Tensor:
+    """a @ b in the statistics dtype, into a reused buffer when no conversion is needed."""
+    if a.dtype == scratch.dtype:
+        return torch.bmm(a, b, out=scratch.get(name, (a.shape[0], a.shape[1], b.shape[2])))
+    return torch.bmm(a, b).to(scratch.dtype)
+
+
+MIN_SUM = math.exp(-25.0)  # see `_hfa_forward`: terms floored at exp(EXP_FLOOR) stay 1e-15 of the sum
+
+
+def _score_bound(qa, kt, keep, causal: bool, A: int, stat) -> tuple[Tensor, Tensor]:
+    """An upper bound on every score a query sees, prod_a |q_a,i| max_j |k_a,j| over the keys j it
+    may see (Cauchy-Schwarz per factor), and whether it sees any key at all: (B H, L_q) each."""
+    qn = torch.linalg.vector_norm(qa.to(stat), dim=-1)  # (A B H, L_q)
+    kn = torch.linalg.vector_norm(kt.to(stat), dim=1)  # (A B H, L)
+    BH, Lq, L = qn.shape[0] // A, qn.shape[1], kn.shape[1]
+    if keep is not None:
+        kn = kn.view(A, BH, L).mul(keep).flatten(0, 1)
+    if causal:
+        top = kn.cummax(-1).values[:, :Lq]
+    else:
+        top = kn.amax(-1, keepdim=True) if L else kn.new_zeros(kn.shape[0], 1)
+    shift = (qn * top).view(A, BH, Lq).prod(0)
+    if keep is None:
+        sees = torch.ones(BH, Lq, dtype=torch.bool, device=qa.device)
+    else:
+        sees = keep.cumsum(1)[:, :Lq] > 0 if causal else keep.any(1, keepdim=True).expand(BH, Lq)
+    return shift, sees
+
+
+def _hfa_forward_online(qa, kt, vals, keep, causal: bool, cq: int, ck: int) -> tuple[Tensor, Tensor]:
+    """`_hfa_forward` with each row's running maximum as the shift, for rows whose scores lie far
+    below their bound. The online softmax keeps per row the running max m, the sum l of exp(z - m) and the
     accumulated exp(z - m) V, rescaling both by exp(m_old - m_new) when a block raises the max.
     """
     BH, Lk, d_h = vals.shape
@@ -233,13 +323,13 @@ def _hfa_forward(qa, kt, vals, keep, causal: bool, cq: int, ck: int) -> tuple[Te
                     z = z.masked_fill_(mask, -math.inf)
                 m_blk = z.amax(-1, keepdim=True).clamp_min_(lowest)  # finite even for empty rows
                 m_new = m_blk if m is None else torch.maximum(m, m_blk)
-                p = exp_shifted(z.sub_(m_new))  # (B H, c_q, c_k), in place over the scores
-                pv = torch.bmm(p.to(vals.dtype), vals[:, j0:j1]).to(stat)  # (B H, c_q, d_h)
+                p = _exp_masked(z.sub_(m_new), mask)  # (B H, c_q, c_k), in place over the scores
                 if m is None:
-                    acc, norm = pv, p.sum(-1, keepdim=True)
+                    acc = torch.bmm(p.to(vals.dtype), vals[:, j0:j1]).to(stat)  # (B H, c_q, d_h)
+                    norm = p.sum(-1, keepdim=True)
                 else:  # rescale both to the new max
                     scale = (m - m_new).exp_()  # (B H, c_q, 1)
-                    acc = acc.mul_(scale).add_(pv)
+                    acc = acc.mul_(scale).baddbmm_(p.to(vals.dtype), vals[:, j0:j1])
                     norm = norm.mul_(scale).add_(p.sum(-1, keepdim=True))
                 m = m_new
             out[:, i0:i1] = acc / norm.clamp_min(torch.finfo(stat).tiny)
@@ -251,50 +341,64 @@ def _hfa_backward(qa, kt, vals, keep, causal, cq, ck, out, lse, dout):
     """Gradients of `_hfa_forward`'s output for (qa, kt, vals), recomputing each block's scores.
 
     With p = exp(z - lse) and D_i = sum_s dout_is out_is: dvals = p^T dout, dz = p (dout vals^T - D),
-    dS_a = dz prod_(b != a) S_b, dq_a = dS_a k_a, dk_a = dS_a^T q_a.
+    dS_a = dz prod_(b != a) S_b, dq_a = dS_a k_a, dk_a = dS_a^T q_a. Each gradient accumulates in
+    a contiguous tensor per query block (dq) or key block (dk, dvals): baddbmm_ into a strided
+    slice would fall back to one small matmul per batch entry. -D rides along as an extra column
+    of dout against a column of ones beside vals, so dout vals^T - D is one matmul.
     """
     BH, Lk, d_h = vals.shape
     AB, Lq = qa.shape[:2]
     A = AB // BH
     stat = lse.dtype
-    dq = torch.zeros(AB, Lq, d_h, dtype=stat, device=qa.device)
-    dk = torch.zeros(AB, Lk, d_h, dtype=stat, device=qa.device)
-    dvals = torch.zeros(BH, Lk, d_h, dtype=stat, device=qa.device)
     dout = dout.to(stat)
     minus_D = -(dout * out.to(stat)).sum(-1, keepdim=True)  # (B H, L_q, 1)
+    dout_aug = torch.cat([dout, minus_D], -1)  # (B H, L_q, d_h + 1)
+    vals_aug = torch.cat([vals.to(stat), torch.ones_like(minus_D[:, :1]).expand(BH, Lk, 1)], -1)
     lse = torch.where(torch.isinf(lse), math.inf, lse)[..., None]  # empty rows: p = exp(-inf) = 0
-    k = kt.transpose(1, 2)  # (A B H, L, d_h)
+    k, q_stat = kt.transpose(1, 2).to(stat), qa.to(stat)  # (A B H, L, d_h), (A B H, L_q, d_h)
+    keys = [
+        (j0, kt[:, :, j0 : j0 + ck], k[:, j0 : j0 + ck], vals_aug[:, j0 : j0 + ck].transpose(1, 2))
+        for j0 in range(0, Lk, ck)
+    ]
+    dk = [q_stat.new_zeros(AB, kb[2].shape[1], d_h) for kb in keys]
+    dvals = [q_stat.new_zeros(BH, kb[2].shape[1], d_h) for kb in keys]
+    dq = []
+    scratch = Scratch(stat, qa.device)
     with torch.autocast(qa.device.type, enabled=False):
         for i0 in range(0, Lq, cq):
             i1 = min(Lq, i0 + cq)
-            do, q_blk = dout[:, i0:i1], qa[:, i0:i1].to(stat)  # (B H, c_q, d_h), (A B H, c_q, d_h)
-            for j0 in range(0, i1 if causal else Lk, ck):
-                j1 = min(Lk, j0 + ck)
-                S = torch.bmm(qa[:, i0:i1], kt[:, :, j0:j1]).to(stat).view(A, BH, i1 - i0, j1 - j0)
+            do_aug, q_blk, minus_lse = dout_aug[:, i0:i1], q_stat[:, i0:i1], -lse[:, i0:i1]
+            do = do_aug[..., :d_h]  # (B H, c_q, d_h)
+            dq_blk = q_stat.new_zeros(AB, i1 - i0, d_h)
+            seen = keys if not causal else keys[: (i1 - 1) // ck + 1]
+            for jb, (j0, kt_blk, k_blk, vT_aug) in enumerate(seen):
+                S = _bmm(qa[:, i0:i1], kt_blk, scratch, "S").view(A, BH, i1 - i0, -1)
+                z = scratch.get("z", S.shape[1:])
                 if A == 1:
-                    z = S[0] - lse[:, i0:i1]
+                    z = torch.add(S[0], minus_lse, out=z)
                 else:  # z - lse = S_0 ... S_(A-2) S_(A-1) - lse, the last product fused with the shift
-                    first = S[0] if A == 2 else S[:-1].prod(0)
-                    z = torch.addcmul(-lse[:, i0:i1], first, S[-1])
-                mask = _block_mask(keep, causal, i0, i1, j0, j1, qa.device)
+                    z = torch.addcmul(minus_lse, S[0] if A == 2 else S[:-1].prod(0), S[-1], out=z)
+                mask = _block_mask(keep, causal, i0, i1, j0, j0 + z.shape[-1], qa.device)
                 if mask is not None:
                     z = z.masked_fill_(mask, -math.inf)
-                p = exp_shifted(z)  # (B H, c_q, c_k)
-                dvals[:, j0:j1].baddbmm_(p.transpose(1, 2), do)
-                dz = torch.baddbmm(minus_D[:, i0:i1], do, vals[:, j0:j1].to(stat).transpose(1, 2)).mul_(p)
+                p = _exp_masked(z, mask)  # (B H, c_q, c_k)
+                dvals[jb].baddbmm_(p.transpose(1, 2), do)
+                dz = torch.bmm(do_aug, vT_aug, out=scratch.get("dz", z.shape)).mul_(p)  # p (dout vals^T - D)
                 if A == 1:
                     ds = dz
                 else:  # (A B H, c_q, c_k): dz times the product of the other factors, per factor
-                    ds = torch.empty_like(S)
+                    ds = scratch.get("ds", S.shape)
                     for a in range(A):
                         others = [S[b] for b in range(A) if b != a]
                         torch.mul(dz, others[0], out=ds[a])
                         for other in others[1:]:
                             ds[a].mul_(other)
-                    ds = ds.view(AB, i1 - i0, j1 - j0)
-                dq[:, i0:i1].baddbmm_(ds, k[:, j0:j1].to(stat))
-                dk[:, j0:j1].baddbmm_(ds.transpose(1, 2), q_blk)
-    return dq.to(qa.dtype), dk.transpose(1, 2).to(kt.dtype), dvals.to(vals.dtype)
+                    ds = ds.view(AB, i1 - i0, -1)
+                dq_blk.baddbmm_(ds, k_blk)
+                dk[jb].baddbmm_(ds.transpose(1, 2), q_blk)
+            dq.append(dq_blk)
+    dk, dvals = torch.cat(dk, 1), torch.cat(dvals, 1)
+    return torch.cat(dq, 1).to(qa.dtype), dk.transpose(1, 2).to(kt.dtype), dvals.to(vals.dtype)
 
 
 class _BlockwiseHFA(torch.autograd.Function):

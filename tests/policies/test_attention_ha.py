@@ -19,6 +19,7 @@ from policies.ha import (
     softmax_ha_values,
     tuple_mask,
 )
+from policies.ha_pairs import pair_attention
 from policies.sa import softmax_sa_reference
 
 
@@ -265,3 +266,100 @@ def test_size_guard_override_and_scope():
     assert taylor(torch.randn(1, 40, 8)).shape == (1, 40, 8)  # linear in L: not guarded
     with pytest.raises(ValueError, match="max_seconds must be a number > 0 or None"):
         HyperAttention(dim=8, max_seconds=0)
+
+
+# ---------------------------------------------------------------- order 3: attention over key pairs
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("target", [None, 40])
+def test_pair_kernel_equals_reference(causal, shared, masked, target):
+    """Float64: `pair_attention` (one triangle of pairs when the slots share keys, two otherwise)
+    == Def. F.1's einsum over all L^3 tuples, values and gradients; target=40 forces many blocks."""
+    gen = torch.Generator().manual_seed(3 + 2 * shared + causal)
+    B, H, L, d_h = 2, 2, 9, 3
+    rand = lambda: torch.randn(B, H, L, d_h, generator=gen, dtype=torch.float64)  # noqa: E731
+    q, k1, v1 = rand(), rand(), rand()
+    k2, v2 = (k1, v1) if shared else (rand(), rand())
+    mask = torch.rand(B, L, generator=gen) > 0.3 if masked else torch.ones(B, L, dtype=torch.bool)
+    inputs = [t.requires_grad_() for t in ((q, k1, v1) if shared else (q, k1, k2, v1, v2))]
+    real = mask[:, None, :, None].double()
+    weight = torch.randn(B, H, L, d_h, generator=gen, dtype=torch.float64)
+    scaled = q * d_h**-0.5
+    flat = [t.reshape(B * H, L, d_h) for t in (scaled, k1, k2, v1, v2)]
+    if shared:
+        flat[2], flat[4] = flat[1], flat[3]
+    out = pair_attention(flat[0], flat[1:3], flat[3:], mask if masked else None, B, causal, target)
+    out = out.view(B, H, L, d_h)
+    eye = torch.eye(d_h, dtype=torch.float64).expand(H, d_h, d_h)
+    ref = softmax_ha_reference(q, [k1, k2], [v1, v2], eye, key_mask(mask, causal))[0]
+    torch.testing.assert_close(out * real, ref * real, rtol=1e-10, atol=1e-12)
+    fast = torch.autograd.grad((out * real * weight).sum(), inputs)
+    slow = torch.autograd.grad((ref * real * weight).sum(), inputs)
+    for a, b in zip(fast, slow, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+
+
+def test_pair_kernel_serves_fewer_queries_than_keys():
+    """The extractor's query-0 path goes through the pair kernel too (order 3, no chunk given)."""
+    q, ks, vs = factors(3, seed=8)
+    w = torch.randn(2, 3, 3, dtype=torch.float64)
+    ref = softmax_ha_reference(q, ks, vs, w, key_mask(MASK, False))[0]
+    for Lq in (1, 4):
+        out = softmax_ha(q[:, :, :Lq], ks, vs, w, MASK)
+        real = MASK[:, None, :Lq].expand(2, 2, Lq)
+        torch.testing.assert_close(out[real], ref[:, :, :Lq][real], rtol=1e-10, atol=1e-10)
+
+
+def test_pair_kernel_gradcheck_and_empty_row():
+    """Causal, padded query 0 sees no pair: it outputs zero; gradients pass gradcheck."""
+    q, (k, _), (v, _) = factors(3, B=1, H=1, L=5, d_h=2, seed=2)
+    keep = torch.tensor([[False, True, True, False, True]])
+
+    def fn(q, k, v):
+        return softmax_ha_values(q, [k, k], [v, v], keep, causal=True)
+
+    inputs = [t.requires_grad_() for t in (q, k, v)]
+    assert torch.all(fn(*inputs)[:, :, 0] == 0)
+    assert torch.autograd.gradcheck(fn, inputs)
+
+
+def test_pair_kernel_exact_maxima_when_the_bound_is_loose(monkeypatch):
+    """Float32, large scores: the per-query bound is too loose for the shifted sums, so the kernel
+    reruns with exact maxima; small scores do not. Both stay close to the float64 reference."""
+    import policies.ha_pairs as ha_pairs
+
+    calls, maxima = [], ha_pairs._Plan.maxima
+    monkeypatch.setattr(ha_pairs._Plan, "maxima", lambda self, *a: calls.append(1) or maxima(self, *a))
+    for scale, expected in ((0.5, 0), (5.0, 1)):
+        q, ks, vs = factors(3, L=10, d_h=4, seed=6, scale=scale)
+        w = torch.eye(4, dtype=torch.float64).expand(2, 4, 4)
+        ref = softmax_ha_reference(q, ks, vs, w, key_mask(torch.ones(2, 10, dtype=torch.bool), True))[0]
+        with torch.no_grad():
+            out = softmax_ha_values(q.float(), [k.float() for k in ks], [v.float() for v in vs], causal=True)
+        torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-5)
+        assert len(calls) == expected
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("shared", [False, True])
+def test_pair_kernel_on_cuda_equals_reference(shared):
+    """The same kernel with the GPU's block sizes: causal, padded, float64, values and gradients."""
+    gen = torch.Generator(device="cuda").manual_seed(1)
+    B, H, L, d_h = 2, 2, 40, 4
+    rand = lambda: torch.randn(B, H, L, d_h, generator=gen, device="cuda", dtype=torch.float64)  # noqa: E731
+    q, k1, v1 = rand(), rand(), rand()
+    k2, v2 = (k1, v1) if shared else (rand(), rand())
+    mask = torch.rand(B, L, generator=gen, device="cuda") > 0.3
+    inputs = [t.requires_grad_() for t in ((q, k1, v1) if shared else (q, k1, k2, v1, v2))]
+    real = mask[:, None, :, None].double()
+    out = softmax_ha_values(q, [k1, k2], [v1, v2], mask, causal=True)
+    eye = torch.eye(d_h, device="cuda", dtype=torch.float64).expand(H, d_h, d_h)
+    ref = softmax_ha_reference(q, [k1, k2], [v1, v2], eye, key_mask(mask, True))[0]
+    torch.testing.assert_close(out * real, ref * real, rtol=1e-10, atol=1e-12)
+    fast = torch.autograd.grad((out * real).square().sum(), inputs)
+    slow = torch.autograd.grad((ref * real).square().sum(), inputs)
+    for a, b in zip(fast, slow, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)

@@ -189,3 +189,27 @@ def test_softmax_scores_record_factors():
     _, sc = m(x, return_scores=True)
     torch.testing.assert_close(sc.logits, sc.factors.prod(2))
     torch.testing.assert_close(sc.scores, sc.logits.softmax(-1))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_loose_bound_falls_back_to_online_softmax(causal):
+    """Scores far below their Cauchy-Schwarz bound: the shifted sums would lose float32 precision,
+    so the kernel reruns with running maxima, and still matches the float64 reference."""
+    q, k, v = qkv(1, 2, 2, 12, d_h=4, seed=5, scale=4.0)
+    with torch.no_grad():
+        fast = softmax_hfa(q.float(), k.float(), v.float(), None, causal, (4, 4))
+    ref = softmax_hfa_reference(q, k, v, key_mask(torch.ones(1, 12, dtype=torch.bool), causal))[0]
+    torch.testing.assert_close(fast.double(), ref, rtol=2e-4, atol=2e-5)
+
+
+def test_loose_bound_is_detected(monkeypatch):
+    """The same inputs do take the fallback (else the test above checks the shifted path only)."""
+    import policies.hfa as hfa
+
+    q, k, v = qkv(1, 2, 2, 12, d_h=4, seed=5, scale=4.0)
+    calls, online = [], hfa._hfa_forward_online
+    monkeypatch.setattr(hfa, "_hfa_forward_online", lambda *a: calls.append(1) or online(*a))
+    with torch.no_grad():
+        softmax_hfa(q.float(), k.float(), v.float(), None, True, (4, 4))
+        softmax_hfa(q.float() / 8, k.float() / 8, v.float(), None, True, (4, 4))  # small scores: none
+    assert len(calls) == 1
