@@ -33,6 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -45,12 +46,14 @@ import torch.nn.functional as F  # noqa: E402
 from policies import HyperAttention, HyperFeatureAttention, SelfAttention  # noqa: E402
 from policies.ha import (  # noqa: E402
     feature_matrices,
+    ha_chunk,
     linear_ha,
     linear_ha_reference,
     softmax_ha,
     softmax_ha_features,
     softmax_ha_reference,
     softmax_ha_taylor,
+    softmax_ha_values,
 )
 from policies.lm import LM, LMConfig  # noqa: E402
 
@@ -83,6 +86,22 @@ def timed(fn, *args, reps: int = 3, warmup: bool = True) -> tuple[float, object]
         _sync()
         times.append(_clock() - t)
     return statistics.median(times), result
+
+
+def interleaved(fns: dict, reps: int) -> dict:
+    """Median seconds per call of each no-argument function, after one warm-up call each, taking
+    turns (a, b, c, a, b, c, ...) so that a shared machine's load falls alike on all of them."""
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            _sync()
+            t = _clock()
+            fn()
+            _sync()
+            times[name].append(_clock() - t)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def peak_bytes(fn, *args) -> int:
@@ -295,11 +314,13 @@ def bench_long(
             x = torch.randn(B, L, d, device=DEVICE)
             qkv = [torch.randn(B, H, L, d // H, device=DEVICE, requires_grad=True) for _ in range(3)]
             row = {"L": L, "B": B, "d": d, "H": H, "A": A, "causal": c}
-            row["sa_fwd_ms"] = timed(no_grad_call, sa, x, reps=reps)[0] * 1e3
-            row["hfa_fwd_ms"] = timed(no_grad_call, hfa, x, reps=reps)[0] * 1e3
-            row["sa_fwd_bwd_ms"] = timed(train_step, sa, x, reps=reps)[0] * 1e3
-            row["sdpa_fwd_bwd_ms"] = timed(sdpa_step, *qkv, c, reps=reps)[0] * 1e3
-            row["hfa_fwd_bwd_ms"] = timed(train_step, hfa, x, reps=reps)[0] * 1e3
+            fwd = {"sa": partial(no_grad_call, sa, x), "hfa": partial(no_grad_call, hfa, x)}
+            fwd = interleaved(fwd, reps)
+            both = {"sa": partial(train_step, sa, x), "sdpa": partial(sdpa_step, *qkv, c)}
+            both = interleaved({**both, "hfa": partial(train_step, hfa, x)}, reps)
+            row["sa_fwd_ms"], row["hfa_fwd_ms"] = fwd["sa"] * 1e3, fwd["hfa"] * 1e3
+            for name, t in both.items():
+                row[f"{name}_fwd_bwd_ms"] = t * 1e3
             row["sa_peak_MiB"] = peak_bytes(train_step, sa, x) / 2**20
             row["sdpa_peak_MiB"] = peak_bytes(sdpa_step, *qkv, c) / 2**20
             row["hfa_peak_MiB"] = peak_bytes(train_step, hfa, x) / 2**20
@@ -327,13 +348,14 @@ CPU_BIG_LM_FAMILIES = {k: v for k, v in LM_FAMILIES.items() if k != "ha taylor"}
 
 
 def bench_lm(size: dict, precisions: list[str], reps: int, families=LM_FAMILIES) -> list[dict]:
-    """One AdamW training step of policies/lm.py's LM (forward, backward, update), per family.
+    """One AdamW training step of policies/lm.py's LM (forward, backward, update), per family, the
+    families taking turns (`interleaved`) so that SA's figure and the others' share the machine's load.
 
     size: width, layers, heads, context, batch (the names of training/lm.py's presets).
     """
     rows = []
     for precision in precisions:
-        base = None
+        steps, rows_here = {}, {}
         for name, fields in families.items():
             torch.manual_seed(0)
             config = LMConfig(
@@ -358,21 +380,30 @@ def bench_lm(size: dict, precisions: list[str], reps: int, families=LM_FAMILIES)
                 loss.backward()
                 opt.step()
 
-            row = {**size, "precision": precision, "family": name, "params": model.num_params()}
+            rows_here[name] = {**size, "precision": precision, "family": name, "params": model.num_params()}
             try:
-                t = timed(step, reps=reps)[0]
-            except torch.OutOfMemoryError as err:  # recorded, not fatal: the other families still run
-                row.update(step_ms=float("nan"), tokens_per_s=float("nan"), over_sa=float("nan"))
-                row["error"] = str(err).split(".")[0]
-            else:
-                base = base or t
-                row.update(
-                    step_ms=t * 1e3, tokens_per_s=size["batch"] * size["context"] / t, over_sa=t / base
+                step()  # a family that does not fit is recorded, not fatal: the others still run
+            except torch.OutOfMemoryError as err:
+                nan = float("nan")
+                rows_here[name].update(
+                    step_ms=nan, tokens_per_s=nan, over_sa=nan, error=str(err).split(".")[0]
                 )
-            rows.append(row)
-            del model, opt, step
-            if DEVICE.type == "cuda":
-                torch.cuda.empty_cache()
+                del model, opt, step
+                if DEVICE.type == "cuda":
+                    torch.cuda.empty_cache()
+            else:
+                steps[name] = step
+        times = interleaved(steps, reps)
+        base = times.get("sa")
+        for name, t in times.items():
+            tokens = size["batch"] * size["context"]
+            rows_here[name].update(
+                step_ms=t * 1e3, tokens_per_s=tokens / t, over_sa=t / base if base else None
+            )
+        rows += list(rows_here.values())
+        del steps
+        if DEVICE.type == "cuda":
+            torch.cuda.empty_cache()
     return rows
 
 
@@ -468,6 +499,48 @@ def bench_ha_device(lengths: list[int], B: int, d: int, H: int, reps: int) -> li
     return rows
 
 
+# ---------------------------------------------------------------- 8. exact HA kernels side by side
+
+
+def ha_kernel_step(q, k, v, chunk: int | None, w=None):
+    """The shared-slot causal kernel's output, or with `w` its forward + backward of (out * w).sum()."""
+    out = softmax_ha_values(q, [k, k], [v, v], None, chunk, True)
+    return out if w is None else (out * w).sum().backward()
+
+
+def bench_ha_kernels(shapes: list[tuple[int, int, int, int]], reps: int) -> list[dict]:
+    """Causal order-3 exact softmax HA with shared key and value slots (the LM's), forward + backward
+    on (B, H, L, d_h) factors: the key-pair kernel (policies/ha_pairs.py, the default) against the
+    query-chunk kernel it replaced for order 3, taking turns; both against each other's output."""
+    rows = []
+    for B, H, L, d_h in shapes:
+        gen = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(B, H, L, d_h, generator=gen).to(DEVICE).requires_grad_() for _ in range(3))
+        w = torch.randn(B, H, L, d_h, generator=gen).to(DEVICE)
+        chunk = ha_chunk(B * H, L, L, 2, q)
+        kernels = {"key pairs": (q, k, v, None), "query chunks": (q, k, v, chunk)}
+        steps = {name: partial(ha_kernel_step, *args, w) for name, args in kernels.items()}
+        times = interleaved(steps, reps)
+        with torch.no_grad():
+            outs = {name: ha_kernel_step(*args) for name, args in kernels.items()}
+        diff = relative(outs["key pairs"], outs["query chunks"])
+        for name, t in times.items():
+            rows.append(
+                {
+                    "B": B,
+                    "H": H,
+                    "L": L,
+                    "d_h": d_h,
+                    "kernel": name,
+                    "fwd_bwd_ms": t * 1e3,
+                    "peak_MiB": peak_bytes(steps[name]) / 2**20,
+                    "over_pairs": t / times["key pairs"],
+                    "rel_diff": diff,
+                }
+            )
+    return rows
+
+
 # ---------------------------------------------------------------- output
 
 
@@ -512,45 +585,37 @@ def progress(name: str, rows: list[dict]) -> list[dict]:
 
 
 def cpu_suite(quick: bool) -> dict:
+    """Table name -> a function that measures it, in the order they are run and printed."""
     lm_sizes = [dict(CPU_LM, context=16, batch=4)] if quick else [CPU_LM, GPU_LM]
     return {
-        "linear_ha": progress("linear_ha", bench_linear_ha([32, 64] if quick else [64, 256, 1024])),
-        "softmax_ha": progress(
-            "softmax_ha", bench_softmax_ha([32, 64] if quick else [64, 128, 256, 512, 1024], chunk=16)
+        "linear_ha": lambda: bench_linear_ha([32, 64] if quick else [64, 256, 1024]),
+        "softmax_ha": lambda: bench_softmax_ha([32, 64] if quick else [64, 128, 256, 512, 1024], chunk=16),
+        "sa_vs_hfa": lambda: bench_sa_hfa(
+            [64] if quick else [256, 1024], B=2 if quick else 8, d=64 if quick else 256, H=4, A=2
         ),
-        "sa_vs_hfa": progress(
-            "sa_vs_hfa",
-            bench_sa_hfa(
-                [64] if quick else [256, 1024], B=2 if quick else 8, d=64 if quick else 256, H=4, A=2
-            ),
+        "long": lambda: bench_long(
+            [128] if quick else [4096],
+            B=1,
+            d=64 if quick else 256,
+            H=4,
+            A=2,
+            causal=[True, False],
+            reps=1 if quick else 3,
         ),
-        "long": progress(
-            "long",
-            bench_long(
-                [128] if quick else [4096],
-                B=1,
-                d=64 if quick else 256,
-                H=4,
-                A=2,
-                causal=[True, False],
-                reps=1 if quick else 3,
-            ),
-        ),
-        "lm_step": progress(
-            "lm_step",
+        "lm_step": lambda: (
             bench_lm(lm_sizes[0], ["fp32"], reps=1 if quick else 3)
             # The Taylor map keeps (B, H, L, 1 + d_h + d_h^2, d_h) prefix sums, about 17 GB per layer at the
             # gpu preset's d_h = 64: too much for a shared CPU box (the GPU suite records it).
-            + [row for size in lm_sizes[1:] for row in bench_lm(size, ["fp32"], 2, CPU_BIG_LM_FAMILIES)],
+            + [row for size in lm_sizes[1:] for row in bench_lm(size, ["fp32"], 2, CPU_BIG_LM_FAMILIES)]
         ),
-        "taylor_error": progress("taylor_error", bench_taylor_error(lm_sizes[0], [1.0, 2.0, 4.0])),
-        "feature_map_ha": progress(
-            "feature_map_ha",
-            bench_features(
-                64 if quick else 256,
-                [0.5, 1.0] if quick else [0.3, 0.5, 0.7, 1.0],
-                [64] if quick else [64, 256, 1024, 4096],
-            ),
+        "ha_kernels": lambda: bench_ha_kernels(
+            [(2, 2, 16, 4)] if quick else [(32, 4, 128, 16), (32, 4, 128, 64)], reps=1 if quick else 3
+        ),
+        "taylor_error": lambda: bench_taylor_error(lm_sizes[0], [1.0, 2.0, 4.0]),
+        "feature_map_ha": lambda: bench_features(
+            64 if quick else 256,
+            [0.5, 1.0] if quick else [0.3, 0.5, 0.7, 1.0],
+            [64] if quick else [64, 256, 1024, 4096],
         ),
     }
 
@@ -559,30 +624,27 @@ def gpu_suite(quick: bool) -> dict:
     """Sized for one data-centre GPU in well under 90 s; --quick runs it anywhere in seconds."""
     lm = dict(GPU_LM, width=32, layers=1, context=16, batch=2) if quick else GPU_LM
     return {
-        "long": progress(
-            "long",
-            bench_long(
-                [64] if quick else [1024, 4096],
-                B=2 if quick else 8,
-                d=32 if quick else 256,
-                H=4,
-                A=2,
-                causal=[True, False],
-                reps=1 if quick else 5,
-            ),
+        "long": lambda: bench_long(
+            [64] if quick else [1024, 4096],
+            B=2 if quick else 8,
+            d=32 if quick else 256,
+            H=4,
+            A=2,
+            causal=[True, False],
+            reps=1 if quick else 5,
         ),
-        "ha_device": progress(
-            "ha_device",
-            bench_ha_device(
-                [16] if quick else [128, 256, 512],
-                B=2 if quick else 4,
-                d=32 if quick else 256,
-                H=4,
-                reps=1 if quick else 3,
-            ),
+        "ha_device": lambda: bench_ha_device(
+            [16] if quick else [128, 256, 512],
+            B=2 if quick else 4,
+            d=32 if quick else 256,
+            H=4,
+            reps=1 if quick else 3,
         ),
-        "lm_step": progress("lm_step", bench_lm(lm, ["fp32", "bf16"], reps=1 if quick else 5)),
-        "taylor_error": progress("taylor_error", bench_taylor_error(lm, [1.0, 2.0, 4.0])),
+        "ha_kernels": lambda: bench_ha_kernels(
+            [(2, 2, 16, 4)] if quick else [(32, 4, 128, 64), (8, 4, 256, 64)], reps=1 if quick else 5
+        ),
+        "lm_step": lambda: bench_lm(lm, ["fp32", "bf16"], reps=1 if quick else 5),
+        "taylor_error": lambda: bench_taylor_error(lm, [1.0, 2.0, 4.0]),
     }
 
 
@@ -597,6 +659,13 @@ def main(argv: list[str] | None = None) -> dict:
         help="which tables: auto = cpu on the CPU, gpu on CUDA",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test of the script")
+    parser.add_argument(
+        "--tables",
+        nargs="+",
+        metavar="NAME",
+        help="run only these tables of the suite and replace them in the device's existing entry, "
+        "keeping its other tables (the entry records the re-run)",
+    )
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (1: reproducible on shared boxes)"
     )
@@ -619,28 +688,46 @@ def main(argv: list[str] | None = None) -> dict:
         return write(result, args.out, args.readme)
     DEVICE = torch.device(args.device)
     if DEVICE.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device is available to torch")
+        raise SystemExit("bench_attention: --device cuda asked for, but torch sees no CUDA device")
     if DEVICE.type not in ("cpu", "cuda"):
-        raise SystemExit(f"--device must be cpu or cuda[:N], got {args.device!r}")
+        raise SystemExit(f"bench_attention: --device must be cpu or cuda[:N], got {args.device!r}")
     torch.set_num_threads(args.threads)
     suite = args.suite if args.suite != "auto" else ("gpu" if DEVICE.type == "cuda" else "cpu")
+    measures = (gpu_suite if suite == "gpu" else cpu_suite)(args.quick)
+    unknown = set(args.tables or []) - set(measures)
+    if unknown:
+        raise SystemExit(
+            f"bench_attention: no table {sorted(unknown)} in the {suite} suite: {list(measures)}"
+        )
     start, cpu_start = time.perf_counter(), time.process_time()
-    tables = (gpu_suite if suite == "gpu" else cpu_suite)(args.quick)
+    load_start = os.getloadavg()
+    tables = {
+        name: progress(name, measure())
+        for name, measure in measures.items()
+        if args.tables is None or name in args.tables
+    }
     given = argv if argv is not None else sys.argv[1:]
     command = " ".join(
         ["python benchmarks/bench_attention.py"] + [Path(a).name if "/" in a else a for a in given]
     )
-    entry = {
+    run = {
         "command": command,
-        "suite": suite,
         "machine": machine(),
         "seconds": time.perf_counter() - start,
         "cpu_seconds": time.process_time() - cpu_start,
-        "goals": goals(tables, DEVICE.type),
-        "tables": tables,
+        "loadavg": [round(x, 2) for x in (*load_start, *os.getloadavg())],
+        "date": time.strftime("%Y-%m-%d"),
     }
     key = DEVICE.type if suite == ("gpu" if DEVICE.type == "cuda" else "cpu") else f"{DEVICE.type}-{suite}"
     result = load(args.out)
+    if args.tables and key in result:  # a partial re-run: the rest of the entry stays as it was
+        entry = result[key]
+        entry["tables"].update(tables)
+        entry["tables"] = {name: entry["tables"][name] for name in measures if name in entry["tables"]}
+        entry.setdefault("reruns", []).append({**run, "tables": list(tables)})
+    else:
+        entry = {**run, "suite": suite, "tables": tables}
+    entry["goals"] = goals(entry["tables"], DEVICE.type)
     result[key] = entry
     print(render_entry(key, entry))
     return write(result, args.out, args.readme)
@@ -737,6 +824,7 @@ COLUMNS = {
         "lm_loss_taylor",
     ],
     "ha_device": ["L", "B", "d", "H", "method", "precision", "fwd_bwd_ms", "peak_MiB"],
+    "ha_kernels": ["B", "H", "L", "d_h", "kernel", "fwd_bwd_ms", "peak_MiB", "over_pairs", "rel_diff"],
     "feature_map_ha": ["qk_scale", "logit_std", "method", "rel_error", "ms"],
 }
 TITLES = {
@@ -748,9 +836,14 @@ TITLES = {
     "lm_step": "LM training step (forward, backward, AdamW) at context 128, policies/lm.py, per family",
     "taylor_error": "Taylor HA vs exact softmax HA, same weights, causal order 3: relative error",
     "ha_device": "Causal order-3 softmax HA module, forward + backward: exact (fp32, bf16) vs Taylor",
+    "ha_kernels": "Exact causal order-3 softmax HA kernels, shared key and value slots, float32, "
+    "forward + backward: key pairs vs query chunks",
     "feature_map_ha": "Softmax HA approximations, order 3, H = 2, d_h = 16: relative output error vs exact",
 }
 NOTES = {
+    "ha_kernels": "`key pairs` (policies/ha_pairs.py) is what order 3 runs; `query chunks` the kernel it "
+    "replaced there (still the one for other orders). `over_pairs`: time over the key-pair kernel's, "
+    "measured taking turns; `rel_diff`: relative difference of the two outputs.",
     "softmax_ha": "Peak memory: tensor bytes allocated during the call, inputs excluded. "
     "`naive_peak_MiB_computed` is COMPUTED, not measured: the largest measured naive peak scaled "
     "by L^3 (naive does not fit comfortably in RAM there).",
@@ -819,10 +912,16 @@ def render_entry(key: str, entry: dict) -> str:
         "",
         f"Command: `{entry['command']}` ({entry['seconds']:.0f} s). Machine: {where}, torch {m['torch']}, "
         f'Python {m["python"]}. Raw numbers: `benchmarks/results/attention.json` under "{key}". '
-        f"Times: median {clock} after one warm-up call.",
-        "",
-        *[f"- {g}" for g in entry["goals"]],
+        f"Times: median {clock} after one warm-up call; rows compared side by side take turns.",
     ]
+    for run in entry.get("reruns", []):
+        load = run.get("loadavg")
+        shared = f", load average {load[0]:.1f} at the start and {load[3]:.1f} at the end" if load else ""
+        out.append(
+            f"Re-run {run['date']}: `{run['command']}` ({run['seconds']:.0f} s{shared}), replacing the "
+            f"tables {', '.join(run['tables'])}."
+        )
+    out += ["", *[f"- {g}" for g in entry["goals"]]]
     for name, rows in entry["tables"].items():
         out += ["", f"### {TITLES[name]}", "", markdown(rows, COLUMNS[name])]
         if name in NOTES:

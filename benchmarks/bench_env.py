@@ -2,7 +2,12 @@
 
     python benchmarks/bench_env.py                   # full run (~5 min on 2 CPU cores)
     python benchmarks/bench_env.py --quick           # tiny sizes, seconds (a smoke test)
-    python benchmarks/bench_env.py --device cuda     # batched sections on the GPU (if there is one)
+    python benchmarks/bench_env.py --device cuda --out /tmp/env_cuda.json   # GPU sections, < 90 s on an H200
+    python benchmarks/bench_env.py --merge /tmp/env_cuda.json   # file that GPU run beside the CPU's
+
+A CUDA run skips section 1 (the PettingZoo API steps one env on the CPU by design), makes one pass,
+extends section 3 to L = 16384, and files its result under "cuda" in the JSON, beside the CPU result
+(which stays at the top level), and in a generated section at the end of benchmarks/README_env.md.
 
 Peers are imported lazily; a missing one is reported ("peer not installed: pip install -e .[bench]")
 and its rows are marked skipped. Measured, with ``torch.set_num_threads(2)``:
@@ -33,6 +38,7 @@ import math
 import os
 import platform
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -57,7 +63,7 @@ class BenchEnvConfig:
     quick: bool = False
     """Tiny sizes and short timings (overrides the sizes and timings below): a smoke run."""
     device: str = "cpu"
-    """Torch device of the batched sections (2, 3): cpu, or cuda if available."""
+    """Torch device of the batched sections (2, 3): cpu, or cuda if available (see the module doc)."""
     peers: bool = True
     """Measure MPE2 and VMAS (when installed) next to ours."""
     threads: int = 2
@@ -66,8 +72,9 @@ class BenchEnvConfig:
     """Wall time of one timed repeat."""
     repeats: int = 3
     """Timed loops per measurement and pass; the best rate is kept."""
-    passes: int = 3
-    """Passes over all sections; each row keeps its best pass (spreads the repeats over time)."""
+    passes: int | None = None
+    """Passes over all sections; each row keeps its best pass (spreads the repeats over time).
+    None: 3 on the CPU, 1 on CUDA (a GPU run has the machine to itself)."""
     vmas_max_seconds: float = 10.0
     """Skip a VMAS config when its warm-up and timed steps are predicted to take longer than this."""
     pz_agents: tuple[int, ...] = (3, 10, 20)
@@ -75,9 +82,18 @@ class BenchEnvConfig:
     batch_agents: tuple[int, ...] = (3, 10, 20, 100)
     scaling_agents: tuple[int, ...] = (16, 64, 128, 192, 256, 512, 1024, 2048, 4096)
     out: Path | None = field(default_factory=lambda: ROOT / "benchmarks" / "results" / "env.json")
-    """JSON output (None: do not write)."""
+    """JSON output (None: do not write). A CPU run replaces its top level, a CUDA run its "cuda" key."""
+    readme: Path | None = field(default_factory=lambda: ROOT / "benchmarks" / "README_env.md")
+    """README whose generated GPU section a CUDA run or --merge rewrites (the CPU text is by hand)."""
+    merge: Path | None = None
+    """Copy the "cuda" entry of this JSON into --out, rewrite the README's GPU section, run nothing."""
 
     def __post_init__(self):
+        cuda = self.device.startswith("cuda")
+        if self.passes is None:
+            self.passes = 1 if cuda else 3
+        if cuda and not self.quick:
+            self.scaling_agents = (16, 64, 256, 1024, 2048, 4096, 8192, 16384)
         if self.quick:
             self.seconds, self.repeats, self.passes, self.vmas_max_seconds = 0.05, 1, 1, 2.0
             self.pz_agents, self.batch_worlds, self.batch_agents = (3,), (1, 64), (3,)
@@ -434,7 +450,7 @@ def table(header: list[str], lines: list[list[str]]) -> list[str]:
 
 
 def markdown(result: dict) -> str:
-    """The three tables as markdown."""
+    """The three tables as markdown (a section without rows, such as 1 on CUDA, is left out)."""
     rows, pz, bt = result["rows"], [], []
     for r in rows:
         if r["section"] == "pettingzoo" and r["system"] == "ours" and r["max_cycles"] == GRID_SIZE:
@@ -476,19 +492,11 @@ def markdown(result: dict) -> str:
         ]
         for d, g in zip(scal[::2], scal[1::2], strict=True)
     ]
-    out = table(
-        [
-            "L",
-            "ours env-steps/s",
-            "ours (max_cycles=25)",
-            "MPE2 env-steps/s",
-            "ours agent-steps/s",
-            "MPE2 agent-steps/s",
-            "ours / MPE2",
-        ],
-        pz,
-    )
-    out += [""] + table(
+    out = []
+    if pz:
+        header = ["L", "ours env-steps/s", "ours (max_cycles=25)", "MPE2 env-steps/s"]
+        out += table(header + ["ours agent-steps/s", "MPE2 agent-steps/s", "ours / MPE2"], pz) + [""]
+    out += table(
         ["B", "L", "ours agent-steps/s", "ours ms/step", "VMAS agent-steps/s", "VMAS ms/step", "ours / VMAS"],
         bt,
     )
@@ -532,30 +540,87 @@ def merge_passes(passes: list[list[dict]]) -> list[dict]:
     return rows
 
 
-def main(cfg: BenchEnvConfig) -> dict:
-    """Run the three sections, print the tables, write the JSON (unless ``cfg.out`` is None)."""
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
+def main(cfg: BenchEnvConfig, command: str | None = None) -> dict:
+    """Run the sections, print the tables, file the result (see ``out``, ``readme``, ``merge``)."""
+    if cfg.merge is not None:
+        entry = json.loads(cfg.merge.read_text()).get("cuda")
+        if entry is None:
+            raise SystemExit(f'bench_env: {cfg.merge} holds no "cuda" entry to merge')
+        return file_result(entry, "cuda", cfg)
+    cuda = cfg.device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit("bench_env: --device cuda asked for, but torch sees no CUDA device")
     torch.set_num_threads(cfg.threads)
+    start = time.perf_counter()
     result = {
+        "command": command,
         "machine": machine_info(cfg),
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
     }
     passes, vmas_s = [], {}
     for k in range(cfg.passes):
         print(f"--- pass {k + 1} of {cfg.passes}", flush=True)
-        passes.append(bench_pettingzoo(cfg) + bench_batched(cfg, vmas_s) + bench_scaling(cfg))
+        api = [] if cuda else bench_pettingzoo(cfg)
+        passes.append(api + bench_batched(cfg, vmas_s) + bench_scaling(cfg))
     result["rows"] = merge_passes(passes)
     result["crossover"] = crossover([r for r in result["rows"] if r["section"] == "scaling"])
     result["goals"] = goals(result)
     result["machine"]["loadavg_end"] = list(os.getloadavg())
+    result["seconds"] = time.perf_counter() - start
     print(markdown(result))
     print(json.dumps({"crossover": result["crossover"], "goals": result["goals"]}, indent=1))
+    return file_result(result, "cuda" if cuda else "cpu", cfg)
+
+
+README_START = '<!-- generated by benchmarks/bench_env.py from the "cuda" entry of results/env.json -->'
+README_END = "<!-- end of the generated GPU section -->"
+
+
+def file_result(result: dict, key: str, cfg: BenchEnvConfig) -> dict:
+    """Write `result` into ``cfg.out``: a CPU result is the file's top level (an existing "cuda" entry
+    is kept), a CUDA result its "cuda" key (the CPU result is kept). A CUDA result also rewrites the
+    README's generated GPU section."""
     if cfg.out is not None:
+        old = json.loads(cfg.out.read_text()) if cfg.out.exists() else {}
+        if key == "cuda":
+            data = {**old, "cuda": result}
+        else:
+            data = {**result, **({"cuda": old["cuda"]} if "cuda" in old else {})}
         cfg.out.parent.mkdir(parents=True, exist_ok=True)
-        cfg.out.write_text(json.dumps(result, indent=1) + "\n")
+        cfg.out.write_text(json.dumps(data, indent=1) + "\n")
+    if key == "cuda" and cfg.readme is not None:
+        text = cfg.readme.read_text() if cfg.readme.exists() else ""
+        if README_START in text:
+            text = text[: text.index(README_START)].rstrip("\n")
+        cfg.readme.write_text(f"{text}\n\n{gpu_section(result)}\n".lstrip("\n"))
     return result
 
 
+def gpu_section(result: dict) -> str:
+    """The README's generated section for a CUDA result: how it was run, the goals, the tables."""
+    m = result["machine"]
+    peers = sorted({r["system"] for r in result["rows"] if r["system"] != "ours" and not r.get("skipped")})
+    cross = result["crossover"]
+    lines = [
+        README_START,
+        "## On a GPU",
+        "",
+        f"Command: `{result.get('command') or 'bench_env.main(' + result['config']['device'] + ')'}` "
+        f"({result.get('seconds', 0):.0f} s) on {m.get('cuda')}, torch {m['versions'].get('torch')}, "
+        f"Python {m['python']}, {m['date_utc'][:10]}. Raw numbers: `benchmarks/results/env.json` under "
+        f'"cuda". Peers measured: {", ".join(peers) or "none (not installed there)"}. Section 1, the '
+        "PettingZoo API, runs on the CPU by design and is in the tables above.",
+        "",
+        f"Dense (B, L, L) test against the neighbour grid at B = 1: the grid wins from L = "
+        f"{cross.get('first_L_grid_wins')} (interpolated {cross.get('interpolated_L')}); envs/world.py "
+        "switches CUDA worlds to the grid from GRID_MIN_AGENTS_BY_DEVICE['cuda'] agents.",
+        "",
+        markdown(result),
+        README_END,
+    ]
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    main(tyro.cli(BenchEnvConfig))
+    given = [Path(a).name if "/" in a else a for a in sys.argv[1:]]  # no machine-specific paths
+    main(tyro.cli(BenchEnvConfig), " ".join(["python benchmarks/bench_env.py", *given]))

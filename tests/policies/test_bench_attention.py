@@ -4,6 +4,9 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+import torch
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -27,6 +30,7 @@ def test_cpu_suite_quick(tmp_path):
         "sa_vs_hfa",
         "long",
         "lm_step",
+        "ha_kernels",
         "taylor_error",
         "feature_map_ha",
     }
@@ -36,6 +40,29 @@ def test_cpu_suite_quick(tmp_path):
     assert all(r["max_abs_diff"] < 1e-4 for r in tables["softmax_ha"])
     assert {r["family"] for r in tables["lm_step"]} == {"sa", "hfa A=2", "ha exact", "ha taylor"}
     assert any("HFA / SA at L = 128" in g for g in saved["goals"])
+    assert all(r["rel_diff"] < 1e-4 for r in tables["ha_kernels"])  # key pairs == query chunks
+
+
+def test_partial_rerun_replaces_only_its_tables(tmp_path):
+    """--tables: the named tables are measured again, the entry's others stay, the re-run is recorded."""
+    bench = load_bench()
+    out, readme = tmp_path / "attention.json", tmp_path / "README.md"
+    args = ["--quick", "--out", str(out), "--readme", str(readme)]
+    bench.main(args + ["--tables", "linear_ha", "long"])
+    first = json.loads(out.read_text())["cpu"]
+    bench.main(args + ["--tables", "long"])
+    entry = json.loads(out.read_text())["cpu"]
+    assert list(entry["tables"]) == ["linear_ha", "long"]
+    assert entry["tables"]["linear_ha"] == first["tables"]["linear_ha"]
+    assert entry["reruns"][-1]["tables"] == ["long"] and "Re-run" in readme.read_text()
+    with pytest.raises(SystemExit, match="no table"):
+        bench.main(args + ["--tables", "nope"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without CUDA")
+def test_cuda_without_a_device_is_one_clear_line(tmp_path):
+    with pytest.raises(SystemExit, match="--device cuda asked for, but torch sees no CUDA device"):
+        load_bench().main(["--device", "cuda", "--out", str(tmp_path / "x.json")])
 
 
 def test_gpu_suite_runs_at_tiny_sizes_on_cpu_and_merges(tmp_path):
@@ -44,7 +71,7 @@ def test_gpu_suite_runs_at_tiny_sizes_on_cpu_and_merges(tmp_path):
     gpu_json, main_json, readme = tmp_path / "cuda.json", tmp_path / "attention.json", tmp_path / "R.md"
     bench.main(["--suite", "gpu", "--quick", "--out", str(gpu_json), "--readme", str(readme)])
     entry = json.loads(gpu_json.read_text())["cpu-gpu"]
-    assert set(entry["tables"]) == {"long", "ha_device", "lm_step", "taylor_error"}
+    assert set(entry["tables"]) == {"long", "ha_device", "ha_kernels", "lm_step", "taylor_error"}
     assert {r["precision"] for r in entry["tables"]["lm_step"]} == {"fp32", "bf16"}
     old = {"command": "c", "seconds": 1.0, "goals": [], "tables": {}}  # the older one-device layout
     main_json.write_text(json.dumps({**old, "machine": {**entry["machine"], "gpu": None}}))
