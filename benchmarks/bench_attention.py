@@ -503,8 +503,9 @@ def bench_ha_device(lengths: list[int], B: int, d: int, H: int, reps: int) -> li
 
 
 def ha_kernel_step(q, k, v, chunk: int | None, w=None):
-    """The shared-slot causal kernel's output, or with `w` its forward + backward of (out * w).sum()."""
-    out = softmax_ha_values(q, [k, k], [v, v], None, chunk, True)
+    """The shared-slot causal kernel's output (key pairs when `chunk` is None, else query chunks of
+    that size), or with `w` its forward + backward of (out * w).sum()."""
+    out = softmax_ha_values(q, [k, k], [v, v], None, chunk, True, pairs=chunk is None)
     return out if w is None else (out * w).sum().backward()
 
 
@@ -841,9 +842,9 @@ TITLES = {
     "feature_map_ha": "Softmax HA approximations, order 3, H = 2, d_h = 16: relative output error vs exact",
 }
 NOTES = {
-    "ha_kernels": "`key pairs` (policies/ha_pairs.py) is what order 3 runs; `query chunks` the kernel it "
-    "replaced there (still the one for other orders). `over_pairs`: time over the key-pair kernel's, "
-    "measured taking turns; `rel_diff`: relative difference of the two outputs.",
+    "ha_kernels": "`key pairs` (policies/ha_pairs.py) is what order 3 runs on the CPU; `query chunks` the "
+    "kernel it replaced there, still the default on CUDA and for other orders. `over_pairs`: time over "
+    "the key-pair kernel's, measured taking turns; `rel_diff`: relative difference of the two outputs.",
     "softmax_ha": "Peak memory: tensor bytes allocated during the call, inputs excluded. "
     "`naive_peak_MiB_computed` is COMPUTED, not measured: the largest measured naive peak scaled "
     "by L^3 (naive does not fit comfortably in RAM there).",
@@ -912,14 +913,15 @@ def render_entry(key: str, entry: dict) -> str:
         "",
         f"Command: `{entry['command']}` ({entry['seconds']:.0f} s). Machine: {where}, torch {m['torch']}, "
         f'Python {m["python"]}. Raw numbers: `benchmarks/results/attention.json` under "{key}". '
-        f"Times: median {clock} after one warm-up call; rows compared side by side take turns.",
+        f"Times: median {clock} after one warm-up call.",
     ]
     for run in entry.get("reruns", []):
         load = run.get("loadavg")
         shared = f", load average {load[0]:.1f} at the start and {load[3]:.1f} at the end" if load else ""
         out.append(
-            f"Re-run {run['date']}: `{run['command']}` ({run['seconds']:.0f} s{shared}), replacing the "
-            f"tables {', '.join(run['tables'])}."
+            f"Re-run {run['date']} on the same machine, shared with other jobs: `{run['command']}` "
+            f"({run['seconds']:.0f} s{shared}), replacing the tables {', '.join(run['tables'])}; their "
+            "side-by-side rows took turns call by call, so the load fell alike on both."
         )
     out += ["", *[f"- {g}" for g in entry["goals"]]]
     for name, rows in entry["tables"].items():

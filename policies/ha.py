@@ -12,9 +12,9 @@ Tuples may repeat a token (j_1 = j_2, or j_m = i), as in the paper's sums over [
 Fast paths (each beside its `_reference`, the formula as plain einsums over all L^n entries):
   * linear: the sums factor per key (App. F.3): M_m[s,t] = sum_j K_m[j,s] V_m[j,t], then
     out = Q (prod_m M_m) W_Vn^T in O(L d_h^2); causal uses prefix sums of M_m over j.
-  * softmax, exact, order 3 (`policies/ha_pairs.py`): attention over key pairs in blocks of pair
-    rows, one triangle of pairs when the key slots are shared, causal blocks seen only by later
-    queries, a hand-written recomputing backward; O(block) memory.
+  * softmax, exact, order 3 on the CPU (`policies/ha_pairs.py`): attention over key pairs in
+    blocks of pair rows, one triangle of pairs when the key slots are shared, causal blocks seen
+    only by later queries, a hand-written recomputing backward; O(block) memory.
   * softmax, exact, other orders (or an explicit `chunk`): queries in chunks, so only
     chunk * L^(n-1) scores exist at once.
   * softmax, approximate: exp(score) ~ sum_r phi_q[r] phi_1[r] ... phi_{n-1}[r] (App. F.3), after
@@ -137,8 +137,10 @@ def softmax_ha(
 ) -> Tensor:
     """Exact softmax HA in blocks: peak memory O(block), never O(L^n).
 
-    Order 3 without `chunk` runs `policies.ha_pairs.pair_attention`; otherwise queries go in chunks
-    (below). q (B, H, L_q, d_h), ks[m] and vs[m] (B, H, L, d_h), w_vn (H, d_h, d_h); keep (B, L) bool marks
+    Order 3 on the CPU without `chunk` runs `policies.ha_pairs.pair_attention` (`softmax_ha_values`
+    says when); otherwise queries go in chunks (below).
+
+    q (B, H, L_q, d_h), ks[m] and vs[m] (B, H, L, d_h), w_vn (H, d_h, d_h); keep (B, L) bool marks
     real keys (None: all). Returns (B, H, L_q, d_h). Query i sees a key tuple when every key in it
     is real and, if `causal` (needs L_q = L), comes at or before i; queries that see no tuple
     (only padded ones can) output zero. The same function as `softmax_ha_reference` with
@@ -154,22 +156,28 @@ def softmax_ha(
     return u @ w_vn.transpose(-1, -2).to(u.dtype)  # (B, H, L_q, d_h)
 
 
-def softmax_ha_values(q, ks, vs, keep=None, chunk=None, causal=False, keep_scores=None) -> Tensor:
+def softmax_ha_values(q, ks, vs, keep=None, chunk=None, causal=False, keep_scores=None, pairs=None) -> Tensor:
     """`softmax_ha` before the parameter value factor W_Vn: sum over tuples of weight * prod_m V_m.
 
     keep_scores: whether backward reuses the forward's exponentiated scores (True) or recomputes
-    them per chunk (False); None decides from free memory. A `chunk` or `keep_scores` given, or an
-    order other than 3, selects the query-chunk kernel.
+    them per chunk (False); None decides from free memory. pairs: order 3 only, True runs the
+    key-pair kernel (`policies.ha_pairs`), False the query-chunk kernel; None picks key pairs on the
+    CPU (1.2-1.7x faster there, benchmarks/README_attention.md) unless `chunk` or `keep_scores` is
+    given, and query chunks on other devices, where only they have been measured so far.
     """
     B, H, Lq, d_h = q.shape
     m, Lk = len(ks), ks[0].shape[2]
     if causal and Lq != Lk:
         raise ValueError(f"causal needs as many queries as keys, got L_q={Lq} and L={Lk}")
+    if pairs and m != 2:
+        raise ValueError(f"pairs=True needs order 3 (two key slots), got {m} key slots")
     q = q * d_h**-0.5
     if B * H * Lq * Lk == 0:  # nothing to attend: zeros of the right shape, still in the graph
         return q.new_zeros(B, H, Lq, d_h) + 0.0 * sum(t.sum() for t in (q, *ks, *vs))
     flat = [t.reshape(B * H, -1, d_h) for t in (q, *ks, *vs)]  # (B H, L, d_h) each
-    if m == 2 and chunk is None and keep_scores is None:  # order 3: attention over key pairs
+    if pairs is None:
+        pairs = m == 2 and chunk is None and keep_scores is None and q.device.type == "cpu"
+    if pairs:  # order 3: attention over key pairs
         if ks[0] is ks[1] and vs[0] is vs[1]:  # shared slots: one flattened tensor, as the kernel checks
             flat[2], flat[4] = flat[1], flat[3]
         u = pair_attention(flat[0], flat[1:3], flat[3:], keep, B, causal)

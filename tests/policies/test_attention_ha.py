@@ -346,7 +346,8 @@ def test_pair_kernel_exact_maxima_when_the_bound_is_loose(monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("shared", [False, True])
 def test_pair_kernel_on_cuda_equals_reference(shared):
-    """The same kernel with the GPU's block sizes: causal, padded, float64, values and gradients."""
+    """The key-pair kernel (asked for: CUDA defaults to query chunks) with the GPU's block sizes:
+    causal, padded, float64, values and gradients."""
     gen = torch.Generator(device="cuda").manual_seed(1)
     B, H, L, d_h = 2, 2, 40, 4
     rand = lambda: torch.randn(B, H, L, d_h, generator=gen, device="cuda", dtype=torch.float64)  # noqa: E731
@@ -355,7 +356,7 @@ def test_pair_kernel_on_cuda_equals_reference(shared):
     mask = torch.rand(B, L, generator=gen, device="cuda") > 0.3
     inputs = [t.requires_grad_() for t in ((q, k1, v1) if shared else (q, k1, k2, v1, v2))]
     real = mask[:, None, :, None].double()
-    out = softmax_ha_values(q, [k1, k2], [v1, v2], mask, causal=True)
+    out = softmax_ha_values(q, [k1, k2], [v1, v2], mask, causal=True, pairs=True)
     eye = torch.eye(d_h, device="cuda", dtype=torch.float64).expand(H, d_h, d_h)
     ref = softmax_ha_reference(q, [k1, k2], [v1, v2], eye, key_mask(mask, True))[0]
     torch.testing.assert_close(out * real, ref * real, rtol=1e-10, atol=1e-12)
@@ -363,3 +364,9 @@ def test_pair_kernel_on_cuda_equals_reference(shared):
     slow = torch.autograd.grad((ref * real).square().sum(), inputs)
     for a, b in zip(fast, slow, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+
+
+def test_pair_kernel_is_order_three_only():
+    q, ks, vs = factors(4, seed=1)
+    with pytest.raises(ValueError, match="pairs=True needs order 3"):
+        softmax_ha_values(q, ks, vs, pairs=True)
