@@ -93,6 +93,16 @@ def test_token_policy_is_permutation_equivariant_over_the_others():
     torch.testing.assert_close(policy.actor(tokens), policy.actor(swapped), atol=1e-5, rtol=1e-5)
 
 
+def test_evaluation_repeats_itself_and_leaves_the_callers_rng():
+    cfg = mv.VmasConfig(eval_episodes=8, max_steps=10)
+    torch.manual_seed(5)
+    before = torch.rand(1)
+    torch.manual_seed(5)
+    first = mv.evaluate(mv.RandomPolicy(9), cfg, 3, CPU)
+    assert torch.rand(1) == before
+    assert mv.evaluate(mv.RandomPolicy(9), cfg, 3, CPU) == first
+
+
 def test_peer_actor_moves_to_another_count():
     torch.manual_seed(0)
     peer = mv.PeerPolicy(18, 9, 4, 32, CPU)
@@ -131,6 +141,29 @@ def test_tiny_training_beats_random(tmp_path):
     assert set(result["table"]["sa"]) == {"1", "2"}
     assert (tmp_path / "vmas_eval.json").exists()
     assert "n = 2" in mv.markdown_table(result)
+
+
+def test_several_training_counts_alternate_and_a_run_resumes(tmp_path):
+    cfg = mv.VmasConfig(
+        family="hfa",
+        counts=(2, 3),
+        num_envs=4,
+        n_steps=5,
+        max_steps=10,
+        n_epochs=1,
+        width=8,
+        neighbours=1,
+        total_timesteps=200,
+        runs_dir=str(tmp_path),
+        progress=False,
+    )
+    mv.main(cfg)
+    state = torch.load(tmp_path / mv.run_name(cfg) / "checkpoint.pt", weights_only=False)
+    assert [h["count"] for h in state["history"]] == [2, 3, 2, 3]  # 40 + 60 agent-steps, twice
+    more = mv.main(dataclasses.replace(cfg, total_timesteps=300))  # resumes: two more iterations
+    assert more["num_timesteps"] == 300
+    state = torch.load(tmp_path / mv.run_name(cfg) / "checkpoint.pt", weights_only=False)
+    assert [h["count"] for h in state["history"]] == [2, 3, 2, 3, 2, 3]
 
 
 @pytest.mark.parametrize(
