@@ -18,7 +18,7 @@ import sys
 
 import tyro
 
-from training import demo, fit, lm, marl, marl_rllib, ood, view
+from training import demo, fit, lm, marl, marl_rllib, marl_vmas, ood, view
 from training.runs import RunError
 
 COMMANDS = {
@@ -26,6 +26,7 @@ COMMANDS = {
     "fit": (fit.FitConfig, fit.main),
     "train": (marl.TrainConfig, marl.main),
     "rllib": (marl_rllib.RLlibConfig, marl_rllib.main),
+    "vmas": (marl_vmas.VmasConfig, marl_vmas.main),
     "ood": (ood.OODConfig, ood.main),
     "lm": (lm.LMTrainConfig, lm.main),
     "view": (view.ViewConfig, view.main),

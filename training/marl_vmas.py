@@ -50,7 +50,6 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torchrl.objectives.value.functional import vec_generalized_advantage_estimate
 
 from policies.actor_critic import TokenActorCritic
 
@@ -390,6 +389,8 @@ def advantages(batch: dict, policy: nn.Module, cfg: VmasConfig) -> tuple[Tensor,
     n = value.shape[2]
     flags = [batch[k][:, :, None, None].expand(B, T, n, 1) for k in ("done", "terminated")]
     per_agent = [t.transpose(1, 2) for t in (value, next_value, batch["reward"][..., None], *flags)]
+    from torchrl.objectives.value.functional import vec_generalized_advantage_estimate  # torchrl: ~3 s
+
     adv, target = vec_generalized_advantage_estimate(cfg.gamma, cfg.gae_lambda, *per_agent, time_dim=-2)
     return adv.transpose(1, 2), target.transpose(1, 2)
 
