@@ -14,7 +14,9 @@ the env's state carries over from one rollout to the next.
   whose actions the world replaces by STAY, keep their value targets but get a zero advantage:
   their sampled action changed nothing, so it should push the policy nowhere.
 - **Critics.** ``critic="central"`` (MAPPO): the critic attends over every agent of the world;
-  ``critic="local"`` (IPPO): it sees what the actor sees (self + ``neighbours`` nearest).
+  ``critic="local"`` (IPPO): its own encoder sees what the actor sees (self + ``neighbours``
+  nearest); ``critic="shared"`` (the presets): the actor's encoder feeds both heads, run once per
+  sample in the rollout and once per minibatch in the update.
 - **Truncation.** Episodes end by truncation only; GAE bootstraps from the value of the last
   observation (``terminated`` is False), the same as the SB3 path's ``TimeLimit.truncated``.
 
