@@ -131,14 +131,20 @@ class AttentionExtractor(BaseFeaturesExtractor):
         attention = dict(dim=width, heads=heads, kind=kind, factors=factors, order=order)
         self.blocks = nn.ModuleList(Block(make_attention(family, **attention), width) for _ in range(blocks))
 
+    def nearest(self, tokens: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Self + the ``neighbours`` nearest real tokens: (B, L, F), (B, L) -> (B, k+1, F), (B, k+1);
+        unchanged when there is no cap or L <= k + 1."""
+        if self.neighbours is None or tokens.shape[1] <= self.neighbours + 1:
+            return tokens, mask
+        order = nearest_order(tokens, mask, self.position_features, getattr(self, "dx_weight", 1.0))
+        keep = order[:, : self.neighbours + 1]  # (B, k+1)
+        tokens = torch.gather(tokens, 1, keep[..., None].expand(-1, -1, tokens.shape[-1]))
+        return tokens, torch.gather(mask, 1, keep)
+
     def forward(self, observations: Tensor, return_tokens: bool = False) -> Tensor:
         tokens = split_tokens(observations, self.num_features)  # (B, L, F)
         mask = real_mask(tokens, self.present_feature)  # (B, L)
-        if self.neighbours is not None and tokens.shape[1] > self.neighbours + 1:
-            order = nearest_order(tokens, mask, self.position_features, getattr(self, "dx_weight", 1.0))
-            keep = order[:, : self.neighbours + 1]  # (B, k+1)
-            tokens = torch.gather(tokens, 1, keep[..., None].expand(-1, -1, self.num_features))
-            mask = torch.gather(mask, 1, keep)
+        tokens, mask = self.nearest(tokens, mask)  # (B, k+1, F), (B, k+1) when capped
         x = self.embed(tokens)  # (B, L, d)
         att_mask = None if bool(mask.all()) else mask  # no padding (e.g. a fixed count): unmasked kernels
         if att_mask is not None:
@@ -272,14 +278,12 @@ class TokenActorCritic(nn.Module):
         nearest (padded slots last), or ``tokens`` itself when the actor sees every agent. The
         encoder's own selection keeps the same set, so ``actor(local_view(t)) == actor(t)``."""
         enc = self.actor_encoder
-        k = getattr(enc, "neighbours", None)
-        if k is None or tokens.shape[-2] <= k + 1:
+        if not isinstance(enc, AttentionExtractor):  # the nearest-k MLP selects inside its forward
             return tokens
         lead, (L, F) = tokens.shape[:-2], tokens.shape[-2:]
         flat = tokens.reshape(-1, L, F)  # (M, L, F)
-        mask = real_mask(flat, enc.present_feature)
-        keep = nearest_order(flat, mask, enc.position_features, enc.dx_weight)[:, : k + 1]  # (M, k+1)
-        return torch.gather(flat, 1, keep[..., None].expand(-1, -1, F)).reshape(*lead, k + 1, F)
+        view, _ = enc.nearest(flat, real_mask(flat, enc.present_feature))  # (M, k+1 or L, F)
+        return view.reshape(*lead, *view.shape[1:])
 
 
 def _mlp(width: int, hidden: tuple[int, ...], out: int) -> nn.Sequential:

@@ -3,11 +3,10 @@
 Three engines share this config and run folder. ``--backend rllib`` trains through Ray RLlib,
 on a local Ray or a cluster (``training/marl_rllib.py``, docs/rllib.md). ``--backend torchrl``
 keeps the whole loop on ``--device`` (CPU or CUDA): batched worlds, rollout, GAE and clipped PPO
-from TorchRL
-(``training/marl_torchrl.py``, docs/torchrl.md). ``--backend sb3`` (the default, the faster
-learner per CPU minute) is one SB3 ``PPO`` over :class:`envs.vec.CrossingVecEnv` (one slot
-per agent) with a features extractor from ``policies/actor_critic.py`` (SA, HFA, HA, or the
-nearest-k MLP baseline).
+from TorchRL (``training/marl_torchrl.py``, docs/torchrl.md); its presets learn fastest per CPU
+minute. ``--backend sb3`` (the default, kept so existing run folders resume) is one SB3 ``PPO``
+over :class:`envs.vec.CrossingVecEnv` (one slot per agent) with a features extractor from
+``policies/actor_critic.py`` (SA, HFA, HA, or the nearest-k MLP baseline).
 A run lives in ``runs/<name>/`` (see ``training/runs.py``): ``config.json`` (the manifest),
 ``metrics.json``, TensorBoard events (``tb_1/``) and the last two checkpoints (``checkpoint.zip``,
 ``checkpoint.prev.zip``), written every ``checkpoint_every`` steps at a rollout boundary, at the
