@@ -8,7 +8,8 @@ Configurations (agent-steps/s over whole collect + update iterations, after one 
   default bf16 on CUDA, fp32 on the CPU).
 - ``ours_torchrl_central`` (with ``--central``): the same with MAPPO's central critic (its own
   encoder over every agent) in fp32, the recipe before the shared encoder.
-- ``ours_sb3`` (CPU): ``hyperagents train`` defaults through SB3 (the same SA policy family).
+- ``ours_sb3`` (CPU): ``hyperagents train --backend sb3`` at its defaults, with L = 2..16 and
+  self + 7 nearest (the same SA policy family).
 - ``mpe2_supersuit_mlp`` (CPU): SB3 ``PPO("MlpPolicy")`` on MPE2 ``simple_spread_v3`` (N = 3)
   through SuperSuit, ``n_steps=128, batch_size=256`` (reference/PEERS.md 1.3).
 - ``vmas_torchrl_mappo``: TorchRL MAPPO on VMAS ``navigation`` (4 agents, MLP 256 x 2, 4 epochs;
@@ -18,8 +19,8 @@ Configurations (agent-steps/s over whole collect + update iterations, after one 
 ``--to-gain G`` also measures the wall-clock (training only, evaluations excluded) until the
 argmax policy's gain over MOVE_RIGHT at L = 8 reaches G on 100 fixed starts, checked every
 ``--eval-every`` seconds, for ours_torchrl (the recipe, its schedules over ``--total-timesteps``)
-and, on the CPU, ours_sb3 (its defaults), each capped at ``--budget``. The two race at once in
-two processes of one torch thread each, so both see the same load.
+and, on the CPU, ours_sb3 (the SB3 path's defaults), each capped at ``--budget``. The two race at
+once in two processes of one torch thread each, so both see the same load.
 
 Examples::
 
@@ -141,10 +142,11 @@ def race(jobs: dict) -> dict:
 
 
 def measure_sb3(seconds: float, to_gain=None, budget=0.0, every=30.0) -> dict:
-    """SB3 PPO at ``hyperagents train`` defaults (SA), timed per rollout + update chunk."""
+    """SB3 PPO at ``hyperagents train --backend sb3`` defaults (SA), timed per rollout + update chunk."""
     import tempfile
 
-    cfg = marl.TrainConfig(num_agents=(2, 16), neighbours=7, runs_dir=tempfile.mkdtemp(), progress=False)
+    fields = dict(backend="sb3", num_agents=(2, 16), neighbours=7)
+    cfg = marl.preset_config(**fields, runs_dir=tempfile.mkdtemp(), progress=False)
     from stable_baselines3 import PPO
 
     model = PPO(

@@ -1,7 +1,8 @@
 """``hyperagents <command>``: one console script, one tyro config per command.
 
 ``hyperagents train --preset NAME`` parses the rest of the command line over that recipe's
-settings (``training/marl.py`` PRESETS): a flag given sets its field, in any position.
+settings (``training/marl.py`` PRESETS), and ``--backend sb3`` or ``--backend rllib`` over that
+backend's own defaults (``BACKEND_DEFAULTS``): a flag given sets its field, in any position.
 
 Bad input never ends in a traceback: a ValueError, TypeError or FileNotFoundError from a command
 prints one line, ``hyperagents <command>: error: ...``, and exits with status 2; a run folder that
@@ -38,30 +39,39 @@ def first_line(err: BaseException) -> str:
     return text.splitlines()[0]
 
 
-def preset_of(argv: list[str]) -> str | None:
-    """The value of ``--preset`` in ``argv`` (``--preset NAME`` or ``--preset=NAME``), or None."""
+def flag_value(argv: list[str], flag: str) -> str | None:
+    """The value of the last ``flag`` in ``argv`` (``--flag VALUE`` or ``--flag=VALUE``), or None:
+    the one the parser keeps."""
+    value = None
     for k, arg in enumerate(argv):
-        if arg == "--preset" and k + 1 < len(argv):
-            return argv[k + 1]
-        if arg.startswith("--preset="):
-            return arg.split("=", 1)[1]
-    return None
+        if arg == flag and k + 1 < len(argv):
+            value = argv[k + 1]
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+    return value
 
 
 def parse(argv: list[str] | None) -> object:
-    """The config of the command ``argv`` names; a train preset becomes the defaults of its flags."""
+    """The config of the command ``argv`` names; a train preset or backend sets the defaults of the
+    other flags (``marl.preset_config``)."""
     args = sys.argv[1:] if argv is None else list(argv)
-    preset = preset_of(args[1:]) if args and args[0] == "train" else None
-    if preset is None:
-        return tyro.extras.subcommand_cli_from_dict(
-            {name: cls for name, (cls, _) in COMMANDS.items()}, args=args, description=__doc__
-        )
+    if args and args[0] == "train":
+        preset, backend = flag_value(args[1:], "--preset"), flag_value(args[1:], "--backend")
+        if preset is not None or backend is not None:
+            return parse_train(args[1:], preset, backend)
+    return tyro.extras.subcommand_cli_from_dict(
+        {name: cls for name, (cls, _) in COMMANDS.items()}, args=args, description=__doc__
+    )
+
+
+def parse_train(args: list[str], preset: str | None, backend: str | None) -> marl.TrainConfig:
+    """``hyperagents train ARGS`` parsed over the defaults of ``preset`` and ``backend``."""
     try:
-        default = marl.preset_config(preset)
+        default = marl.preset_config(preset, **({} if backend is None else {"backend": backend}))
     except ValueError as err:
         print(f"hyperagents train: error: {first_line(err)}", file=sys.stderr)
         raise SystemExit(2) from None
-    return tyro.cli(marl.TrainConfig, default=default, args=args[1:], prog="hyperagents train")
+    return tyro.cli(marl.TrainConfig, default=default, args=args, prog="hyperagents train")
 
 
 def main(argv: list[str] | None = None) -> None:

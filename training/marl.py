@@ -1,37 +1,41 @@
 """``hyperagents train``: shared-parameter PPO with attention policies on the crossing task.
 
-Three engines share this config and run folder. ``--backend rllib`` trains through Ray RLlib,
-on a local Ray or a cluster (``training/marl_rllib.py``, docs/rllib.md). ``--backend torchrl``
-keeps the whole loop on ``--device`` (CPU or CUDA): batched worlds, rollout, GAE and clipped PPO
-from TorchRL (``training/marl_torchrl.py``, docs/torchrl.md); its presets learn fastest per CPU
-minute. ``--backend sb3`` (the default, kept so existing run folders resume) is one SB3 ``PPO``
-over :class:`envs.vec.CrossingVecEnv` (one slot per agent) with a features extractor from
-``policies/actor_critic.py`` (SA, HFA, HA, or the nearest-k MLP baseline).
+Three engines share this config and run folder. With no flags it trains the project's best
+recipe per CPU minute, ``--backend torchrl`` (docs/torchrl.md): the whole loop on ``--device``
+(CPU or CUDA), batched worlds, rollout, GAE and clipped PPO from TorchRL, one attention encoder
+shared by actor and critic, L = 2..16 with self + 7 nearest in view, 64 worlds, the learning rate
+and entropy bonus decaying over the run (``training/marl_torchrl.py``). ``--backend sb3`` is one
+SB3 ``PPO`` over :class:`envs.vec.CrossingVecEnv` (one slot per agent) with a features extractor
+from ``policies/actor_critic.py`` (SA, HFA, HA, or the nearest-k MLP baseline); it alone has the
+DAgger warm start. ``--backend rllib`` trains through Ray RLlib, on a local Ray or a cluster
+(``training/marl_rllib.py``, docs/rllib.md). The sb3 and rllib backends keep their own defaults
+(``BACKEND_DEFAULTS``: 8 agents, 32 worlds, every agent in view, constant learning rate and
+entropy bonus) for every field not given, so ``--backend sb3`` alone trains the SB3 path's own
+recipe and resumes its runs; ``preset_config()`` builds a config the same way in Python.
+
 A run lives in ``runs/<name>/`` (see ``training/runs.py``): ``config.json`` (the manifest),
-``metrics.json``, TensorBoard events (``tb_1/``) and the last two checkpoints (``checkpoint.zip``,
-``checkpoint.prev.zip``), written every ``checkpoint_every`` steps at a rollout boundary, at the
+``metrics.json``, TensorBoard events and the last two checkpoints (``checkpoint<ext>``,
+``checkpoint.prev<ext>``), written every ``checkpoint_every`` steps at a rollout boundary, at the
 end and on Ctrl-C. Running the same command again resumes from the checkpoint and trains only
 the missing steps, so an interrupted run loses none of the steps it learned from, and its return
 history and training time carry over. A rerun may change only ``TRAIN_MAY_CHANGE``; anything
-else needs another ``--run-name`` or ``--overwrite``. Evaluate at other agent counts with
-``hyperagents ood``.
+else is refused in one line that names the fields and the flags that would resume the stored
+run (for a run of another backend: ``--backend <it>``), or needs another ``--run-name`` or
+``--overwrite``. Evaluate at other agent counts with ``hyperagents ood``.
 
-``--imitate-iterations K`` first clones a scripted avoider (``--imitate-expert``, default greedy)
-with K DAgger rounds (``training/imitate.py``; actor and critic), then PPO fine-tunes from there;
-the clone is kept as ``warm_start.zip``. Use a small PPO
-learning rate after a warm start (docs/marl.md uses 1e-4 decaying to 1e-5): at the default 1e-3
-the first updates undo much of the clone.
+``--backend sb3 --imitate-iterations K`` first clones a scripted avoider (``--imitate-expert``,
+default greedy) with K DAgger rounds (``training/imitate.py``; actor and critic), then PPO
+fine-tunes from there; the clone is kept as ``warm_start.zip``. Use a small PPO learning rate
+after a warm start (docs/marl.md uses 1e-4 decaying to 1e-5): at the default 1e-3 the first
+updates undo much of the clone.
 
 Example::
 
-    hyperagents train --family sa --total-timesteps 1000000 --run-name sa_s0
-    hyperagents train --family hfa --num-agents 2 16 --neighbours 7 --imitate-iterations 12 \
-        --learning-rate 1e-4 --learning-rate-final 1e-5 --ent-coef 0 --n-steps 96 \
-        --batch-size 4096 --clip-range 0.1 --total-timesteps 1500000 --run-name hfa_dagger_s0
-    # docs/marl.md's recipe (the cautious teacher on crowds and on PPO's counts, touch features)
+    hyperagents train                                    # the torchrl recipe on the CPU
+    hyperagents train --preset gpu                       # the same on one GPU, 4096 worlds, bf16
+    hyperagents train --backend sb3 --family hfa --total-timesteps 1000000 --run-name hfa_s0
+    # docs/marl.md's recipe (SB3: the cautious teacher on crowds and on PPO's counts, touch features)
     hyperagents train --preset best --run-name sa_touch_s0
-    # from scratch with the batched TorchRL trainer, on one GPU
-    hyperagents train --preset gpu
 """
 
 from __future__ import annotations
@@ -59,10 +63,25 @@ from training.runs import Run
 ALL_FAMILIES = (*FAMILIES, "mlp")
 BACKENDS = ("sb3", "torchrl", "rllib")
 
+# The sb3 and rllib backends' defaults where they differ from the field defaults (the torchrl
+# recipe): the settings their runs, docs and measurements were made with. The torchrl recipe was
+# tuned for the shared encoder and never measured on them, so neither gets it unasked.
+SB3_DEFAULTS = dict(
+    num_agents=(8, 8),
+    num_worlds=32,
+    neighbours=None,
+    critic="central",
+    learning_rate_final=None,
+    ent_coef_final=None,
+)
+BACKEND_DEFAULTS = {"torchrl": {}, "sb3": SB3_DEFAULTS, "rllib": SB3_DEFAULTS}
+
 # Recipes people use, by name: `hyperagents train --preset NAME` takes these as its defaults, and
 # any flag given sets its field over them. "best" is docs/marl.md's recipe (the best policies so
 # far: a DAgger warm start from the cautious avoider on crowds and on PPO's counts, then PPO with a
-# small step, touch features); "gpu" and "scratch-cpu" train the torchrl backend from scratch.
+# small step, touch features); "scratch-cpu" is the torchrl recipe of the field defaults, spelled
+# out so that it stays the same over another --backend, and "gpu" the same on CUDA; "sb3" is the
+# SB3 path at its own defaults (what --backend sb3 alone gives, in a run folder of its own name).
 PRESETS = {
     "best": dict(
         backend="sb3",
@@ -85,6 +104,7 @@ PRESETS = {
     # 4096 worlds x 16 steps: about 590k samples an iteration, 36 minibatches an epoch.
     "gpu": dict(backend="torchrl", device="cuda", num_worlds=4096, batch_size=16384, n_steps=16),
     "scratch-cpu": dict(backend="torchrl", num_worlds=64, batch_size=1024, n_steps=32),
+    "sb3": dict(backend="sb3", **SB3_DEFAULTS),
 }
 for _name in ("gpu", "scratch-cpu"):  # the torchrl recipe's shared settings
     PRESETS[_name] |= dict(num_agents=(2, 16), neighbours=7, learning_rate=1e-3, critic="shared")
@@ -94,25 +114,36 @@ PRESETS["gpu"] |= dict(precision="bf16")
 
 @dataclass
 class TrainConfig:
-    """Train a shared-parameter PPO policy on the crossing task."""
+    """Train a shared-parameter PPO policy on the crossing task.
 
-    preset: Literal["best", "gpu", "scratch-cpu"] | None = None
+    The defaults are the torchrl recipe (the scratch-cpu preset); --backend sb3 or rllib alone
+    gives that backend's own defaults instead. In Python, build a config with preset_config(), as
+    the command line does: TrainConfig(...) itself takes every field not given from the defaults
+    below, whatever the backend.
+    """
+
+    preset: Literal["best", "gpu", "scratch-cpu", "sb3"] | None = None
     """a recipe's settings as the defaults of every other flag (flags given still set their field):
     best (docs/marl.md's recipe, SB3 + DAgger), gpu (torchrl on CUDA, 4096 worlds), scratch-cpu
-    (torchrl on the CPU, 64 worlds); see PRESETS in training/marl.py. In Python: preset_config()"""
+    (torchrl on the CPU, 64 worlds: the defaults), sb3 (the SB3 path at its defaults); see PRESETS
+    in training/marl.py. In Python: preset_config()"""
 
     # Engine
-    backend: Literal["sb3", "torchrl", "rllib"] = "sb3"
-    """sb3: SB3 PPO on the CPU through a VecEnv; torchrl: batched MAPPO/IPPO with the whole loop
-    (worlds, rollout, update) on --device (training/marl_torchrl.py); rllib: Ray RLlib's
-    multi-agent PPO over the PettingZoo face, local or on a cluster (training/marl_rllib.py)"""
+    backend: Literal["sb3", "torchrl", "rllib"] = "torchrl"
+    """torchrl: batched MAPPO/IPPO with the whole loop (worlds, rollout, update) on --device
+    (training/marl_torchrl.py), the recipe measured best per CPU minute; sb3: SB3 PPO on the CPU
+    through a VecEnv (the DAgger warm start); rllib: Ray RLlib's multi-agent PPO over the
+    PettingZoo face, local or on a cluster (training/marl_rllib.py). sb3 and rllib keep their own
+    defaults for every field not given (BACKEND_DEFAULTS: --num-agents 8 8, --num-worlds 32,
+    --neighbours None, --critic central, constant learning rate and entropy bonus), so
+    --backend sb3 alone trains and resumes the SB3 path's runs; a preset's settings go over them"""
     num_env_runners: int | None = None
     """rllib backend: processes sampling episodes (None: 2; 0: the driver samples)"""
     address: str | None = None
     """rllib backend: an existing Ray cluster to join ("auto", "ray://head:10001"; None: a local Ray)"""
     device: str = "cpu"
     """torchrl backend: cpu, cuda or cuda:<index>"""
-    critic: Literal["central", "local", "shared"] = "central"
+    critic: Literal["central", "local", "shared"] = "shared"
     """torchrl backend: central (MAPPO: the critic attends over every agent), local (IPPO: its own
     encoder sees what the actor sees) or shared (one encoder, the actor's, feeds both heads)"""
     precision: Literal["fp32", "bf16"] = "fp32"
@@ -129,7 +160,7 @@ class TrainConfig:
     """attention heads H"""
     kind: Literal["softmax", "linear"] = "softmax"
     """attention kind"""
-    neighbours: int | None = None
+    neighbours: int | None = 7
     """attention sees self + this many nearest agents (None: all agents)"""
     neighbour_dx_weight: float = 1.0
     """neighbours are ranked by sqrt((w dx)^2 + dy^2); w < 1 favours agents in nearby lanes"""
@@ -139,9 +170,9 @@ class TrainConfig:
     """hidden layers of the actor and critic heads after the extractor"""
 
     # Task
-    num_agents: tuple[int, int] = (8, 8)
+    num_agents: tuple[int, int] = (2, 16)
     """agents per world, a (low, high) range sampled per world at each reset"""
-    num_worlds: int = 32
+    num_worlds: int = 64
     """worlds B stepped together; SB3 sees B * high env slots"""
     grid_size: int = 64
     """grid side N"""
@@ -191,10 +222,10 @@ class TrainConfig:
     """PPO clip range"""
     ent_coef: float = 0.003
     """entropy bonus (at the start of training when ent_coef_final is set)"""
-    ent_coef_final: float | None = None
+    ent_coef_final: float | None = 0.0
     """if set, the entropy bonus decays linearly from ent_coef to this at total_timesteps, so the
     sampled policy sharpens and its argmax keeps the avoidance it learned"""
-    learning_rate_final: float | None = None
+    learning_rate_final: float | None = 1e-4
     """if set, the learning rate decays linearly from learning_rate to this at total_timesteps"""
     vf_coef: float = 0.5
     """value loss weight"""
@@ -232,10 +263,16 @@ class TrainConfig:
 
 
 def preset_config(preset: str | None = None, **fields) -> TrainConfig:
-    """The TrainConfig of ``preset`` (a key of PRESETS, or None for none) with ``fields`` over it."""
+    """The TrainConfig of ``preset`` (a key of PRESETS, or None for none) with ``fields`` over it,
+    as ``hyperagents train`` builds it. Last wins: the field defaults, the backend's defaults
+    (BACKEND_DEFAULTS; the backend of ``fields``, else the preset's), the preset, ``fields``."""
     if preset is not None and preset not in PRESETS:
         raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
-    return TrainConfig(**{**(PRESETS[preset] if preset else {}), "preset": preset, **fields})
+    recipe = PRESETS[preset] if preset else {}
+    backend = fields.get("backend", recipe.get("backend", TrainConfig.backend))
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return TrainConfig(**{**BACKEND_DEFAULTS[backend], **recipe, "preset": preset, **fields})
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -377,8 +414,48 @@ TRAIN_MAY_CHANGE = (
 )
 
 
+def predated_defaults(cfg: TrainConfig) -> dict:
+    """What a stored run made before one of the fields existed behaved like: every field was
+    added with the SB3 path's value (the sb3 preset's)."""
+    return runs.field_defaults(cfg) | runs.normalise(PRESETS["sb3"])
+
+
+def given_fields(cfg: TrainConfig) -> dict:
+    """The fields of ``cfg`` that differ from what its preset and backend give: the flags passed."""
+    base = runs.normalise(asdict(preset_config(cfg.preset, backend=cfg.backend)))
+    return {k: v for k, v in asdict(cfg).items() if runs.normalise(v) != base[k]}
+
+
+def as_flag(name: str, value) -> str:
+    """The ``hyperagents train`` flag that sets field ``name`` to the JSON ``value``."""
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else f"--no-{flag[2:]}"
+    if isinstance(value, list):
+        return " ".join([flag, *map(str, value)])
+    return f"{flag} {value}"
+
+
+def resume_flags(stored: dict, cfg: TrainConfig) -> str:
+    """The flags that turn ``cfg``'s command into the one of the ``stored`` manifest, as a hint
+    for the refused resume: ``--backend <its backend>`` (which brings that backend's defaults)
+    and every field it still differs in; '' when flags cannot make the two match."""
+    backend = stored.get("backend", "sb3")
+    if stored.get("command", "train") != "train" or backend not in BACKENDS:
+        return ""
+    given = {k: v for k, v in given_fields(cfg).items() if k != "backend"}
+    like = runs.make_manifest("train", preset_config(cfg.preset, **given, backend=backend))
+    defaults = predated_defaults(cfg)
+    diff = runs.manifest_diff(stored, like, TRAIN_MAY_CHANGE, defaults)
+    if not set(diff) <= set(like):  # a field this version no longer has
+        return ""
+    flags = [f"--backend {backend}"] if backend != cfg.backend else []
+    return " ".join(flags + [as_flag(k, stored.get(k, defaults.get(k))) for k in diff])
+
+
 def open_train_run(cfg: TrainConfig, suffix: str = ".zip") -> Run:
-    """The run folder of ``cfg`` (see training/runs.py): refused when it holds another run."""
+    """The run folder of ``cfg`` (see training/runs.py): refused, in one line naming the fields and
+    the flags that would resume it, when it holds another run."""
     return runs.open_run(
         cfg.runs_dir,
         cfg.name,
@@ -386,8 +463,9 @@ def open_train_run(cfg: TrainConfig, suffix: str = ".zip") -> Run:
         may_change=TRAIN_MAY_CHANGE,
         overwrite=cfg.overwrite,
         suffix=suffix,
-        defaults=runs.field_defaults(cfg),
+        defaults=predated_defaults(cfg),
         name_flag="run-name",
+        resume_flags=lambda stored: resume_flags(stored, cfg),
     )
 
 

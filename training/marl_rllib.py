@@ -58,7 +58,7 @@ ENV_NAME = "hyperagents_colliding_agents"
 CROSSING_ENV = "hyperagents_crossing"
 DEFAULT_ENV_RUNNERS = 2
 POLICY_FILE = "policy.pt"  # in every checkpoint: the network and counters, readable without Ray
-# The network fields build_net reads, at TrainConfig's defaults (hyperagents rllib sets a few).
+# The network fields build_net reads, at the rllib backend's defaults (hyperagents rllib sets a few).
 NET_DEFAULTS = dict(
     family="sa",
     width=32,
@@ -512,7 +512,6 @@ class Session:
 
         self.cfg, self.run, self.state = cfg, run, state
         self.resumed_from, self.seconds_before = state["steps"], state["seconds"]
-        self.saved = state["steps"]
         self.startup_seconds: float | None = None  # Ray start, env runners and restore, this process
         self.writer = SummaryWriter(str(run.path / "tb_rllib"))
         self.bar = tqdm(
@@ -559,7 +558,6 @@ class Session:
                 lambda p: pack(tmp, p), self.state["steps"], {"seconds": self.state["seconds"]}
             )
         self.run.update_metrics(self.metrics())
-        self.saved = self.state["steps"]
 
     def metrics(self) -> dict:
         state, cfg = self.state, self.cfg
@@ -631,12 +629,8 @@ def train_missing(cfg, run, session: Session) -> None:
             t0 = time.perf_counter()
             result = algo.train()
             session.record(result, time.perf_counter() - t0)
-            stop = run.stop_requested  # read once: a signal arriving now is acted on next iteration
-            if stop or session.state["steps"] - session.saved >= cfg.checkpoint_every:
-                session.save(algo)
-            if stop:
-                run.exit_interrupted(session.state["steps"])
-        if session.state["steps"] != session.saved:
+            run.checkpoint_or_stop(session.state["steps"], cfg.checkpoint_every, lambda: session.save(algo))
+        if session.state["steps"] != run.saved_step:
             session.save(algo)
     finally:
         if algo is not None:

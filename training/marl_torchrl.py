@@ -331,7 +331,6 @@ def train_run(cfg, run, device: torch.device) -> dict:
     seconds_before = state["seconds"] if state else 0.0
     writer = SummaryWriter(str(run.path / "tb_torchrl"))
     bar = tqdm(total=cfg.total_timesteps, initial=resumed_from, unit="step", disable=not cfg.progress)
-    saved = {"step": resumed_from}
 
     def metrics(state: dict) -> dict:
         returns = [[h["steps"], h["ep_return"]] for h in state["history"] if h["ep_return"] is not None]
@@ -358,7 +357,6 @@ def train_run(cfg, run, device: torch.device) -> dict:
         snapshot = {**state, "net": cpu, "opt": _to_cpu(state["opt"])}
         run.save_torch(snapshot, state["steps"], state={"seconds": state["seconds"]})
         run.update_metrics(metrics(state))
-        saved["step"] = state["steps"]
 
     def on_iteration(state: dict, record: dict) -> bool:
         bar.update(record["steps"] - bar.n)
@@ -368,16 +366,12 @@ def train_run(cfg, run, device: torch.device) -> dict:
         for key in ("objective", "critic", "entropy"):
             writer.add_scalar(f"losses/{key}", record[key], record["steps"])
         writer.add_scalar("charts/agent_steps_per_s", record["agent_steps_per_s"], record["steps"])
-        stop = run.stop_requested  # read once: a signal arriving now is acted on next iteration
-        if stop or record["steps"] - saved["step"] >= cfg.checkpoint_every:
-            save(state)
-        if stop:
-            run.exit_interrupted(state["steps"])
+        run.checkpoint_or_stop(state["steps"], cfg.checkpoint_every, lambda: save(state))
         return False
 
     try:
         state = train(cfg, net, device, state, on_iteration)
-        if state["steps"] != saved["step"]:
+        if state["steps"] != run.saved_step:
             save(state)
     finally:
         bar.close()

@@ -536,29 +536,23 @@ def train_run(cfg: VmasConfig, device: torch.device) -> dict:
         torch.manual_seed(cfg.seed)
         policy = build_policy(cfg, obs_dim, num_actions, device)
         state = run.load_torch() if run.resumed else None
-        saved = {"step": state["steps"] if state else 0}
-        bar = tqdm(total=cfg.total_timesteps, initial=saved["step"], disable=not cfg.progress)
+        bar = tqdm(total=cfg.total_timesteps, initial=run.saved_step, disable=not cfg.progress)
 
         def save(state: dict) -> None:
             snapshot = {**state, "net": _to_cpu(state["net"]), "opt": _to_cpu(state["opt"])}
             run.save_torch(snapshot, state["steps"], state={"seconds": state["seconds"]})
             run.update_metrics(run_metrics(cfg, state, device, run.path))
-            saved["step"] = state["steps"]
 
         def on_iteration(state: dict, record: dict) -> bool:
             bar.update(record["steps"] - bar.n)
             if record["ep_return"] is not None:
                 bar.set_postfix(ep_return=f"{record['ep_return']:.3f}", n=record["count"])
-            stop = run.stop_requested
-            if stop or record["steps"] - saved["step"] >= cfg.checkpoint_every:
-                save(state)
-            if stop:
-                run.exit_interrupted(state["steps"])
+            run.checkpoint_or_stop(state["steps"], cfg.checkpoint_every, lambda: save(state))
             return False
 
         try:
             state = train(cfg, policy, device, state, on_iteration)
-            if state["steps"] != saved["step"]:
+            if state["steps"] != run.saved_step:
                 save(state)
         finally:
             bar.close()

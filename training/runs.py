@@ -5,8 +5,9 @@ A run lives in ``<runs_dir>/<name>/`` and never lies about what it holds:
 - ``config.json``: the manifest, what defines the run (the command, every setting, package
   versions). A command that opens an existing run is compared with it *before anything is
   written*; a difference outside the command's ``may_change`` fields stops with a one-line
-  ``ValueError`` naming the fields; a field the stored run predates compares with its default
-  (``defaults``). ``overwrite=True`` wipes the folder and starts again.
+  ``ValueError`` naming the fields (and, given ``resume_flags``, the flags that would resume
+  the stored run); a field the stored run predates compares with its default (``defaults``).
+  ``overwrite=True`` wipes the folder and starts again.
 - ``.lock``: an exclusive ``flock`` held while a process works on the run; a second process
   gets a one-line :class:`RunError` instead of a mixed folder.
 - ``checkpoint<ext>`` and ``checkpoint.prev<ext>``: the last two checkpoints, and
@@ -34,10 +35,13 @@ Public API (a trainer polls ``run.stop_requested`` once per step or rollout)::
         stop = run.stop_requested     # SIGINT / SIGTERM arrived (a second one aborts at once); read
         if due or stop: ...save...    # it once per step, so a stop always follows a save
         if stop: run.exit_interrupted(step)   # one line on stderr, SystemExit(130)
+        run.checkpoint_or_stop(step, every, save)   # the three lines above, for a save() of `step`
+        run.saved_step                # the latest checkpoint's step (0 before the first)
 
     validate_name(name, flag)         # ValueError for '', '.', '..', separators, absolute paths
     read_manifest(folder, renamed=None) -> dict | None;  find_checkpoint(folder) -> Checkpoint | None
     open_run(..., renamed={"lr": "learning_rate"})   # a stored manifest's old field names read as new
+    open_run(..., resume_flags=lambda stored: "--seed 0")   # named in the refusal of another run
     merge_metrics(folder, updates) -> dict   # what update_metrics does, for evaluators such as ood
     outputs_line(folder) -> str      # "outputs: runs/x/ (config.json, ...)": every command's last line
     write_json(obj, path); write_atomic(write, path); save_torch(obj, path); load_torch(path)
@@ -220,6 +224,20 @@ def short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def refusal(path: Path, stored: Mapping, new: Mapping, diff: list[str], name_flag: str, flags: str) -> str:
+    """The one-line refusal of a command that differs from the stored run in the fields ``diff``:
+    the first few with both values, every other one by name, and what to do instead."""
+    shown = ", ".join(
+        f"{k} {short(stored.get(k, MISSING))} -> {short(new.get(k, MISSING))}" for k in diff[:4]
+    )
+    more = f" (+{len(diff) - 4} more: {', '.join(diff[4:])})" if len(diff) > 4 else ""
+    resume = f"pass {flags} to resume it, another --{name_flag}" if flags else f"pass another --{name_flag}"
+    return (
+        f"run folder {path} holds a different run ({shown}{more}); {resume} to start a new run, "
+        "or --overwrite to replace this one"
+    )
+
+
 # ---------------------------------------------------------------- checkpoints (read-only)
 
 
@@ -323,6 +341,21 @@ class Run:
     @property
     def resumed(self) -> bool:
         return self.checkpoint is not None
+
+    @property
+    def saved_step(self) -> int:
+        """The step of the latest checkpoint: the resumed one's until this process saves (0: none)."""
+        return (self.checkpoint.step or 0) if self.checkpoint is not None else 0
+
+    def checkpoint_or_stop(self, step: int, every: int, save: Callable[[], Any]) -> None:
+        """Where a trainer may stop (after an iteration, ``step`` steps learned): ``save()`` (which
+        checkpoints ``step``) once ``every`` steps have passed since the last checkpoint or a stop
+        was requested, then, on a stop, report it and exit (:meth:`exit_interrupted`)."""
+        stop = self.stop_requested  # read once: a signal arriving during save() waits for the next call
+        if stop or step - self.saved_step >= every:
+            save()
+        if stop:
+            self.exit_interrupted(step)
 
     def _on_signal(self, signum, frame) -> None:
         if self.stop_requested:  # a second signal: stop now, without a checkpoint
@@ -451,6 +484,7 @@ def open_run(
     defaults: Mapping | None = None,
     name_flag: str = "name",
     renamed: Mapping[str, str] | None = None,
+    resume_flags: Callable[[dict], str] | None = None,
 ) -> Run:
     """Open (create, resume or, with ``overwrite``, restart) the run ``runs_dir/name``.
 
@@ -458,6 +492,8 @@ def open_run(
     verified checkpoint; only then is config.json written. Raises ValueError (bad name, different
     run) or RunError (folder busy, no valid checkpoint), writing nothing to an existing run.
     ``renamed`` (old field name -> new) reads a stored manifest's old names as the new ones.
+    ``resume_flags(stored)`` gives the flags that would make the command match a stored run it
+    differs from ('' if none do), for the refusal's message.
     """
     path = Path(runs_dir) / validate_name(name, name_flag)
     path.mkdir(parents=True, exist_ok=True)
@@ -476,14 +512,9 @@ def open_run(
         if stored is not None:
             diff = manifest_diff(stored, manifest, may_change, defaults)
             if diff and has_work:
-                shown = ", ".join(
-                    f"{k} {short(stored.get(k, MISSING))} -> {short(manifest.get(k))}" for k in diff[:4]
-                )
-                more = f" (+{len(diff) - 4} more)" if len(diff) > 4 else ""
-                raise ValueError(
-                    f"run folder {path} holds a different run ({shown}{more}); pass another "
-                    f"--{name_flag} to start a new run, or --overwrite to replace this one"
-                )
+                flags = resume_flags(stored) if resume_flags is not None else ""
+                shown = {**(defaults or {}), **stored}  # a field the run predates: the value it had
+                raise ValueError(refusal(path, shown, manifest, diff, name_flag, flags))
             if diff:  # an attempt that never reached a checkpoint or a metric: nothing to keep
                 wipe(path)
                 stored = None

@@ -9,10 +9,11 @@ from stable_baselines3 import PPO
 from envs.crossing import POLICIES, Crossing
 from envs.world import RIGHT, STAY, UP
 from training.imitate import discounted_returns, imitate, sample_weights
-from training.marl import TrainConfig, main, make_env, make_task, policy_kwargs
+from training.marl import main, make_env, make_task, policy_kwargs, preset_config
 from training.ood import load_runs, play, policy_actor
 
 SMALL = dict(
+    backend="sb3",  # with preset_config: the SB3 path at its own defaults (DAgger is SB3's)
     family="sa",
     width=16,
     blocks=1,
@@ -62,7 +63,7 @@ def test_world_weighting_equalises_worlds():
 
 @pytest.mark.parametrize("expert", ["greedy", "cautious", "priority"])
 def test_dagger_clones_the_expert(expert):
-    cfg = TrainConfig(**SMALL)
+    cfg = preset_config(**SMALL)
     model = PPO("MlpPolicy", make_env(cfg), policy_kwargs=policy_kwargs(cfg), seed=0)
     task = make_task(cfg, seed=0)
     stats = imitate(model.policy, task, 6, epochs=8, batch_size=256, learning_rate=3e-3, expert=expert)
@@ -76,11 +77,13 @@ def test_dagger_clones_the_expert(expert):
 
 
 def test_warm_start_runs_once_and_resume_skips_it(tmp_path):
-    cfg = TrainConfig(**SMALL, imitate_iterations=1, total_timesteps=1, runs_dir=str(tmp_path), run_name="d")
+    cfg = preset_config(
+        **SMALL, imitate_iterations=1, total_timesteps=1, runs_dir=str(tmp_path), run_name="d"
+    )
     first = main(cfg)
     assert len(first["imitation"]["agreement"]) == 1 and first["imitation"]["samples"] > 0
     saved = (tmp_path / "d" / "imitation.json").read_text()
-    again = main(TrainConfig(**{**cfg.__dict__, "total_timesteps": 2048}))  # resume: PPO only
+    again = main(preset_config(**{**cfg.__dict__, "total_timesteps": 2048}))  # resume: PPO only
     assert again["resumed_from"] > 0 and again["imitation"] == json.loads(saved)
     assert (tmp_path / "d" / "imitation.json").read_text() == saved
     # The clone before PPO is kept beside the checkpoint, and `hyperagents ood` can evaluate it.
@@ -91,8 +94,8 @@ def test_warm_start_runs_once_and_resume_skips_it(tmp_path):
 
 
 def test_dagger_worlds_may_hold_more_agents_than_ppo(tmp_path):
-    cfg = TrainConfig(**SMALL, imitate_iterations=1, imitate_num_agents=(6, 6), total_timesteps=1)
-    out = main(TrainConfig(**{**cfg.__dict__, "runs_dir": str(tmp_path), "run_name": "wide"}))
+    cfg = preset_config(**SMALL, imitate_iterations=1, imitate_num_agents=(6, 6), total_timesteps=1)
+    out = main(preset_config(**{**cfg.__dict__, "runs_dir": str(tmp_path), "run_name": "wide"}))
     # PPO's worlds hold at most 4 agents: 32 worlds x 16 steps x 4 = 2048 labelled states at most.
     assert out["imitation"]["samples"] > 32 * 16 * 4
 
@@ -101,8 +104,8 @@ def test_mixed_dagger_plays_both_ranges(tmp_path):
     base = dict(
         SMALL, imitate_iterations=1, imitate_num_agents=(6, 6), total_timesteps=1, runs_dir=str(tmp_path)
     )
-    wide = main(TrainConfig(**base, run_name="wide"))["imitation"]["samples"]
-    mixed = main(TrainConfig(**base, imitate_mixed=True, run_name="mixed"))["imitation"]["samples"]
+    wide = main(preset_config(**base, run_name="wide"))["imitation"]["samples"]
+    mixed = main(preset_config(**base, imitate_mixed=True, run_name="mixed"))["imitation"]["samples"]
     # Same seeded 6-agent batch in both, plus (mixed) a batch of 32 worlds of 2..4 agents whose
     # narrower observations are padded to the 6-agent width.
     assert wide < mixed <= wide + 32 * 16 * 4, (wide, mixed)
@@ -110,21 +113,21 @@ def test_mixed_dagger_plays_both_ranges(tmp_path):
 
 def test_bad_imitation_settings_raise(tmp_path):
     with pytest.raises(ValueError, match="imitate_iterations"):
-        main(TrainConfig(**SMALL, imitate_iterations=-1, runs_dir=str(tmp_path)))
+        main(preset_config(**SMALL, imitate_iterations=-1, runs_dir=str(tmp_path)))
     with pytest.raises(ValueError, match="imitate_learning_rate"):
         main(
-            TrainConfig(
+            preset_config(
                 **SMALL, imitate_iterations=1, imitate_learning_rate=float("nan"), runs_dir=str(tmp_path)
             )
         )
     with pytest.raises(ValueError, match="imitate_epochs"):
-        main(TrainConfig(**SMALL, imitate_iterations=1, imitate_epochs=0, runs_dir=str(tmp_path)))
+        main(preset_config(**SMALL, imitate_iterations=1, imitate_epochs=0, runs_dir=str(tmp_path)))
     with pytest.raises(ValueError, match="imitate_num_agents"):
-        main(TrainConfig(**SMALL, imitate_iterations=1, imitate_num_agents=(9, 3), runs_dir=str(tmp_path)))
+        main(preset_config(**SMALL, imitate_iterations=1, imitate_num_agents=(9, 3), runs_dir=str(tmp_path)))
     with pytest.raises(ValueError, match="imitate_expert"):
-        main(TrainConfig(**SMALL, imitate_iterations=1, imitate_expert="oracle", runs_dir=str(tmp_path)))
+        main(preset_config(**SMALL, imitate_iterations=1, imitate_expert="oracle", runs_dir=str(tmp_path)))
     with pytest.raises(ValueError, match="imitate_mixed needs imitate_num_agents"):
-        main(TrainConfig(**SMALL, imitate_iterations=1, imitate_mixed=True, runs_dir=str(tmp_path)))
+        main(preset_config(**SMALL, imitate_iterations=1, imitate_mixed=True, runs_dir=str(tmp_path)))
     model = PPO("MlpPolicy", "CartPole-v1")
     with pytest.raises(ValueError, match="share one feature set"):
         imitate(model.policy, [Crossing(num_worlds=2), Crossing(num_worlds=2, features="touch")], 1)
@@ -137,7 +140,7 @@ def test_bad_imitation_settings_raise(tmp_path):
 
 
 def test_weighted_dagger_still_clones():
-    cfg = TrainConfig(**SMALL)
+    cfg = preset_config(**SMALL)
     model = PPO("MlpPolicy", make_env(cfg), policy_kwargs=policy_kwargs(cfg), seed=0)
     task = make_task(cfg, seed=0, num_agents=(2, 8))
     kw = dict(epochs=8, batch_size=256, learning_rate=3e-3, weighting="world", avoid_weight=3.0)
@@ -146,7 +149,7 @@ def test_weighted_dagger_still_clones():
 
 
 def test_bad_weighting_settings_raise(tmp_path):
-    cfg = TrainConfig(**SMALL)
+    cfg = preset_config(**SMALL)
     model = PPO("MlpPolicy", make_env(cfg), policy_kwargs=policy_kwargs(cfg))
     with pytest.raises(ValueError, match="weighting"):
         imitate(model.policy, Crossing(num_worlds=2), 1, weighting="episode")
@@ -158,4 +161,4 @@ def test_bad_weighting_settings_raise(tmp_path):
             imitate(model.policy, Crossing(num_worlds=2), 1, avoid_weight=bad)
     for name, bad in (("imitate_weighting", "episode"), ("imitate_avoid_weight", float("nan"))):
         with pytest.raises(ValueError, match=name):
-            main(TrainConfig(**SMALL, imitate_iterations=1, runs_dir=str(tmp_path), **{name: bad}))
+            main(preset_config(**SMALL, imitate_iterations=1, runs_dir=str(tmp_path), **{name: bad}))

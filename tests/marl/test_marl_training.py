@@ -8,11 +8,12 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 
 from envs.crossing import POLICIES, Crossing
-from training.marl import TrainConfig, main
+from training.marl import main, preset_config
 from training.ood import OODConfig, iqm, paired_gain_ci, play, policy_actor, stratified_bootstrap
 from training.ood import main as ood_main
 
 TINY = dict(
+    backend="sb3",  # with preset_config: the SB3 path at its own defaults
     width=8,
     blocks=1,
     heads=2,
@@ -42,7 +43,7 @@ class StopAfter(BaseCallback):
 
 def test_resume_continues_with_no_lost_steps(tmp_path):
     # One rollout = 4 worlds * 3 slots * 12 steps = 144 timesteps; checkpoints at rollout boundaries.
-    cfg = TrainConfig(
+    cfg = preset_config(
         **TINY, total_timesteps=144 * 6, checkpoint_every=144, runs_dir=str(tmp_path), run_name="r"
     )
     first = main(cfg, callbacks=[StopAfter(400)])
@@ -59,7 +60,7 @@ def test_resume_continues_with_no_lost_steps(tmp_path):
 
 
 def test_entropy_and_learning_rate_schedules_decay_and_survive_resume(tmp_path):
-    cfg = TrainConfig(
+    cfg = preset_config(
         **TINY,
         total_timesteps=144 * 4,
         checkpoint_every=144,
@@ -81,7 +82,7 @@ def test_entropy_and_learning_rate_schedules_decay_and_survive_resume(tmp_path):
 
 
 def test_ood_writes_marl_eval_json_and_png(tmp_path):
-    cfg = TrainConfig(**TINY, total_timesteps=144, runs_dir=str(tmp_path), run_name="o")
+    cfg = preset_config(**TINY, total_timesteps=144, runs_dir=str(tmp_path), run_name="o")
     main(cfg)
     summary = ood_main(OODConfig(run=(str(tmp_path / "o"),), counts=(2, 5), episodes=4, reps=200))
     assert set(summary[5]) == {"move_right", "greedy", "cautious", "priority", "random", "sa"}
@@ -109,13 +110,13 @@ def test_ood_writes_marl_eval_json_and_png(tmp_path):
 )
 def test_bad_config_raises(tmp_path, change, name):
     with pytest.raises(ValueError, match=name):
-        main(TrainConfig(**{**TINY, **change}, runs_dir=str(tmp_path)))
+        main(preset_config(**{**TINY, **change}, runs_dir=str(tmp_path)))
 
 
 def test_ood_evaluates_each_run_on_its_own_feature_set(tmp_path):
-    main(TrainConfig(**TINY, total_timesteps=144, runs_dir=str(tmp_path), run_name="base"))
+    main(preset_config(**TINY, total_timesteps=144, runs_dir=str(tmp_path), run_name="base"))
     main(
-        TrainConfig(
+        preset_config(
             **TINY, features="touch", seed=1, total_timesteps=144, runs_dir=str(tmp_path), run_name="t"
         )
     )
@@ -151,7 +152,8 @@ def test_statistics():
 
 @pytest.mark.slow
 def test_ppo_learns_to_beat_random(tmp_path):
-    cfg = TrainConfig(
+    cfg = preset_config(
+        backend="sb3",
         family="sa",
         width=16,
         blocks=1,

@@ -81,6 +81,9 @@ def tiny_cfg(tmp_path, **kw) -> marl.TrainConfig:
         progress=False,
         **TASK,
     )
+    # MAPPO's central critic over every agent, constant schedules: what these tests were sized for
+    # (the default recipe's shared encoder has tests of its own below)
+    base |= dict(critic="central", neighbours=None, learning_rate_final=None, ent_coef_final=None)
     return marl.TrainConfig(**(base | kw))
 
 

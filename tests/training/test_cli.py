@@ -1,6 +1,7 @@
 """The console script: a bad value of every command is one line on stderr and exit status 2;
 `view` and `lm` edge inputs that used to be ignored or leak exceptions."""
 
+import dataclasses
 import json
 import re
 
@@ -135,5 +136,28 @@ def test_a_preset_run_is_recorded_and_resumes_with_the_same_settings_given_as_fl
         "1e-4",
     ]
     cli.main(["train", *flags, "--ent-coef-final", "0", "--total-timesteps", "64", *common])
-    code, line = run_cli(["train", "--total-timesteps", "64", *common], capsys)  # the sb3 defaults
-    assert code == 2 and "holds a different run" in line
+    cli.main(["train", "--total-timesteps", "96", *common])  # the defaults are the same recipe
+    assert json.loads((tmp_path / "p" / "metrics.json").read_text())["resumed_from"] == 64
+    code, line = run_cli(["train", "--backend", "sb3", "--total-timesteps", "128", *common], capsys)
+    assert (
+        code == 2
+        and 'holds a different run (backend "torchrl" -> "sb3", critic "shared" -> "central"' in line
+    )
+    assert "pass --backend torchrl to resume it" in line
+
+
+def test_no_flags_train_the_torchrl_recipe_and_a_backend_alone_brings_its_own_defaults(capsys):
+    default = cli.parse(["train"])
+    assert default == dataclasses.replace(marl.preset_config("scratch-cpu"), preset=None)
+    assert (default.backend, default.device, default.name) == ("torchrl", "cpu", "crossing__sa__0")
+    sb3 = {"num_agents": (8, 8), "num_worlds": 32, "neighbours": None, "critic": "central"}
+    sb3 |= {"learning_rate_final": None, "ent_coef_final": None, "n_steps": 32, "batch_size": 1024}
+    for argv in (["--backend", "sb3"], ["--backend=rllib"], ["--preset", "sb3"]):
+        cfg = cli.parse(["train", "--seed", "1", *argv, "--num-worlds", "8"])
+        assert {k: getattr(cfg, k) for k in sb3} == sb3 | {"num_worlds": 8}, argv  # given: kept
+        assert cfg == marl.preset_config(cfg.preset, backend=cfg.backend, seed=1, num_worlds=8)
+    assert cli.parse(["train", "--backend", "sb3"]).name == "crossing__sa__0"  # the SB3 runs' name
+    recipe = cli.parse(["train", "--preset", "scratch-cpu", "--backend", "sb3"])  # a preset over it
+    assert (recipe.backend, recipe.num_worlds, recipe.neighbours, recipe.critic) == ("sb3", 64, 7, "shared")
+    code, line = run_cli(["train", "--backend", "jax"], capsys)
+    assert code == 2 and "backend must be one of" in line

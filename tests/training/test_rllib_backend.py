@@ -34,7 +34,7 @@ def rllib_cfg(runs_dir, **kw) -> marl.TrainConfig:
         progress=False,
         **TASK,
     )
-    return marl.TrainConfig(**(base | kw))
+    return marl.preset_config(**(base | kw))  # the rllib backend's own defaults for the rest
 
 
 @pytest.fixture

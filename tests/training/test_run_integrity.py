@@ -32,6 +32,7 @@ FIT = dict(
     figures=False,
 )
 TRAIN = dict(
+    backend="sb3",  # built with marl.preset_config: the SB3 path at its own defaults
     width=8,
     blocks=1,
     heads=2,
@@ -133,14 +134,42 @@ def test_fit_with_another_seed_or_grid_under_a_used_name_is_refused_and_leaves_t
 
 def test_train_with_another_family_under_a_used_name_is_refused(tmp_path, capsys):
     base = dict(TRAIN, total_timesteps=144, runs_dir=str(tmp_path), run_name="m")
-    marl.main(marl.TrainConfig(**base, family="mlp"))
+    marl.main(marl.preset_config(**base, family="mlp"))
     with pytest.raises(ValueError, match='family "mlp" -> "sa"'):
-        marl.main(marl.TrainConfig(**base, family="sa"))
+        marl.main(marl.preset_config(**base, family="sa"))
     assert json.loads((tmp_path / "m" / "config.json").read_text())["family"] == "mlp"
     assert ood.load_runs((str(tmp_path / "m"),))[0]["algo"] == "mlp"
-    marl.main(marl.TrainConfig(**{**base, "run_name": "s"}, family="sa"))  # finished SA run
+    marl.main(marl.preset_config(**{**base, "run_name": "s"}, family="sa"))  # finished SA run
     code, err = cli(["train", *flags({**base, "run_name": "s"}), "--family", "hfa"], capsys)
     assert code == 2 and 'family "sa" -> "hfa"' in one_line_error(err, "train")
+
+
+@pytest.mark.parametrize("predates", [(), ("backend", "critic", "neighbours")])
+def test_an_sb3_run_is_never_resumed_by_the_default_trainer_and_the_refusal_says_how(
+    tmp_path, capsys, predates
+):
+    """A run of the SB3 path's defaults (its manifest written before ``predates`` existed, or not)
+    under the name a no-backend command uses: that command (torchrl) is refused in one line naming
+    the fields and ``--backend sb3``, and ``--backend sb3`` resumes it."""
+    tiny = {k: v for k, v in TRAIN.items() if k != "backend"} | {"runs_dir": str(tmp_path)}
+    tiny["total_timesteps"] = 144
+    marl.main(marl.preset_config(**tiny, backend="sb3"))
+    config = tmp_path / marl.preset_config(**tiny).name / "config.json"
+    stored = {k: v for k, v in json.loads(config.read_text()).items() if k not in predates}
+    config.write_text(json.dumps(stored))
+    folder = config.parent
+    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
+    code, err = cli(["train", *flags(tiny)], capsys)
+    line = one_line_error(err, "train")
+    assert code == 2 and 'backend "sb3" -> "torchrl"' in line and 'critic "central" -> "shared"' in line
+    assert "neighbours" in line and "pass --backend sb3 to resume it" in line, line
+    after = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
+    assert after == files  # nothing written: no torchrl checkpoint beside the SB3 one
+    from training.cli import main
+
+    main(["train", "--backend", "sb3", *flags({**tiny, "total_timesteps": 288})])
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["resumed_from"] == 144 and metrics["num_timesteps"] == 288
 
 
 # ---------------------------------------------------------------- 3: one process at a time
@@ -257,7 +286,7 @@ def train_in_subprocess(cfg: dict, kill_at: int, sig: int):
         f"""
         from tests.training.test_run_integrity import KillAt
         from training import marl
-        marl.main(marl.TrainConfig(**{cfg!r}), callbacks=[KillAt({kill_at}, {int(sig)})])
+        marl.main(marl.preset_config(**{cfg!r}), callbacks=[KillAt({kill_at}, {int(sig)})])
         """
     )
 
@@ -268,15 +297,15 @@ def test_train_killed_mid_run_keeps_history_time_and_other_commands_results(tmp_
     assert killed.returncode == -signal.SIGKILL
     before = runs.find_checkpoint(tmp_path / "k")
     assert before.step == 288 and before.state["seconds"] > 0 and before.state["history"]
-    resumed = marl.main(marl.TrainConfig(**cfg))
-    straight = marl.main(marl.TrainConfig(**{**cfg, "run_name": "straight"}))
+    resumed = marl.main(marl.preset_config(**cfg))
+    straight = marl.main(marl.preset_config(**{**cfg, "run_name": "straight"}))
     assert resumed["resumed_from"] == 288 and resumed["num_timesteps"] == straight["num_timesteps"]
     kept = [row for row in straight["return_history"] if row[0] <= 288]
     assert resumed["return_history"][: len(kept)] == kept  # the killed process's history survives
     assert len(resumed["return_history"]) == len(straight["return_history"])
     assert resumed["train_seconds"] > before.state["seconds"]
     ood.main(ood.OODConfig(run=(str(tmp_path / "k"),), counts=(2,), episodes=2, reps=50))
-    rerun = marl.main(marl.TrainConfig(**cfg))  # finished: nothing to train
+    rerun = marl.main(marl.preset_config(**cfg))  # finished: nothing to train
     saved = json.loads((tmp_path / "k" / "metrics.json").read_text())
     assert "ood_sto_full" in saved and rerun["return_history"] == resumed["return_history"]
     assert rerun["train_seconds"] == resumed["train_seconds"] and rerun["steps_per_second"] > 0
@@ -288,7 +317,7 @@ def test_train_stopped_by_sigterm_saves_the_learned_steps(tmp_path):
     assert stopped.returncode == 130 and "Traceback" not in stopped.stderr
     assert "stopped by SIGTERM; checkpoint at step 144" in stopped.stderr
     assert runs.find_checkpoint(tmp_path / "s").step == 144
-    assert marl.main(marl.TrainConfig(**cfg))["resumed_from"] == 144
+    assert marl.main(marl.preset_config(**cfg))["resumed_from"] == 144
 
 
 # ---------------------------------------------------------------- 6: ood where MOVE_RIGHT scores 0

@@ -48,6 +48,40 @@ def test_a_field_the_stored_run_predates_compares_with_its_default(tmp_path):
         runs.open_run(tmp_path, "r", {**MANIFEST, "backend": "torchrl"}, defaults={"backend": "sb3"})
 
 
+def test_the_refusal_names_every_differing_field_and_the_flags_that_resume(tmp_path):
+    with runs.open_run(tmp_path, "r", MANIFEST) as run:
+        run.save_checkpoint(write_bytes(b"a"), 1)
+    other = {**MANIFEST, "seed": 1, "grid_size": 8, "steps": 5, "a": 1, "b": 2, "c": 3}
+    with pytest.raises(ValueError) as err:
+        runs.open_run(tmp_path, "r", other, name_flag="run-name", resume_flags=lambda stored: "--seed 0")
+    line = str(err.value)
+    assert "\n" not in line and "grid_size 16 -> 8 (+2 more: seed, steps));" in line, line  # sorted
+    resume = "pass --seed 0 to resume it, another --run-name to start a new run, or --overwrite"
+    assert line.endswith(f"{resume} to replace this one")
+    with pytest.raises(ValueError, match="; pass another --run-name to start a new run, or --overwrite"):
+        runs.open_run(tmp_path, "r", other, name_flag="run-name", resume_flags=lambda stored: "")
+
+
+def test_checkpoint_or_stop_saves_every_so_often_and_on_a_stop(tmp_path, capsys):
+    with runs.open_run(tmp_path, "r", MANIFEST) as run:
+        saved = []
+
+        def save(step):
+            run.save_checkpoint(write_bytes(b"x"), step)
+            saved.append(step)
+
+        for step in (4, 8, 12, 16, 20):
+            run.checkpoint_or_stop(step, 10, lambda step=step: save(step))
+        assert saved == [12] and run.saved_step == 12
+        os.kill(os.getpid(), signal.SIGINT)
+        with pytest.raises(SystemExit) as exit_:
+            run.checkpoint_or_stop(14, 10, lambda: save(14))  # due only because of the stop
+    assert exit_.value.code == 130 and saved == [12, 14]
+    assert "stopped by SIGINT; checkpoint at step 14" in capsys.readouterr().err
+    with runs.open_run(tmp_path, "r", MANIFEST) as run:
+        assert run.saved_step == 14  # a resumed run counts from its checkpoint
+
+
 def test_overwrite_wipes_the_run(tmp_path):
     with runs.open_run(tmp_path, "r", MANIFEST) as run:
         run.save_checkpoint(write_bytes(b"a"), 1)
