@@ -55,6 +55,8 @@ Shapes: B worlds, L agent slots (L_max), N grid size, R radius, F token features
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from envs.checks import check_int, parse_count
@@ -91,6 +93,15 @@ FEATURE_SETS = {"base": NUM_FEATURES, "touch": NUM_FEATURES + 2 * NUM_ACTIONS}
 STEP_COST = 0.05
 
 
+def check_count_power(count_power) -> float:
+    """``count_power`` as a float if it is a real number in [0, 8], else TypeError / ValueError."""
+    if isinstance(count_power, bool) or not isinstance(count_power, numbers.Real):
+        raise TypeError(f"count_power must be a real number in [0, 8], got {count_power!r}")
+    if not 0 <= count_power <= 8:  # also refuses nan; beyond 8 every world would hold `low` agents
+        raise ValueError(f"count_power must be in [0, 8], got {count_power!r}")
+    return float(count_power)
+
+
 def check_features(features) -> str:
     """``features`` if it names a feature set, else ValueError listing them."""
     if not isinstance(features, str) or features not in FEATURE_SETS:
@@ -111,6 +122,10 @@ class Crossing:
         seed: seed of the env's torch.Generator (see :meth:`seed`).
         device: torch device.
         features: the observation's feature set, a key of ``FEATURE_SETS`` (see module doc).
+        count_power: world counts are drawn with P(count = L) proportional to L^-count_power over
+            the ``num_agents`` range: 0 is uniform over worlds, so a world of 64 agents yields 32x
+            the samples of a world of 2; 1 gives every count the same share of agent samples; 2
+            gives every doubling of L (2-4, 4-8, ...) the same share.
     """
 
     def __init__(
@@ -124,8 +139,10 @@ class Crossing:
         seed: int | None = None,
         device: str | torch.device = "cpu",
         features: str = "base",
+        count_power: float = 0.0,
     ):
         self.low, self.high = parse_count(num_agents)
+        self.count_power = check_count_power(count_power)
         self.features = check_features(features)
         check_int("num_worlds", num_worlds, 1)
         check_int("max_steps", max_steps, 1)
@@ -173,6 +190,13 @@ class Crossing:
         else:
             self.gen.manual_seed(int(seed))
 
+    def sample_counts(self, num_worlds: int) -> torch.Tensor:
+        """(num_worlds,) long agent counts in [low, high], P(L) proportional to L^-count_power."""
+        if self.count_power == 0:  # the uniform draw keeps the generator's stream of earlier seeds
+            return torch.randint(self.low, self.high + 1, (num_worlds,), generator=self.gen)
+        weights = torch.arange(self.low, self.high + 1, dtype=torch.float64) ** -self.count_power
+        return self.low + torch.multinomial(weights, num_worlds, replacement=True, generator=self.gen)
+
     def sample_starts(self, num_worlds: int, counts: torch.Tensor | None = None):
         """Sample (positions (b, L, 2), mask (b, L)) without overlaps, using the env's generator.
 
@@ -180,7 +204,7 @@ class Crossing:
         uniformly among the start cells no earlier agent touches.
         """
         if counts is None:
-            counts = torch.randint(self.low, self.high + 1, (num_worlds,), generator=self.gen)
+            counts = self.sample_counts(num_worlds)
         counts = torch.as_tensor(counts).cpu()
         mask = torch.arange(self.L).unsqueeze(0) < counts.unsqueeze(1)  # (b, L)
         W, N = self.start_width, self.N

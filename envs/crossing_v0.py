@@ -9,7 +9,7 @@ implementation: dynamics, rewards, parking and observations are the batched task
 | id | ``hyperagents/crossing-v0`` (``"parallel"`` and ``"aec"`` registries) |
 | import | ``from envs.crossing_v0 import parallel_env, env`` |
 | actions | ``Discrete(5)``: STAY, RIGHT, LEFT, UP, DOWN (a parked agent's action is ignored) |
-| agents | ``num_agents``: an int or a (low, high) range sampled per reset; ``possible_agents``: high |
+| agents | ``num_agents``: an int or a (low, high) range drawn per reset, weighted by ``count_power`` |
 | observations | ``Box(-1, 1, (high, F), float32)``: agent i's token set, self first (F: ``features``) |
 | rewards | -0.05 per step not moving right before parking, -1 per new distinct partner touched |
 | episode | truncated after ``max_steps`` steps (every agent together); no terminations |
@@ -17,7 +17,8 @@ implementation: dynamics, rewards, parking and observations are the batched task
 
 ``infos[agent]``: ``"position"`` (x, y) and ``"parked"`` (reached the right wall; it stays
 collidable and keeps receiving rewards). Arguments are :class:`~envs.crossing.Crossing`'s:
-``num_agents=8, grid_size=64, radius=1, max_steps=96, start_width=16, features="base"``, plus
+``num_agents=8, grid_size=64, radius=1, max_steps=96, start_width=16, features="base",
+count_power=0.0``, plus
 ``render_mode=None``.
 
 Version history:
@@ -52,6 +53,7 @@ class CrossingParallelEnv(ParallelEnv):
         max_steps: int = 96,
         start_width: int = 16,
         features: str = "base",
+        count_power: float = 0.0,
         render_mode: str | None = None,
     ):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -66,6 +68,7 @@ class CrossingParallelEnv(ParallelEnv):
             max_steps=max_steps,
             start_width=start_width,
             features=features,
+            count_power=count_power,
             seed=0,
         )
         self.render_mode = render_mode

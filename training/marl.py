@@ -52,7 +52,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from tqdm import tqdm
 
 from envs.checks import check_int, parse_count
-from envs.crossing import FEATURE_SETS, Crossing, check_features
+from envs.crossing import FEATURE_SETS, Crossing, check_count_power, check_features
 from envs.vec import CrossingVecEnv
 from policies.actor_critic import FAMILIES, AttentionExtractor, NearestMLPExtractor
 from policies.base import check_choice
@@ -68,6 +68,7 @@ BACKENDS = ("sb3", "torchrl", "rllib")
 # tuned for the shared encoder and never measured on them, so neither gets it unasked.
 SB3_DEFAULTS = dict(
     num_agents=(8, 8),
+    count_power=0.0,
     num_worlds=32,
     neighbours=None,
     critic="central",
@@ -172,6 +173,10 @@ class TrainConfig:
     # Task
     num_agents: tuple[int, int] = (2, 16)
     """agents per world, a (low, high) range sampled per world at each reset"""
+    count_power: float = 0.0
+    """a world's count L is drawn with probability proportional to L^-count_power: 0 uniform over
+    worlds (big worlds then yield most agent samples), 1 the same share of samples per count, 2 the
+    same share per doubling of L (see envs/crossing.py)"""
     num_worlds: int = 64
     """worlds B stepped together; SB3 sees B * high env slots"""
     grid_size: int = 64
@@ -282,6 +287,7 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.family not in ALL_FAMILIES:
         raise ValueError(f"family must be one of {ALL_FAMILIES}, got {cfg.family!r}")
     parse_count(tuple(cfg.num_agents), "num_agents")
+    check_count_power(cfg.count_power)
     check_features(cfg.features)
     runs.validate_name(cfg.name, "run_name")
     if cfg.imitate_num_agents is not None:
@@ -369,7 +375,7 @@ def policy_kwargs(cfg: TrainConfig) -> dict:
 
 def task_kwargs(cfg: TrainConfig) -> dict:
     """The task's keyword arguments in ``cfg`` (shared by the VecEnv and the warm start's task)."""
-    keys = ("num_worlds", "grid_size", "radius", "max_steps", "start_width", "features")
+    keys = ("num_worlds", "grid_size", "radius", "max_steps", "start_width", "features", "count_power")
     return {"num_agents": tuple(cfg.num_agents), **{k: getattr(cfg, k) for k in keys}}
 
 

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from envs import crossing_v0
 from envs.crossing import (
     DOWN,
     LEFT,
@@ -16,6 +17,9 @@ from envs.crossing import (
 )
 from envs.experts import _lane_plan
 from envs.scenarios import near_y
+from envs.torchrl_env import CrossingEnv
+from envs.vec import CrossingVecEnv
+from training.marl import make_task, preset_config, task_kwargs
 
 
 def rollout(env, policy, gen=None):
@@ -46,6 +50,43 @@ def test_starts_do_not_overlap_and_respect_counts():
     assert not (touch & real).any()
     assert (pos[..., 0][env.mask] < env.start_width).all()
     assert (pos[~env.mask] == 0).all()
+
+
+@pytest.mark.parametrize("power", [1.0, 2.0])
+def test_count_power_weights_counts_by_their_share_of_agent_samples(power):
+    low, high, B = 2, 16, 40_000
+    counts = Crossing(num_worlds=1, num_agents=(low, high), count_power=power, seed=0).sample_counts(B)
+    assert counts.min() >= low and counts.max() <= high
+    L = torch.arange(low, high + 1)
+    freq = torch.bincount(counts - low, minlength=len(L)).double() / B
+    expected = L.double() ** -power / (L.double() ** -power).sum()
+    assert torch.allclose(freq, expected, atol=4 * (expected * (1 - expected) / B).sqrt().max())
+    share = freq * L / (freq * L).sum()  # agent samples per count: equal for power 1
+    if power == 1.0:
+        assert share.max() / share.min() < 1.1
+
+
+def test_count_power_zero_keeps_the_uniform_stream_and_bad_powers_are_refused():
+    plain = Crossing(num_worlds=256, num_agents=(2, 30), seed=3)
+    zero = Crossing(num_worlds=256, num_agents=(2, 30), seed=3, count_power=0)
+    plain.reset(), zero.reset()
+    assert torch.equal(plain.mask, zero.mask) and torch.equal(plain.positions, zero.positions)
+    with pytest.raises(ValueError, match=r"count_power must be in \[0, 8\]"):
+        Crossing(num_agents=(2, 4), count_power=-0.5)
+    with pytest.raises(ValueError, match="count_power"):
+        Crossing(num_agents=(2, 4), count_power=float("nan"))
+    with pytest.raises(TypeError, match="count_power must be a real number"):
+        Crossing(num_agents=(2, 4), count_power="2")
+
+
+def test_count_power_reaches_every_face_of_the_training_task():
+    cfg = preset_config(None, count_power=2.0)
+    kwargs = task_kwargs(cfg)
+    assert make_task(cfg).count_power == 2.0
+    assert CrossingEnv(**kwargs).task.count_power == 2.0  # torchrl
+    assert CrossingVecEnv(**kwargs).task.count_power == 2.0  # sb3
+    one_world = {k: v for k, v in kwargs.items() if k != "num_worlds"}
+    assert crossing_v0.parallel_env(**one_world).task.count_power == 2.0  # rllib, PettingZoo
 
 
 def test_step_costs_and_parked_collisions_still_rewarded():

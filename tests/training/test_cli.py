@@ -39,6 +39,7 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str]:
         (["demo", "--num-agents", "0", "--skip-fit", "--frame-every", "0"], "num_agents"),
         (["fit", "--train-agents", "0"], "train_agents must be >= 1"),
         (["train", "--width", "0"], "width must be an int >= 1"),
+        (["train", "--count-power", "-1"], r"count_power must be in \[0, 8\], got -1.0"),
         (["ood", "--counts", "0", "2"], "counts must be an int >= 1"),
         (["lm", "--steps", "0"], "steps must be an int >= 1"),
         (["lm", "--device", "tpu9"], "device must be"),
