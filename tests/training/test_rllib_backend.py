@@ -61,8 +61,8 @@ def test_two_env_runners_beat_random_resume_and_ood_reads_it(local_ray, tmp_path
     # is already RIGHT (uniform random scores about -2.1 here, all-RIGHT about -0.5).
     cfg = ood.OODConfig(run=(str(run),), counts=(4,), episodes=24, reps=100, deterministic=True)
     summary = ood.main(cfg)
-    trained, rand = summary[4]["sa"]["mean"], summary[4]["random"]["mean"]
-    assert trained > rand + 0.5, (trained, rand)
+    trained, rand = summary[4]["sa"], summary[4]["random"]
+    assert trained["ci_mean"][0] > rand["ci_mean"][1], (trained, rand)  # 95% CIs apart
     assert "ood_det_full" in json.loads((run / "metrics.json").read_text())
 
     # The same command again: nothing left to train, so no Ray work and the same figures.
