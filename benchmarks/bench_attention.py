@@ -382,6 +382,8 @@ def bench_lm(size: dict, precisions: list[str], reps: int, families=LM_FAMILIES)
 
             rows_here[name] = {**size, "precision": precision, "family": name, "params": model.num_params()}
             try:
+                if precision == "bf16":  # the error of bf16 autocast: the same weights and batch in fp32
+                    rows_here[name].update(precision_error(model, x, y))
                 step()  # a family that does not fit is recorded, not fatal: the others still run
             except torch.OutOfMemoryError as err:
                 nan = float("nan")
@@ -405,6 +407,15 @@ def bench_lm(size: dict, precisions: list[str], reps: int, families=LM_FAMILIES)
         if DEVICE.type == "cuda":
             torch.cuda.empty_cache()
     return rows
+
+
+def precision_error(model, x, y) -> dict:
+    """Logits and loss of `model` under bf16 autocast against fp32, same weights and batch."""
+    with torch.no_grad():
+        logits, loss = model(x, y)
+        with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
+            logits_bf16, loss_bf16 = model(x, y)
+    return {"logits_rel_error": relative(logits_bf16.float(), logits), "loss_diff": float(loss_bf16 - loss)}
 
 
 def bench_taylor_error(size: dict, gains: list[float]) -> list[dict]:
@@ -525,6 +536,7 @@ def bench_ha_kernels(shapes: list[tuple[int, int, int, int]], reps: int) -> list
         with torch.no_grad():
             outs = {name: ha_kernel_step(*args) for name, args in kernels.items()}
         diff = relative(outs["key pairs"], outs["query chunks"])
+        bf16 = bf16_pairs(q, k, v, w, reps)
         for name, t in times.items():
             rows.append(
                 {
@@ -537,9 +549,33 @@ def bench_ha_kernels(shapes: list[tuple[int, int, int, int]], reps: int) -> list
                     "peak_MiB": peak_bytes(steps[name]) / 2**20,
                     "over_pairs": t / times["key pairs"],
                     "rel_diff": diff,
+                    **(bf16 if name == "key pairs" else {}),
                 }
             )
     return rows
+
+
+def bf16_pairs(q, k, v, w, reps: int) -> dict:
+    """The key-pair kernel on bfloat16 inputs (what autocast hands it): time forward + backward
+    taking turns with fp32, and the relative error of its output and of dq against fp32's."""
+    q16, k16, v16 = (t.detach().bfloat16().requires_grad_() for t in (q, k, v))
+    fp32 = partial(ha_kernel_step, q, k, v, None, w)
+    bf16 = partial(ha_kernel_step, q16, k16, v16, None, w)
+    times = interleaved({"fp32": fp32, "bf16": bf16}, reps)
+    grads = []
+    for inputs in ((q, k, v), (q16, k16, v16)):
+        for t in inputs:
+            t.grad = None
+        ha_kernel_step(*inputs, None, w)
+        grads.append(inputs[0].grad.float())
+    with torch.no_grad():
+        exact, low = (ha_kernel_step(*inputs, None).float() for inputs in ((q, k, v), (q16, k16, v16)))
+    return {
+        "bf16_fwd_bwd_ms": times["bf16"] * 1e3,
+        "bf16_over_fp32": times["bf16"] / times["fp32"],
+        "bf16_rel_error": relative(low, exact),
+        "bf16_dq_rel_error": relative(grads[1], grads[0]),
+    }
 
 
 # ---------------------------------------------------------------- output
@@ -604,10 +640,14 @@ def cpu_suite(quick: bool) -> dict:
             reps=1 if quick else 3,
         ),
         "lm_step": lambda: (
-            bench_lm(lm_sizes[0], ["fp32"], reps=1 if quick else 3)
+            bench_lm(lm_sizes[0], ["fp32", "bf16"], reps=1 if quick else 3)
             # The Taylor map keeps (B, H, L, 1 + d_h + d_h^2, d_h) prefix sums, about 17 GB per layer at the
             # gpu preset's d_h = 64: too much for a shared CPU box (the GPU suite records it).
-            + [row for size in lm_sizes[1:] for row in bench_lm(size, ["fp32"], 2, CPU_BIG_LM_FAMILIES)]
+            + [
+                row
+                for size in lm_sizes[1:]
+                for row in bench_lm(size, ["fp32", "bf16"], 2, CPU_BIG_LM_FAMILIES)
+            ]
         ),
         "ha_kernels": lambda: bench_ha_kernels(
             [(2, 2, 16, 4)] if quick else [(32, 4, 128, 16), (32, 4, 128, 64)], reps=1 if quick else 3
@@ -811,6 +851,8 @@ COLUMNS = {
         "step_ms",
         "tokens_per_s",
         "over_sa",
+        "logits_rel_error",
+        "loss_diff",
         "error",
     ],
     "taylor_error": [
@@ -825,7 +867,21 @@ COLUMNS = {
         "lm_loss_taylor",
     ],
     "ha_device": ["L", "B", "d", "H", "method", "precision", "fwd_bwd_ms", "peak_MiB"],
-    "ha_kernels": ["B", "H", "L", "d_h", "kernel", "fwd_bwd_ms", "peak_MiB", "over_pairs", "rel_diff"],
+    "ha_kernels": [
+        "B",
+        "H",
+        "L",
+        "d_h",
+        "kernel",
+        "fwd_bwd_ms",
+        "peak_MiB",
+        "over_pairs",
+        "rel_diff",
+        "bf16_fwd_bwd_ms",
+        "bf16_over_fp32",
+        "bf16_rel_error",
+        "bf16_dq_rel_error",
+    ],
     "feature_map_ha": ["qk_scale", "logit_std", "method", "rel_error", "ms"],
 }
 TITLES = {
@@ -837,14 +893,16 @@ TITLES = {
     "lm_step": "LM training step (forward, backward, AdamW) at context 128, policies/lm.py, per family",
     "taylor_error": "Taylor HA vs exact softmax HA, same weights, causal order 3: relative error",
     "ha_device": "Causal order-3 softmax HA module, forward + backward: exact (fp32, bf16) vs Taylor",
-    "ha_kernels": "Exact causal order-3 softmax HA kernels, shared key and value slots, float32, "
-    "forward + backward: key pairs vs query chunks",
+    "ha_kernels": "Exact causal order-3 softmax HA kernels, shared key and value slots, float32 (bf16 "
+    "where named), forward + backward: key pairs vs query chunks",
     "feature_map_ha": "Softmax HA approximations, order 3, H = 2, d_h = 16: relative output error vs exact",
 }
 NOTES = {
     "ha_kernels": "`key pairs` (policies/ha_pairs.py) is what order 3 runs on the CPU; `query chunks` the "
     "kernel it replaced there, still the default on CUDA and for other orders. `over_pairs`: time over "
-    "the key-pair kernel's, measured taking turns; `rel_diff`: relative difference of the two outputs.",
+    "the key-pair kernel's, measured taking turns; `rel_diff`: relative difference of the two outputs. "
+    "`bf16_*`: the key-pair kernel on bfloat16 inputs (as under autocast: bfloat16 matmuls, float32 "
+    "sums), timed taking turns with fp32; its output's and dq's relative error against fp32.",
     "softmax_ha": "Peak memory: tensor bytes allocated during the call, inputs excluded. "
     "`naive_peak_MiB_computed` is COMPUTED, not measured: the largest measured naive peak scaled "
     "by L^3 (naive does not fit comfortably in RAM there).",
@@ -856,13 +914,42 @@ NOTES = {
     "lm_step": "Sizes of training/lm.py's presets at context 128 (cpu: width 64, 2 layers; gpu: width 256, "
     "4 layers; 4 heads, batch 32). `ha exact` is the O(L^3) softmax; `ha taylor` the degree-2 "
     "feature map (LMConfig.ha_approx='taylor'), linear in L. `over_sa`: step time over SA's at the same "
-    "size and precision.",
+    "size and precision. bf16: torch.autocast(bfloat16) around the forward, as `hyperagents lm --precision "
+    "bf16` (weights, gradients and AdamW in fp32); `logits_rel_error` and `loss_diff`: its logits' relative "
+    "error and its loss minus fp32's, same weights and batch, at initialisation.",
     "taylor_error": "`gain` scales W_Q and W_K of every HA layer (1 = the modules' init), standing in for "
     "the larger scores of a trained model; `score_std` is the spread of the exact tuple scores "
     "<q, k_1 * k_2> / sqrt(d_h). The degree-2 map is accurate while scores stay well below 1.",
     "feature_map_ha": "q and k entries ~ N(0, qk_scale^2); `logit_std` is the spread of the exact scores "
     "<q, k1 * k2> / sqrt(d_h). 'uniform weights' ignores the scores altogether: an "
     "approximation is only useful below that line. Random features: one draw each.",
+}
+
+# Findings that hold for the CPU entry only (its machine, its threads).
+CPU_NOTES = {
+    "lm_step": "At width 64 the exact HA step is bound by its kernel's matmuls alone: 13 GFLOP per layer "
+    "forward + backward (53.5M scores at d_h = 16) at the 80-100 GFLOP/s one core reaches with an inner "
+    "dimension of 16, so 4.5-5.5x SA's step before any elementwise pass (ha_kernels' note).",
+    "ha_kernels": "Where the key-pair kernel's time goes at these sizes (one thread, perf and per-operation "
+    "CPU time): matmuls 40-50% (7 per score forward + backward, 8 in query-key blocks; 80-100 GFLOP/s at "
+    "d_h = 16, whose inner dimension of 16 keeps MKL well below this core's ~170 GFLOP/s, 100-125 at "
+    "d_h = 64), elementwise passes about 30% (exp twice, the dz product, building and summing d-wide "
+    "pair or query keys), Python and dispatch about 20% (~110 operations per block, ~1 ms per block "
+    "forward + backward). What was measured on the way, each against the kernel without it, taking "
+    "turns: buffers kept between calls (a fresh 2-17 MiB block cost 1-26 ns per float written, page "
+    "faults, against 0.3 ns); exp of the raw scores while their bound is at most 40 (no shift column, "
+    "no clamp pass); the whole diagonal tile at weight 1/2 instead of masking its upper half; scores "
+    "laid out query-major, so causal masks fill contiguous rows; pair keys for early rows and query "
+    "keys for late ones (d_h = 16: 344 ms against 380 with pair keys only; d_h = 64: 930 against "
+    "1,324); blocks of 2^22 elements (2^19: 1.2x slower, 2^23: 1.06x) of 8 rows (4 or 6: 1.06-1.08x "
+    "slower); block loops in inference mode (1-2%). Dropped: batched matrix-vector products for the "
+    "gradients' sums (1.06x slower in place, though faster alone), splitting a stacked matmul to avoid "
+    "a copy, other thresholds between the two forms (no change beyond noise); not built: keeping "
+    "exp(scores) for the backward (writing and reading 4 bytes a score at the ~6 GB/s one core gets "
+    "here costs what the recompute does), one query at a time over the full square of pairs (twice "
+    "the scores). bf16 gains little at d_h = 16 (its matmuls run 1.3x faster, its exp 2x slower) and "
+    "more at d_h = 64. Two torch threads could not be timed on this shared machine (two other jobs: "
+    "HA's step took 5x, SA's 2.3x the wall clock of one thread).",
 }
 
 
@@ -892,11 +979,23 @@ def goals(tables: dict, device: str) -> list[str]:
                 f"({r['hfa_over_sa_fwd']:.2f}x forward), {r['hfa_over_sa_mem']:.2f}x peak memory "
                 "(goal <= 1.5 time, <= 2 memory)"
             )
-    for r in tables.get("lm_step", []):
+    lm = tables.get("lm_step", [])
+    for r in lm:
         if r["family"] == "ha exact":
+            sa32 = [
+                s["step_ms"]
+                for s in lm
+                if s["family"] == "sa"
+                and s["precision"] == "fp32"
+                and s["width"] == r["width"]
+                and s["layers"] == r["layers"]
+            ]
+            vs32 = (
+                f", {r['step_ms'] / sa32[0]:.2f}x SA's fp32 step" if r["precision"] != "fp32" and sa32 else ""
+            )
             out.append(
                 f"exact HA LM step / SA at width {r['width']}, {r['layers']} layers, context {r['context']}, "
-                f"{r['precision']}: {r['over_sa']:.2f}x, {r['tokens_per_s']:.0f} tokens/s (goal <= 5x"
+                f"{r['precision']}: {r['over_sa']:.2f}x{vs32}, {r['tokens_per_s']:.0f} tokens/s (goal <= 5x"
                 + ("; GPU goal >= 4 x 15.2k = 60.8k tokens/s)" if device == "cuda" else ")")
             )
     return out
@@ -928,6 +1027,8 @@ def render_entry(key: str, entry: dict) -> str:
         out += ["", f"### {TITLES[name]}", "", markdown(rows, COLUMNS[name])]
         if name in NOTES:
             out += ["", NOTES[name]]
+        if key.startswith("cpu") and name in CPU_NOTES:
+            out += ["", CPU_NOTES[name]]
     return "\n".join(out)
 
 

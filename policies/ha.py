@@ -13,8 +13,10 @@ Fast paths (each beside its `_reference`, the formula as plain einsums over all 
   * linear: the sums factor per key (App. F.3): M_m[s,t] = sum_j K_m[j,s] V_m[j,t], then
     out = Q (prod_m M_m) W_Vn^T in O(L d_h^2); causal uses prefix sums of M_m over j.
   * softmax, exact, order 3 on the CPU (`policies/ha_pairs.py`): attention over key pairs in
-    blocks of pair rows, one triangle of pairs when the key slots are shared, causal blocks seen
-    only by later queries, a hand-written recomputing backward; O(block) memory.
+    blocks of pair rows, half of the pairs when the key slots are shared, causal blocks seen only
+    by later queries, each block as pair keys or query keys (whichever builds less), no shift
+    while the scores are bounded, bfloat16 matmuls under bfloat16 autocast, a hand-written
+    recomputing backward; O(block) memory.
   * softmax, exact, other orders (or an explicit `chunk`): queries in chunks, so only
     chunk * L^(n-1) scores exist at once.
   * softmax, approximate: exp(score) ~ sum_r phi_q[r] phi_1[r] ... phi_{n-1}[r] (App. F.3), after
@@ -53,10 +55,11 @@ from policies.ha_pairs import pair_attention
 # a chunk's rows of L^(n-1) tuples are long, so chunks are larger than HFA's blocks.
 HA_CHUNK_SCALE = 8
 KEEP_SCORES_BYTES = 2**32  # at most this much of exp(scores) is kept per call for backward
-# Tuple scores per second the size guard assumes (forward; backward about twice that): the exact
-# kernel on one CPU thread measured about 2.7e8 at L = 128 and 5e7 to 1e8 at L = 1024 (rows of L^2
-# scores leave the cache); a GPU figure below what an H100-class device sustains.
-SCORES_PER_SECOND = {"cpu": 5e7, "cuda": 1e10}
+# Tuple scores per second the size guard assumes (forward; backward about twice that). On one CPU
+# thread the query-chunk kernel measured about 2.7e8 at L = 128 and 5e7 to 1e8 at L = 1024 (rows of
+# L^2 scores leave the cache); the order-3 key-pair kernel about 1e9 (d_h = 16) and 3e8 (d_h = 64)
+# at L = 128 to 1024, causal, fp32. A GPU figure below what an H100-class device sustains.
+SCORES_PER_SECOND = {"cpu": 5e7, "cpu pairs": 3e8, "cuda": 1e10}
 _KEY_LETTERS = "jklmnpqruvwxyz"  # einsum letters of the key axes (b h i s t o are taken)
 
 
@@ -162,7 +165,7 @@ def softmax_ha_values(q, ks, vs, keep=None, chunk=None, causal=False, keep_score
     keep_scores: whether backward reuses the forward's exponentiated scores (True) or recomputes
     them per chunk (False); None decides from free memory. pairs: order 3 only, True runs the
     key-pair kernel (`policies.ha_pairs`), False the query-chunk kernel; None picks key pairs on the
-    CPU (1.2-1.7x faster there, benchmarks/README_attention.md) unless `chunk` or `keep_scores` is
+    CPU (2-2.5x faster there, benchmarks/README_attention.md) unless `chunk` or `keep_scores` is
     given, and query chunks on other devices, where only they have been measured so far.
     """
     B, H, Lq, d_h = q.shape
@@ -609,7 +612,8 @@ class HyperAttention(nn.Module):
         if self.kind != "softmax" or self.approx_features is not None or self.max_seconds is None:
             return
         work = tuples / (n if self.causal else 1) * (3 if grad else 1)
-        rate = SCORES_PER_SECOND.get(device.type, SCORES_PER_SECOND["cpu"])
+        kind = "cpu pairs" if device.type == "cpu" and n == 3 else device.type  # softmax_ha_values' pick
+        rate = SCORES_PER_SECOND.get(kind, SCORES_PER_SECOND["cpu"])
         seconds = work / rate  # extra CPU threads are not counted: they scale poorly on shared machines
         if seconds > self.max_seconds:
             raise ValueError(
