@@ -3,14 +3,15 @@
 Three engines share this config and run folder. With no flags it trains the project's best
 recipe per CPU minute, ``--backend torchrl`` (docs/torchrl.md): the whole loop on ``--device``
 (CPU or CUDA), batched worlds, rollout, GAE and clipped PPO from TorchRL, one attention encoder
-shared by actor and critic, L = 2..16 with self + 7 nearest in view, 64 worlds, the learning rate
-and entropy bonus decaying over the run (``training/marl_torchrl.py``). ``--backend sb3`` is one
+shared by actor and critic, L = 2..24 drawn with P(L) ∝ 1/L (every count the same share of
+samples) and self + 7 nearest in view, 64 worlds, 3M agent-steps, the learning rate and entropy
+bonus decaying over the run (``training/marl_torchrl.py``). ``--backend sb3`` is one
 SB3 ``PPO`` over :class:`envs.vec.CrossingVecEnv` (one slot per agent) with a features extractor
 from ``policies/actor_critic.py`` (SA, HFA, HA, or the nearest-k MLP baseline); it alone has the
 DAgger warm start. ``--backend rllib`` trains through Ray RLlib, on a local Ray or a cluster
 (``training/marl_rllib.py``, docs/rllib.md). The sb3 and rllib backends keep their own defaults
-(``BACKEND_DEFAULTS``: 8 agents, 32 worlds, every agent in view, constant learning rate and
-entropy bonus) for every field not given, so ``--backend sb3`` alone trains the SB3 path's own
+(``BACKEND_DEFAULTS``: 8 agents, 32 worlds, every agent in view, 1M steps, constant learning
+rate and entropy bonus) for every field not given, so ``--backend sb3`` alone trains the SB3 path's own
 recipe and resumes its runs; ``preset_config()`` builds a config the same way in Python.
 
 A run lives in ``runs/<name>/`` (see ``training/runs.py``): ``config.json`` (the manifest),
@@ -69,6 +70,7 @@ BACKENDS = ("sb3", "torchrl", "rllib")
 SB3_DEFAULTS = dict(
     num_agents=(8, 8),
     count_power=0.0,
+    total_timesteps=1_000_000,
     num_worlds=32,
     neighbours=None,
     critic="central",
@@ -108,7 +110,8 @@ PRESETS = {
     "sb3": dict(backend="sb3", **SB3_DEFAULTS),
 }
 for _name in ("gpu", "scratch-cpu"):  # the torchrl recipe's shared settings
-    PRESETS[_name] |= dict(num_agents=(2, 16), neighbours=7, learning_rate=1e-3, critic="shared")
+    PRESETS[_name] |= dict(num_agents=(2, 24), count_power=1.0, neighbours=7, critic="shared")
+    PRESETS[_name] |= dict(learning_rate=1e-3, total_timesteps=3_000_000)
     PRESETS[_name] |= dict(learning_rate_final=1e-4, ent_coef_final=0.0)
 PRESETS["gpu"] |= dict(precision="bf16")
 
@@ -135,8 +138,9 @@ class TrainConfig:
     (training/marl_torchrl.py), the recipe measured best per CPU minute; sb3: SB3 PPO on the CPU
     through a VecEnv (the DAgger warm start); rllib: Ray RLlib's multi-agent PPO over the
     PettingZoo face, local or on a cluster (training/marl_rllib.py). sb3 and rllib keep their own
-    defaults for every field not given (BACKEND_DEFAULTS: --num-agents 8 8, --num-worlds 32,
-    --neighbours None, --critic central, constant learning rate and entropy bonus), so
+    defaults for every field not given (BACKEND_DEFAULTS: --num-agents 8 8, --count-power 0,
+    --num-worlds 32, --neighbours None, --critic central, --total-timesteps 1000000, constant
+    learning rate and entropy bonus), so
     --backend sb3 alone trains and resumes the SB3 path's runs; a preset's settings go over them"""
     num_env_runners: int | None = None
     """rllib backend: processes sampling episodes (None: 2; 0: the driver samples)"""
@@ -171,9 +175,9 @@ class TrainConfig:
     """hidden layers of the actor and critic heads after the extractor"""
 
     # Task
-    num_agents: tuple[int, int] = (2, 16)
+    num_agents: tuple[int, int] = (2, 24)
     """agents per world, a (low, high) range sampled per world at each reset"""
-    count_power: float = 0.0
+    count_power: float = 1.0
     """a world's count L is drawn with probability proportional to L^-count_power: 0 uniform over
     worlds (big worlds then yield most agent samples), 1 the same share of samples per count, 2 the
     same share per doubling of L (see envs/crossing.py)"""
@@ -193,7 +197,7 @@ class TrainConfig:
     envs/crossing.py"""
 
     # Run
-    total_timesteps: int = 1_000_000
+    total_timesteps: int = 3_000_000
     """agent-steps to train for (SB3 timesteps: one per env slot per step)"""
     seed: int = 0
     """seed of PPO (torch, numpy) and of the task's start configurations"""

@@ -1,0 +1,65 @@
+"""Gain over MOVE_RIGHT against agent count for the training count ranges of docs/torchrl.md.
+
+Reads benchmarks/results/marl_torchrl_cpu_counts.json (the count-range probes and the default
+recipe) and marl_torchrl_cpu_shared.json (the 2..16 recipe), argmax policies, and draws each
+with its 95% CI beside the greedy and priority baselines on the same starts.
+
+    python benchmarks/count_range_figure.py --out docs/figures/torchrl_count_range.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+COUNTS = "marl_torchrl_cpu_counts.json"
+CURVES = [  # (file, key path to an ood summary, label)
+    ("marl_torchrl_cpu_shared.json", ("argmax",), "2..16, uniform (3 seeds)"),
+    (COUNTS, ("probes", "default_sa_2_24_p1", "argmax"), "2..24, P(L) ∝ 1/L: default (3 seeds)"),
+    (COUNTS, ("probes", "sa_2_64_p2", "argmax"), "2..64, P(L) ∝ 1/L² (1 seed; 32, 64 seen)"),
+]
+
+
+def summary(file: str, keys: tuple[str, ...]) -> dict:
+    node = json.loads((RESULTS / file).read_text())
+    for k in keys:
+        node = node[k]
+    return node["summary"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="docs/figures/torchrl_count_range.png")
+    args = parser.parse_args()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for file, keys, label in CURVES:
+        s = summary(file, keys)
+        Ls = sorted(map(int, s))
+        gain = [s[str(L)]["sa"]["gain"] for L in Ls]
+        lo = [s[str(L)]["sa"]["ci_gain"][0] for L in Ls]
+        hi = [s[str(L)]["sa"]["ci_gain"][1] for L in Ls]
+        ax.plot(Ls, gain, marker="o", label=label)
+        ax.fill_between(Ls, lo, hi, alpha=0.2)
+    for base, style in (("greedy", ":"), ("priority", "--")):
+        ax.plot(Ls, [s[str(L)][base]["gain"] for L in Ls], "k" + style, label=f"{base} (scripted)")
+    ax.axvspan(24, 64, color="0.9", zorder=0)
+    ax.text(40, -0.05, "unseen by the 2..16 and 2..24 runs", ha="center", fontsize=8)
+    ax.set(xscale="log", xlabel="agents L", ylabel="gain over MOVE_RIGHT (argmax)", ylim=(-0.1, 1.0))
+    ax.set_xticks(Ls, [str(L) for L in Ls])
+    ax.minorticks_off()
+    ax.set_title("Crossing from scratch, SA, 3M agent-steps: which counts to train on")
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=120)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
