@@ -22,7 +22,8 @@ RESULTS = Path(__file__).parent / "results"
 COUNTS = "marl_torchrl_cpu_counts.json"
 CURVES = [  # (file, key path to an ood summary, label)
     ("marl_torchrl_cpu_shared.json", ("argmax",), "2..16, uniform (3 seeds)"),
-    (COUNTS, ("probes", "default_sa_2_24_p1", "argmax"), "2..24, P(L) ∝ 1/L: default (3 seeds)"),
+    (COUNTS, ("probes", "sa_2_24_p1_3m", "argmax"), "2..24, P(L) ∝ 1/L (3 seeds)"),
+    (COUNTS, ("probes", "default_sa_2_24_p1_6m", "argmax"), "the same, 6M steps: default (3 seeds)"),
     (COUNTS, ("probes", "sa_2_64_p2", "argmax"), "2..64, P(L) ∝ 1/L² (1 seed; 32, 64 seen)"),
 ]
 
@@ -54,7 +55,7 @@ def main() -> None:
     ax.set(xscale="log", xlabel="agents L", ylabel="gain over MOVE_RIGHT (argmax)", ylim=(-0.1, 1.0))
     ax.set_xticks(Ls, [str(L) for L in Ls])
     ax.minorticks_off()
-    ax.set_title("Crossing from scratch, SA, 3M agent-steps: which counts to train on")
+    ax.set_title("Crossing from scratch, SA (3M agent-steps unless noted): training counts")
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     fig.savefig(args.out, dpi=120)

@@ -4,7 +4,7 @@ Three engines share this config and run folder. With no flags it trains the proj
 recipe per CPU minute, ``--backend torchrl`` (docs/torchrl.md): the whole loop on ``--device``
 (CPU or CUDA), batched worlds, rollout, GAE and clipped PPO from TorchRL, one attention encoder
 shared by actor and critic, L = 2..24 drawn with P(L) ∝ 1/L (every count the same share of
-samples) and self + 7 nearest in view, 64 worlds, 3M agent-steps, the learning rate and entropy
+samples) and self + 7 nearest in view, 64 worlds, 6M agent-steps, the learning rate and entropy
 bonus decaying over the run (``training/marl_torchrl.py``). ``--backend sb3`` is one
 SB3 ``PPO`` over :class:`envs.vec.CrossingVecEnv` (one slot per agent) with a features extractor
 from ``policies/actor_critic.py`` (SA, HFA, HA, or the nearest-k MLP baseline); it alone has the
@@ -111,7 +111,7 @@ PRESETS = {
 }
 for _name in ("gpu", "scratch-cpu"):  # the torchrl recipe's shared settings
     PRESETS[_name] |= dict(num_agents=(2, 24), count_power=1.0, neighbours=7, critic="shared")
-    PRESETS[_name] |= dict(learning_rate=1e-3, total_timesteps=3_000_000)
+    PRESETS[_name] |= dict(learning_rate=1e-3, total_timesteps=6_000_000)
     PRESETS[_name] |= dict(learning_rate_final=1e-4, ent_coef_final=0.0)
 PRESETS["gpu"] |= dict(precision="bf16")
 
@@ -197,7 +197,7 @@ class TrainConfig:
     envs/crossing.py"""
 
     # Run
-    total_timesteps: int = 3_000_000
+    total_timesteps: int = 6_000_000
     """agent-steps to train for (SB3 timesteps: one per env slot per step)"""
     seed: int = 0
     """seed of PPO (torch, numpy) and of the task's start configurations"""
