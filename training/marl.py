@@ -11,8 +11,8 @@ from ``policies/actor_critic.py`` (SA, HFA, HA, or the nearest-k MLP baseline); 
 DAgger warm start. ``--backend rllib`` trains through Ray RLlib, on a local Ray or a cluster
 (``training/marl_rllib.py``, docs/rllib.md). The sb3 and rllib backends keep their own defaults
 (``BACKEND_DEFAULTS``: 8 agents, 32 worlds, every agent in view, 1M steps, constant learning
-rate and entropy bonus) for every field not given, so ``--backend sb3`` alone trains the SB3 path's own
-recipe and resumes its runs; ``preset_config()`` builds a config the same way in Python.
+rate and entropy bonus) for every field not given, so ``--backend sb3`` alone trains the SB3
+path's own recipe and resumes its runs; ``preset_config()`` builds a config the same way in Python.
 
 A run lives in ``runs/<name>/`` (see ``training/runs.py``): ``config.json`` (the manifest),
 ``metrics.json``, TensorBoard events and the last two checkpoints (``checkpoint<ext>``,
@@ -140,8 +140,8 @@ class TrainConfig:
     PettingZoo face, local or on a cluster (training/marl_rllib.py). sb3 and rllib keep their own
     defaults for every field not given (BACKEND_DEFAULTS: --num-agents 8 8, --count-power 0,
     --num-worlds 32, --neighbours None, --critic central, --total-timesteps 1000000, constant
-    learning rate and entropy bonus), so
-    --backend sb3 alone trains and resumes the SB3 path's runs; a preset's settings go over them"""
+    learning rate and entropy bonus), so --backend sb3 alone trains and resumes the SB3 path's
+    runs; a preset's settings go over them"""
     num_env_runners: int | None = None
     """rllib backend: processes sampling episodes (None: 2; 0: the driver samples)"""
     address: str | None = None

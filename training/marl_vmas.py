@@ -124,9 +124,9 @@ class VmasConfig:
     eval_seed: int = 1000
     """Seed of the evaluation envs: every run meets the same episodes."""
     greedy: bool = False
+    """eval: argmax actions instead of sampling from the policy."""
     eval_neighbours: int | None = None
     """eval: cap attention actors' view at self + this many nearest agents (None: as trained)."""
-    """eval: argmax actions instead of sampling from the policy."""
     eval_out: str = ""
     """eval: where the table JSON goes (empty: <runs_dir>/vmas_eval.json)."""
 
