@@ -73,6 +73,7 @@ from envs.world import DOWN, LEFT, NUM_ACTIONS, RIGHT, STAY, UP, World, circular
 __all__ = [
     "Crossing",
     "NUM_FEATURES",
+    "PARKED_FEATURE",
     "FEATURE_SETS",
     "POLICIES",
     "move_right_policy",
@@ -89,6 +90,7 @@ __all__ = [
 ]
 
 NUM_FEATURES = 10  # the "base" feature set
+PARKED_FEATURE = 5  # index of parked_j in a token
 FEATURE_SETS = {"base": NUM_FEATURES, "touch": NUM_FEATURES + 2 * NUM_ACTIONS}
 STEP_COST = 0.05
 

@@ -99,6 +99,11 @@ class AttentionExtractor(BaseFeaturesExtractor):
     :param present_feature: index of the ``present`` flag in a token.
     :param position_features: indices of the (dx, dy) offsets in a token.
     :param dx_weight: weight of dx in the neighbour ranking (see :func:`nearest_order`).
+    :param lane_tokens: with a neighbour cap, also keep this many more real tokens whose
+        ``flag_feature`` is set, nearest in dy wherever they are in dx (the crossing task's
+        parked agents: who blocks which lane at the far wall, which a view of the nearest agents
+        does not reach). Every token is kept when L <= neighbours + 1 + lane_tokens.
+    :param flag_feature: index of the flag that marks the tokens ``lane_tokens`` may pick.
     """
 
     def __init__(
@@ -116,8 +121,11 @@ class AttentionExtractor(BaseFeaturesExtractor):
         present_feature: int = 0,
         position_features: tuple[int, int] = (1, 2),
         dx_weight: float = 1.0,
+        lane_tokens: int = 0,
+        flag_feature: int = 5,
     ):
         check_choice("family", family, FAMILIES)
+        check_int("lane_tokens", lane_tokens, 0)
         for name, value in (("num_features", num_features), ("width", width), ("blocks", blocks)):
             check_int(name, value, 1)
         if neighbours is not None and (not isinstance(neighbours, int) or neighbours < 1):
@@ -127,6 +135,7 @@ class AttentionExtractor(BaseFeaturesExtractor):
             raise ValueError(f"dx_weight must be a number > 0, got {dx_weight!r}")
         self.num_features, self.neighbours, self.dx_weight = num_features, neighbours, float(dx_weight)
         self.present_feature, self.position_features = present_feature, tuple(position_features)
+        self.lane_tokens, self.flag_feature = lane_tokens, flag_feature
         self.embed = nn.Sequential(nn.Linear(num_features, width), nn.ReLU(), nn.Linear(width, width))
         attention = dict(dim=width, heads=heads, kind=kind, factors=factors, order=order)
         self.blocks = nn.ModuleList(Block(make_attention(family, **attention), width) for _ in range(blocks))
@@ -134,12 +143,28 @@ class AttentionExtractor(BaseFeaturesExtractor):
     def nearest(self, tokens: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Self + the ``neighbours`` nearest real tokens: (B, L, F), (B, L) -> (B, k+1, F), (B, k+1);
         unchanged when there is no cap or L <= k + 1."""
-        if self.neighbours is None or tokens.shape[1] <= self.neighbours + 1:
+        lanes = getattr(self, "lane_tokens", 0)
+        if self.neighbours is None or tokens.shape[1] <= self.neighbours + 1 + lanes:
             return tokens, mask
         order = nearest_order(tokens, mask, self.position_features, getattr(self, "dx_weight", 1.0))
         keep = order[:, : self.neighbours + 1]  # (B, k+1)
+        if not lanes:
+            tokens = torch.gather(tokens, 1, keep[..., None].expand(-1, -1, tokens.shape[-1]))
+            return tokens, torch.gather(mask, 1, keep)
+        keep, kept = self._add_lane_tokens(tokens, mask, keep, lanes)  # (B, k+1+lanes) twice
         tokens = torch.gather(tokens, 1, keep[..., None].expand(-1, -1, tokens.shape[-1]))
-        return tokens, torch.gather(mask, 1, keep)
+        return tokens * kept[..., None], kept  # a slot nothing flagged filled reads as padding
+
+    def _add_lane_tokens(self, tokens: Tensor, mask: Tensor, keep: Tensor, lanes: int) -> tuple[Tensor, ...]:
+        """``keep`` (B, k+1) plus the ``lanes`` flagged real tokens not in it with the smallest
+        |dy|: (B, k+1+lanes) indices and their mask (False where fewer are flagged)."""
+        dy = tokens[..., self.position_features[1]].abs()  # (B, L)
+        ok = mask & (tokens[..., self.flag_feature] > 0.5)
+        ok = ok.scatter(1, keep, False)  # not twice
+        dist = dy.masked_fill(~ok, float("inf"))
+        extra = dist.argsort(dim=-1, stable=True)[:, :lanes]  # (B, lanes)
+        found = torch.gather(ok, 1, extra)
+        return torch.cat([keep, extra], 1), torch.cat([torch.gather(mask, 1, keep), found], 1)
 
     def forward(self, observations: Tensor, return_tokens: bool = False) -> Tensor:
         tokens = split_tokens(observations, self.num_features)  # (B, L, F)

@@ -53,7 +53,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from tqdm import tqdm
 
 from envs.checks import check_int, parse_count
-from envs.crossing import FEATURE_SETS, Crossing, check_count_power, check_features
+from envs.crossing import FEATURE_SETS, PARKED_FEATURE, Crossing, check_count_power, check_features
 from envs.vec import CrossingVecEnv
 from policies.actor_critic import FAMILIES, AttentionExtractor, NearestMLPExtractor
 from policies.base import check_choice
@@ -169,6 +169,9 @@ class TrainConfig:
     """attention sees self + this many nearest agents (None: all agents)"""
     neighbour_dx_weight: float = 1.0
     """neighbours are ranked by sqrt((w dx)^2 + dy^2); w < 1 favours agents in nearby lanes"""
+    lane_tokens: int = 0
+    """attention also sees this many parked agents nearest in lane (|dy|), however far ahead: who
+    blocks the lanes at the far wall (needs --neighbours)"""
     mlp_k: int = 6
     """nearest agents in the MLP baseline's fixed-size observation"""
     net_arch: tuple[int, ...] = (64,)
@@ -300,9 +303,13 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError("imitate_mixed needs imitate_num_agents (the second range of DAgger worlds)")
     positive = ("width", "blocks", "heads", "num_worlds", "total_timesteps", "n_steps", "batch_size")
     positive += ("n_epochs", "checkpoint_every", "threads", "mlp_k", "imitate_epochs")
-    minimum = dict.fromkeys(positive, 1) | {"imitate_iterations": 0}
+    minimum = dict.fromkeys(positive, 1) | {"imitate_iterations": 0, "lane_tokens": 0}
     for name, lo in minimum.items():
         check_int(name, getattr(cfg, name), lo)
+    if cfg.lane_tokens and (cfg.neighbours is None or cfg.family == "mlp"):
+        raise ValueError(
+            "lane_tokens must be 0 unless an attention family has --neighbours set (then every agent is in view)"
+        )
     if not cfg.imitate_learning_rate > 0:  # also catches NaN
         raise ValueError(f"imitate_learning_rate must be > 0, got {cfg.imitate_learning_rate!r}")
     if cfg.imitate_expert not in EXPERTS:
@@ -371,6 +378,8 @@ def policy_kwargs(cfg: TrainConfig) -> dict:
             kind=cfg.kind,
             neighbours=cfg.neighbours,
             dx_weight=cfg.neighbour_dx_weight,
+            lane_tokens=cfg.lane_tokens,
+            flag_feature=PARKED_FEATURE,
         )
     return dict(
         features_extractor_class=extractor, features_extractor_kwargs=kwargs, net_arch=list(cfg.net_arch)

@@ -35,7 +35,7 @@ from torchrl.modules import ProbabilisticActor
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value.functional import vec_generalized_advantage_estimate
 
-from envs.crossing import NUM_ACTIONS, STAY
+from envs.crossing import NUM_ACTIONS, PARKED_FEATURE, STAY
 from envs.torchrl_env import CrossingEnv
 from policies.actor_critic import TokenActorCritic
 from training.marl import task_kwargs
@@ -55,7 +55,9 @@ def build_net(cfg, num_features: int) -> TokenActorCritic:
     enc = dict(family=cfg.family, width=cfg.width, mlp_k=cfg.mlp_k)
     if cfg.family != "mlp":
         enc |= dict(blocks=cfg.blocks, heads=cfg.heads, kind=cfg.kind, dx_weight=cfg.neighbour_dx_weight)
-    actor = enc | ({} if cfg.family == "mlp" else {"neighbours": cfg.neighbours})
+    lanes = getattr(cfg, "lane_tokens", 0)  # RLlib's network fields predate it
+    view = dict(neighbours=cfg.neighbours, lane_tokens=lanes, flag_feature=PARKED_FEATURE)
+    actor = enc | ({} if cfg.family == "mlp" else view)
     critic = {
         "shared": None,
         "local": actor,

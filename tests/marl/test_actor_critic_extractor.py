@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from envs.crossing import NUM_FEATURES as F
+from envs.crossing import PARKED_FEATURE as PARKED
 from envs.crossing import Crossing
 from policies.actor_critic import AttentionExtractor, NearestMLPExtractor, nearest_order
 
@@ -79,3 +80,49 @@ def test_dx_weight_ranks_nearby_lanes_first():
     assert nearest_order(tokens, mask, (1, 2), dx_weight=0.25).tolist() == [[0, 1, 2]]
     with pytest.raises(ValueError, match="dx_weight"):
         AttentionExtractor(space(4), dx_weight=0.0)
+
+
+def _lane_reference(tokens, k, lanes):
+    """Per row, by plain Python: self + k nearest real tokens, then the `lanes` parked real tokens
+    left over with the smallest |dy| (ties by index); the set of token rows kept."""
+    kept = []
+    for row in tokens:
+        real = [j for j in range(1, len(row)) if row[j, 0] > 0.5]
+        near = sorted(real, key=lambda j: (float(row[j, 1] ** 2 + row[j, 2] ** 2), j))[:k]
+        parked = [j for j in real if j not in near and row[j, PARKED] > 0.5]
+        wall = sorted(parked, key=lambda j: (float(row[j, 2].abs()), j))[:lanes]
+        kept.append({tuple(row[j].tolist()) for j in [0, *near, *wall]})
+    return kept
+
+
+def test_lane_tokens_add_the_parked_agents_nearest_in_lane():
+    env = Crossing(num_worlds=3, num_agents=(14, 20), seed=2)
+    env.reset()
+    for _ in range(60):  # most agents park at the far wall
+        env.step(torch.full((env.B, env.L), 1))
+    env.step(torch.randint(0, 5, (env.B, env.L), generator=torch.Generator().manual_seed(0)))
+    obs = env.observations()
+    flat = obs.reshape(-1, *obs.shape[2:])  # (B L, L, F)
+    mask = flat[..., 0] > 0.5
+    mask[:, 0] = True
+    ext = AttentionExtractor(space(4), neighbours=3, lane_tokens=4, flag_feature=PARKED)
+    view, kept = ext.nearest(flat, mask)
+    assert view.shape == (flat.shape[0], 8, F)
+    real = flat[:, 0, 0] > 0.5  # padded agents' own views are all zero
+    assert torch.equal(kept[real], view[real][..., 0] > 0.5)  # slots left unfilled read as padding
+    rows = zip(view, kept, strict=True)
+    got = [{tuple(t.tolist()) for t, m in zip(v, k, strict=True) if m} for v, k in rows]
+    ref = _lane_reference(flat, 3, 4)
+    assert all(g == r for g, r, ok in zip(got, ref, real, strict=True) if ok)
+    assert any(len(r) == 8 for r in ref) and any(4 < len(r) < 8 for r in ref)  # both cases met
+    again, _ = ext.nearest(view, view[..., 0] > 0.5)  # a view is its own view
+    assert torch.equal(again, view)
+
+
+def test_lane_tokens_keep_every_token_at_small_counts_and_refuse_bad_values():
+    ext = AttentionExtractor(space(4), neighbours=3, lane_tokens=2, flag_feature=PARKED)
+    obs = obs_at(6).reshape(12, 6, F)
+    view, _ = ext.nearest(obs, obs[..., 0] > 0.5)
+    assert torch.equal(view, obs)  # L = 6 <= 1 + 3 + 2
+    with pytest.raises(ValueError, match="lane_tokens"):
+        AttentionExtractor(space(4), neighbours=3, lane_tokens=-1)
