@@ -308,7 +308,7 @@ def check_config(cfg: TrainConfig) -> None:
         check_int(name, getattr(cfg, name), lo)
     if cfg.lane_tokens and (cfg.neighbours is None or cfg.family == "mlp"):
         raise ValueError(
-            "lane_tokens must be 0 unless an attention family has --neighbours set (then every agent is in view)"
+            "lane_tokens must be 0 unless an attention family has --neighbours (else all are in view)"
         )
     if not cfg.imitate_learning_rate > 0:  # also catches NaN
         raise ValueError(f"imitate_learning_rate must be > 0, got {cfg.imitate_learning_rate!r}")
