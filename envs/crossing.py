@@ -104,6 +104,17 @@ def check_count_power(count_power) -> float:
     return float(count_power)
 
 
+def check_start_width_low(start_width_low, start_width: int) -> int | None:
+    """``start_width_low`` if it is None or an int in [1, start_width], else TypeError / ValueError."""
+    if start_width_low is not None:
+        check_int("start_width_low", start_width_low, 1)
+        if start_width_low > start_width:
+            raise ValueError(
+                f"start_width_low must be in [1, start_width={start_width}], got {start_width_low}"
+            )
+    return start_width_low
+
+
 def check_features(features) -> str:
     """``features`` if it names a feature set, else ValueError listing them."""
     if not isinstance(features, str) or features not in FEATURE_SETS:
@@ -121,6 +132,9 @@ class Crossing:
         radius: R.
         max_steps: T, episode length (truncation).
         start_width: starts have x uniform in [0, start_width).
+        start_width_low: if given, each episode's start width is drawn per world uniform in
+            [start_width_low, start_width], so a few agents meet the crowding of many: a world of
+            24 agents started 8 cells wide is as dense as one of 48 started 16 wide.
         seed: seed of the env's torch.Generator (see :meth:`seed`).
         device: torch device.
         features: the observation's feature set, a key of ``FEATURE_SETS`` (see module doc).
@@ -142,6 +156,7 @@ class Crossing:
         device: str | torch.device = "cpu",
         features: str = "base",
         count_power: float = 0.0,
+        start_width_low: int | None = None,
     ):
         self.low, self.high = parse_count(num_agents)
         self.count_power = check_count_power(count_power)
@@ -151,6 +166,7 @@ class Crossing:
         check_int("start_width", start_width, 1)
         if start_width > grid_size:
             raise ValueError(f"start_width must be <= grid_size={grid_size}, got {start_width}")
+        self.start_width_low = check_start_width_low(start_width_low, start_width)
         self.world = World(num_worlds, self.high, grid_size, radius, device=device)
         self.B, self.L, self.N, self.R = num_worlds, self.high, grid_size, radius
         self.T, self.start_width = max_steps, start_width
@@ -211,6 +227,9 @@ class Crossing:
         mask = torch.arange(self.L).unsqueeze(0) < counts.unsqueeze(1)  # (b, L)
         W, N = self.start_width, self.N
         free = torch.ones(num_worlds, W, N, dtype=torch.bool)  # (b, W, N) start cells still free
+        if self.start_width_low is not None:  # drawn only then: fixed widths keep earlier seeds' streams
+            widths = torch.randint(self.start_width_low, W + 1, (num_worlds,), generator=self.gen)
+            free &= (torch.arange(W) < widths.unsqueeze(1)).unsqueeze(-1)
         pos = torch.zeros(num_worlds, self.L, 2, dtype=torch.long)
         block = self._block.cpu()
         rows = torch.arange(num_worlds)

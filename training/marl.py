@@ -53,7 +53,14 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from tqdm import tqdm
 
 from envs.checks import check_int, parse_count
-from envs.crossing import FEATURE_SETS, PARKED_FEATURE, Crossing, check_count_power, check_features
+from envs.crossing import (
+    FEATURE_SETS,
+    PARKED_FEATURE,
+    Crossing,
+    check_count_power,
+    check_features,
+    check_start_width_low,
+)
 from envs.vec import CrossingVecEnv
 from policies.actor_critic import FAMILIES, AttentionExtractor, NearestMLPExtractor
 from policies.base import check_choice
@@ -194,6 +201,10 @@ class TrainConfig:
     """episode length T"""
     start_width: int = 16
     """starts have x uniform in [0, start_width)"""
+    start_width_low: int | None = None
+    """if set, each training episode's start width is drawn per world in [start_width_low,
+    start_width]: denser starts, the crowding of larger counts with few agents (evaluation keeps
+    start_width)"""
     features: Literal["base", "touch"] = "base"
     """observation feature set: "base" (offsets, velocities, flags) or "touch" (base plus, per
     neighbour, whether each action would touch it now or after its next move right); see
@@ -331,6 +342,9 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(
             f"device={cfg.device!r} needs --backend torchrl (the {cfg.backend} backend runs on the CPU)"
         )
+    check_start_width_low(cfg.start_width_low, cfg.start_width)
+    if cfg.start_width_low is not None and cfg.backend == "rllib":
+        raise ValueError("start_width_low needs --backend torchrl or sb3 (the rllib env starts at one width)")
     check_rllib_options(cfg)
 
 
@@ -389,7 +403,8 @@ def policy_kwargs(cfg: TrainConfig) -> dict:
 def task_kwargs(cfg: TrainConfig) -> dict:
     """The task's keyword arguments in ``cfg`` (shared by the VecEnv and the warm start's task)."""
     keys = ("num_worlds", "grid_size", "radius", "max_steps", "start_width", "features", "count_power")
-    return {"num_agents": tuple(cfg.num_agents), **{k: getattr(cfg, k) for k in keys}}
+    low = {} if cfg.start_width_low is None else {"start_width_low": cfg.start_width_low}
+    return {"num_agents": tuple(cfg.num_agents), **{k: getattr(cfg, k) for k in keys}, **low}
 
 
 def make_task(cfg: TrainConfig, seed: int | None = None, num_agents=None) -> Crossing:

@@ -52,6 +52,30 @@ def test_starts_do_not_overlap_and_respect_counts():
     assert (pos[~env.mask] == 0).all()
 
 
+def test_start_width_low_draws_each_worlds_width_and_keeps_fixed_starts_unchanged():
+    env = Crossing(num_worlds=2000, num_agents=(2, 3), start_width_low=4, seed=0)
+    env.reset()
+    front = env.positions[..., 0].masked_fill(~env.mask, -1).amax(1)  # (B,) furthest start
+    assert front.max() == 15 and (front < 4).float().mean() > 0.05  # narrow and full widths both
+    # a world of 24 started 8 wide: placed without overlaps, and denser than any at width 16
+    dense = Crossing(num_worlds=64, num_agents=24, start_width_low=8, seed=1)
+    dense.reset()
+    pos = dense.positions
+    assert not (
+        dense.world.touching(pos.unsqueeze(2), pos.unsqueeze(1)) & ~torch.eye(24, dtype=torch.bool)
+    ).any()
+    narrow = pos[..., 0].amax(1) < 10
+    assert narrow.any()
+    for seed in (3, 4):  # None keeps the starts of every earlier seed
+        plain = Crossing(num_worlds=64, num_agents=(2, 30), seed=seed)
+        none = Crossing(num_worlds=64, num_agents=(2, 30), seed=seed, start_width_low=None)
+        plain.reset(), none.reset()
+        assert torch.equal(plain.positions, none.positions) and torch.equal(plain.mask, none.mask)
+    cfg = preset_config(None, start_width_low=8)  # the training faces get it; evaluation does not
+    assert make_task(cfg).start_width_low == 8 and CrossingEnv(**task_kwargs(cfg)).task.start_width_low == 8
+    assert "start_width_low" not in task_kwargs(preset_config(None))
+
+
 @pytest.mark.parametrize("power", [1.0, 2.0])
 def test_count_power_weights_counts_by_their_share_of_agent_samples(power):
     low, high, B = 2, 16, 40_000
@@ -202,6 +226,9 @@ def test_priority_planner_matches_greedy_when_nobody_is_near():
         (dict(num_worlds=True), "num_worlds", TypeError),
         (dict(max_steps=0), "max_steps", ValueError),
         (dict(start_width=100), "start_width", ValueError),
+        (dict(start_width_low=0), "start_width_low", ValueError),
+        (dict(start_width_low=17), r"start_width_low must be in \[1, start_width=16\]", ValueError),
+        (dict(start_width_low=8.0), "start_width_low", TypeError),
     ],
 )
 def test_bad_arguments_raise(kwargs, name, error):

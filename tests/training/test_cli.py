@@ -41,6 +41,11 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str]:
         (["train", "--width", "0"], "width must be an int >= 1"),
         (["train", "--count-power", "-1"], r"count_power must be in \[0, 8\], got -1.0"),
         (["train", "--lane-tokens", "-1"], "lane_tokens must be an int >= 0"),
+        (["train", "--start-width-low", "17"], r"start_width_low must be in \[1, start_width=16\], got 17"),
+        (
+            ["train", "--backend", "rllib", "--start-width-low", "8"],
+            "start_width_low needs --backend torchrl",
+        ),
         (["train", "--lane-tokens", "4", "--neighbours", "None"], "lane_tokens must be 0 unless"),
         (["ood", "--counts", "0", "2"], "counts must be an int >= 1"),
         (["lm", "--steps", "0"], "steps must be an int >= 1"),
