@@ -50,6 +50,10 @@ offset features; the clones of docs/marl.md collided exactly there. The touch fe
 pairwise test itself, and the attention still has to learn which partners matter and how to
 combine them into a move. ``"base"`` stays the default so earlier checkpoints keep loading.
 
+``"time"`` appends one feature, the fraction of the episode left, 1 - t/T, on every real token.
+Episodes end by truncation, and without it the cost of waiting (0.05 a step for every step left)
+against pushing into a crowd (1 per new partner) is not a function of what the agent sees.
+
 Shapes: B worlds, L agent slots (L_max), N grid size, R radius, F token features.
 """
 
@@ -91,7 +95,7 @@ __all__ = [
 
 NUM_FEATURES = 10  # the "base" feature set
 PARKED_FEATURE = 5  # index of parked_j in a token
-FEATURE_SETS = {"base": NUM_FEATURES, "touch": NUM_FEATURES + 2 * NUM_ACTIONS}
+FEATURE_SETS = {"base": NUM_FEATURES, "touch": NUM_FEATURES + 2 * NUM_ACTIONS, "time": NUM_FEATURES + 1}
 STEP_COST = 0.05
 
 
@@ -323,6 +327,9 @@ class Crossing:
         )  # (B, L, L, F)
         if features == "touch":
             feats = torch.cat([feats, self._touch_features()], -1)
+        elif features == "time":
+            left = (1.0 - w.steps.float() / self.T).view(self.B, 1, 1, 1).expand(-1, L, L, 1)
+            feats = torch.cat([feats, left], -1)
         F = feats.shape[-1]
         feats = feats * (mask[:, None, :, None] & mask[:, :, None, None])
         order = self._order.view(1, L, L, 1).expand(self.B, -1, -1, F)

@@ -205,10 +205,10 @@ class TrainConfig:
     """if set, each training episode's start width is drawn per world in [start_width_low,
     start_width]: denser starts, the crowding of larger counts with few agents (evaluation keeps
     start_width)"""
-    features: Literal["base", "touch"] = "base"
-    """observation feature set: "base" (offsets, velocities, flags) or "touch" (base plus, per
-    neighbour, whether each action would touch it now or after its next move right); see
-    envs/crossing.py"""
+    features: Literal["base", "touch", "time"] = "base"
+    """observation feature set: "base" (offsets, velocities, flags), "touch" (base plus, per
+    neighbour, whether each action would touch it now or after its next move right) or "time" (base
+    plus the fraction of the episode left); see envs/crossing.py"""
 
     # Run
     total_timesteps: int = 6_000_000

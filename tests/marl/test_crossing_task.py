@@ -319,3 +319,17 @@ def test_bad_feature_set_raises():
         Crossing(features="pixels")
     with pytest.raises(ValueError, match="features must be one of"):
         Crossing(num_worlds=1).observations("touches")
+
+
+def test_time_features_are_base_plus_the_fraction_of_the_episode_left():
+    env = Crossing(num_worlds=3, num_agents=(2, 6), max_steps=10, seed=5, features="time")
+    env.reset()
+    gen = torch.Generator().manual_seed(1)
+    for t in range(4):
+        obs = env.observations()  # (B, L, L, 11)
+        base = env.observations("base")
+        assert obs.shape[-1] == env.num_features == 11 and torch.equal(obs[..., :10], base)
+        real = base[..., 0] > 0.5  # real slots of real agents' views
+        assert torch.allclose(obs[..., 10][real], torch.tensor(1.0 - t / 10))
+        assert (obs[..., 10][~real] == 0).all()
+        env.step(torch.randint(0, 5, (env.B, env.L), generator=gen))

@@ -20,9 +20,9 @@ from training import marl, marl_torchrl, ood
 TASK = dict(grid_size=24, radius=1, max_steps=30, start_width=6)
 
 
-@pytest.mark.parametrize("num_agents", [3, (2, 5)])
-def test_check_env_specs(num_agents):
-    env = CrossingEnv(num_worlds=4, num_agents=num_agents, seed=0, **TASK)
+@pytest.mark.parametrize("num_agents, features", [(3, "base"), ((2, 5), "base"), ((2, 5), "time")])
+def test_check_env_specs(num_agents, features):
+    env = CrossingEnv(num_worlds=4, num_agents=num_agents, seed=0, features=features, **TASK)
     check_env_specs(env)
 
 
