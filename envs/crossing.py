@@ -23,6 +23,12 @@ Moving right costs nothing, so MOVE_RIGHT's return is the paper's closed form
 N-1 - 15 < T, and agents that move in lock-step never meet before parking). Staying, up and
 down cost 0.05, left costs 0.1. Episodes end by truncation only, after ``max_steps`` steps.
 
+``contact_cost`` (default 1) scales c_i(t) for training. Every contact costs both partners 1, so
+an agent's own reward carries only half of what its contact costs the team: with 1, pushing into
+an agent parked at the wall costs the pusher about what waiting for the rest of the episode costs,
+and a policy trained on its own reward pushes in. 2 charges each agent the whole cost, its
+partner's loss included. Evaluation uses the task's reward, 1.
+
 Agent counts vary per world: L_max slots, the first ``count[b]`` real (``mask``), the rest padded.
 
 Observation of agent i: a token set (L_max, F), self first, then the other slots in index order,
@@ -108,6 +114,15 @@ def check_count_power(count_power) -> float:
     return float(count_power)
 
 
+def check_contact_cost(contact_cost) -> float:
+    """``contact_cost`` as a float if it is a finite real number >= 0, else TypeError / ValueError."""
+    if isinstance(contact_cost, bool) or not isinstance(contact_cost, numbers.Real):
+        raise TypeError(f"contact_cost must be a real number >= 0, got {contact_cost!r}")
+    if not 0 <= contact_cost < float("inf"):  # also refuses nan
+        raise ValueError(f"contact_cost must be a finite number >= 0, got {contact_cost!r}")
+    return float(contact_cost)
+
+
 def check_start_width_low(start_width_low, start_width: int) -> int | None:
     """``start_width_low`` if it is None or an int in [1, start_width], else TypeError / ValueError."""
     if start_width_low is not None:
@@ -146,6 +161,7 @@ class Crossing:
             the ``num_agents`` range: 0 is uniform over worlds, so a world of 64 agents yields 32x
             the samples of a world of 2; 1 gives every count the same share of agent samples; 2
             gives every doubling of L (2-4, 4-8, ...) the same share.
+        contact_cost: what each new partner costs in the reward (1 is the task; see module doc).
     """
 
     def __init__(
@@ -161,6 +177,7 @@ class Crossing:
         features: str = "base",
         count_power: float = 0.0,
         start_width_low: int | None = None,
+        contact_cost: float = 1.0,
     ):
         self.low, self.high = parse_count(num_agents)
         self.count_power = check_count_power(count_power)
@@ -171,6 +188,7 @@ class Crossing:
         if start_width > grid_size:
             raise ValueError(f"start_width must be <= grid_size={grid_size}, got {start_width}")
         self.start_width_low = check_start_width_low(start_width_low, start_width)
+        self.contact_cost = check_contact_cost(contact_cost)
         self.world = World(num_worlds, self.high, grid_size, radius, device=device)
         self.B, self.L, self.N, self.R = num_worlds, self.high, grid_size, radius
         self.T, self.start_width = max_steps, start_width
@@ -283,7 +301,10 @@ class Crossing:
         dx = after[..., 0] - before[..., 0]  # (B, L)
         dy = circular_delta(before[..., 1], after[..., 1], self.N)
         self.velocity = torch.stack([dx, dy], -1) * self.mask.unsqueeze(-1)
-        reward = -STEP_COST * (1 - dx).float() * (~was_parked).float() - contacts.count().float()
+        reward = (
+            -STEP_COST * (1 - dx).float() * (~was_parked).float()
+            - self.contact_cost * contacts.count().float()
+        )
         self.parked |= (self.world.positions[..., 0] == self.N - 1) & self.mask
         return reward * self.mask
 

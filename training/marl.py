@@ -57,6 +57,7 @@ from envs.crossing import (
     FEATURE_SETS,
     PARKED_FEATURE,
     Crossing,
+    check_contact_cost,
     check_count_power,
     check_features,
     check_start_width_low,
@@ -205,6 +206,9 @@ class TrainConfig:
     """if set, each training episode's start width is drawn per world in [start_width_low,
     start_width]: denser starts, the crowding of larger counts with few agents (evaluation keeps
     start_width)"""
+    contact_cost: float = 1.0
+    """training reward per new contact (evaluation uses the task's 1): 2 charges each agent its
+    partner's loss too, the contact's whole cost to the team (see envs/crossing.py)"""
     features: Literal["base", "touch", "time"] = "base"
     """observation feature set: "base" (offsets, velocities, flags), "touch" (base plus, per
     neighbour, whether each action would touch it now or after its next move right) or "time" (base
@@ -342,10 +346,17 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(
             f"device={cfg.device!r} needs --backend torchrl (the {cfg.backend} backend runs on the CPU)"
         )
-    check_start_width_low(cfg.start_width_low, cfg.start_width)
-    if cfg.start_width_low is not None and cfg.backend == "rllib":
-        raise ValueError("start_width_low needs --backend torchrl or sb3 (the rllib env starts at one width)")
+    check_training_task(cfg)
     check_rllib_options(cfg)
+
+
+def check_training_task(cfg: TrainConfig) -> None:
+    """The options that change only the training task (evaluation keeps the task's own)."""
+    check_start_width_low(cfg.start_width_low, cfg.start_width)
+    check_contact_cost(cfg.contact_cost)
+    for name in ("start_width_low", "contact_cost"):
+        if cfg.backend == "rllib" and getattr(cfg, name) != getattr(TrainConfig, name):
+            raise ValueError(f"{name} needs --backend torchrl or sb3 (the rllib env keeps the task's)")
 
 
 def check_rllib_options(cfg: TrainConfig) -> None:
@@ -403,8 +414,10 @@ def policy_kwargs(cfg: TrainConfig) -> dict:
 def task_kwargs(cfg: TrainConfig) -> dict:
     """The task's keyword arguments in ``cfg`` (shared by the VecEnv and the warm start's task)."""
     keys = ("num_worlds", "grid_size", "radius", "max_steps", "start_width", "features", "count_power")
-    low = {} if cfg.start_width_low is None else {"start_width_low": cfg.start_width_low}
-    return {"num_agents": tuple(cfg.num_agents), **{k: getattr(cfg, k) for k in keys}, **low}
+    # set only when given, so the envs and manifests of runs without them stay as they were
+    extra = {"start_width_low": cfg.start_width_low, "contact_cost": cfg.contact_cost}
+    extra = {k: v for k, v in extra.items() if v != getattr(TrainConfig, k)}
+    return {"num_agents": tuple(cfg.num_agents), **{k: getattr(cfg, k) for k in keys}, **extra}
 
 
 def make_task(cfg: TrainConfig, seed: int | None = None, num_agents=None) -> Crossing:

@@ -229,6 +229,9 @@ def test_priority_planner_matches_greedy_when_nobody_is_near():
         (dict(start_width_low=0), "start_width_low", ValueError),
         (dict(start_width_low=17), r"start_width_low must be in \[1, start_width=16\]", ValueError),
         (dict(start_width_low=8.0), "start_width_low", TypeError),
+        (dict(contact_cost=-1.0), "contact_cost must be a finite number >= 0", ValueError),
+        (dict(contact_cost=float("nan")), "contact_cost", ValueError),
+        (dict(contact_cost="2"), "contact_cost must be a real number", TypeError),
     ],
 )
 def test_bad_arguments_raise(kwargs, name, error):
@@ -333,3 +336,22 @@ def test_time_features_are_base_plus_the_fraction_of_the_episode_left():
         assert torch.allclose(obs[..., 10][real], torch.tensor(1.0 - t / 10))
         assert (obs[..., 10][~real] == 0).all()
         env.step(torch.randint(0, 5, (env.B, env.L), generator=gen))
+
+
+def test_contact_cost_scales_only_the_contact_term_and_reaches_training_only():
+    gen = torch.Generator().manual_seed(2)
+    one = Crossing(num_worlds=8, num_agents=(6, 12), seed=4)
+    two = Crossing(num_worlds=8, num_agents=(6, 12), seed=4, contact_cost=2.0)
+    one.reset(), two.reset()
+    touched = 0
+    for _ in range(30):
+        a = torch.randint(0, 5, (8, 12), generator=gen)
+        before = one.world.collided.sum(-1)  # distinct partners so far, (B, L)
+        r1, r2 = one.step(a), two.step(a)
+        new = (one.world.collided.sum(-1) - before).float()  # new partners this step
+        torch.testing.assert_close(r2, r1 - new)  # the step costs stay, each contact costs 2
+        touched += int(new.sum())
+    assert touched > 0
+    cfg = preset_config(None, contact_cost=2.0)
+    assert make_task(cfg).contact_cost == 2.0 and CrossingEnv(**task_kwargs(cfg)).task.contact_cost == 2.0
+    assert "contact_cost" not in task_kwargs(preset_config(None))  # default runs build the task as before
