@@ -86,6 +86,8 @@ SB3_DEFAULTS = dict(
     ent_coef_final=None,
 )
 BACKEND_DEFAULTS = {"torchrl": {}, "sb3": SB3_DEFAULTS, "rllib": SB3_DEFAULTS}
+# Task options for training only, with the task's own value (what evaluation always uses).
+TRAINING_ONLY = {"start_width_low": None, "contact_cost": 1.0}
 
 # Recipes people use, by name: `hyperagents train --preset NAME` takes these as its defaults, and
 # any flag given sets its field over them. "best" is docs/marl.md's recipe (the best policies so
@@ -354,8 +356,8 @@ def check_training_task(cfg: TrainConfig) -> None:
     """The options that change only the training task (evaluation keeps the task's own)."""
     check_start_width_low(cfg.start_width_low, cfg.start_width)
     check_contact_cost(cfg.contact_cost)
-    for name in ("start_width_low", "contact_cost"):
-        if cfg.backend == "rllib" and getattr(cfg, name) != getattr(TrainConfig, name):
+    for name, task_value in TRAINING_ONLY.items():
+        if cfg.backend == "rllib" and getattr(cfg, name) != task_value:
             raise ValueError(f"{name} needs --backend torchrl or sb3 (the rllib env keeps the task's)")
 
 
@@ -414,9 +416,8 @@ def policy_kwargs(cfg: TrainConfig) -> dict:
 def task_kwargs(cfg: TrainConfig) -> dict:
     """The task's keyword arguments in ``cfg`` (shared by the VecEnv and the warm start's task)."""
     keys = ("num_worlds", "grid_size", "radius", "max_steps", "start_width", "features", "count_power")
-    # set only when given, so the envs and manifests of runs without them stay as they were
-    extra = {"start_width_low": cfg.start_width_low, "contact_cost": cfg.contact_cost}
-    extra = {k: v for k, v in extra.items() if v != getattr(TrainConfig, k)}
+    # passed only where they differ from the task's own, so the envs that do not take them still work
+    extra = {k: getattr(cfg, k) for k, v in TRAINING_ONLY.items() if getattr(cfg, k) != v}
     return {"num_agents": tuple(cfg.num_agents), **{k: getattr(cfg, k) for k in keys}, **extra}
 
 
