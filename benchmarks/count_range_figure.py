@@ -1,10 +1,12 @@
-"""Gain over MOVE_RIGHT against agent count for the training count ranges of docs/torchrl.md.
+"""Gain over MOVE_RIGHT against agent count for the crossing recipes of docs/torchrl.md.
 
-Reads benchmarks/results/marl_torchrl_cpu_counts.json (the count-range probes and the default
-recipe) and marl_torchrl_cpu_shared.json (the 2..16 recipe), argmax policies, and draws each
-with its 95% CI beside the greedy and priority baselines on the same starts.
+``--curves counts`` (the training count ranges) reads benchmarks/results/marl_torchrl_cpu_counts.json
+and marl_torchrl_cpu_shared.json; ``--curves contact`` (the training reward's contact cost) reads
+marl_torchrl_cpu_contact.json. Argmax policies, each with its 95% CI, beside the scripted
+baselines on the same starts.
 
-    python benchmarks/count_range_figure.py --out docs/figures/torchrl_count_range.png
+    python benchmarks/count_range_figure.py --curves counts --out docs/figures/torchrl_count_range.png
+    python benchmarks/count_range_figure.py --curves contact --out docs/figures/torchrl_contact_cost.png
 """
 
 from __future__ import annotations
@@ -19,13 +21,29 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-COUNTS = "marl_torchrl_cpu_counts.json"
-CURVES = [  # (file, key path to an ood summary, label)
-    ("marl_torchrl_cpu_shared.json", ("argmax",), "2..16, uniform (3 seeds)"),
-    (COUNTS, ("probes", "sa_2_24_p1_3m", "argmax"), "2..24, P(L) ∝ 1/L (3 seeds)"),
-    (COUNTS, ("probes", "default_sa_2_24_p1_6m", "argmax"), "the same, 6M steps: default (3 seeds)"),
-    (COUNTS, ("probes", "sa_2_64_p2", "argmax"), "2..64, P(L) ∝ 1/L² (1 seed; 32, 64 seen)"),
-]
+COUNTS, CONTACT = "marl_torchrl_cpu_counts.json", "marl_torchrl_cpu_contact.json"
+CURVES = {  # name: (title, [(file, key path to an ood summary, label)], scripted baselines)
+    "counts": (
+        "Crossing from scratch, SA (3M agent-steps unless noted): training counts",
+        [
+            ("marl_torchrl_cpu_shared.json", ("argmax",), "2..16, uniform (3 seeds)"),
+            (COUNTS, ("probes", "sa_2_24_p1_3m", "argmax"), "2..24, P(L) ∝ 1/L (3 seeds)"),
+            (COUNTS, ("probes", "default_sa_2_24_p1_6m", "argmax"), "the same, 6M steps (3 seeds)"),
+            (COUNTS, ("probes", "sa_2_64_p2", "argmax"), "2..64, P(L) ∝ 1/L² (1 seed; 32, 64 seen)"),
+        ],
+        ("greedy", "priority"),
+    ),
+    "contact": (
+        "Crossing from scratch, SA, 2..24, 6M agent-steps: training contact cost",
+        [
+            (COUNTS, ("probes", "default_sa_2_24_p1_6m", "argmax"), "contact cost 1, the task's (3 seeds)"),
+            (CONTACT, ("probes", "contact_cost_2_3seeds", "argmax"), "contact cost 2 (3 seeds)"),
+            (CONTACT, ("probes", "contact_cost_3_3seeds", "argmax"), "contact cost 3 (3 seeds)"),
+        ],
+        ("greedy", "cautious", "priority"),
+    ),
+}
+STYLES = {"greedy": ":", "cautious": "-.", "priority": "--"}
 
 
 def summary(file: str, keys: tuple[str, ...]) -> dict:
@@ -37,10 +55,12 @@ def summary(file: str, keys: tuple[str, ...]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--curves", choices=tuple(CURVES), default="counts")
     parser.add_argument("--out", default="docs/figures/torchrl_count_range.png")
     args = parser.parse_args()
+    title, curves, baselines = CURVES[args.curves]
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for file, keys, label in CURVES:
+    for file, keys, label in curves:
         s = summary(file, keys)
         Ls = sorted(map(int, s))
         gain = [s[str(L)]["sa"]["gain"] for L in Ls]
@@ -48,14 +68,20 @@ def main() -> None:
         hi = [s[str(L)]["sa"]["ci_gain"][1] for L in Ls]
         ax.plot(Ls, gain, marker="o", label=label)
         ax.fill_between(Ls, lo, hi, alpha=0.2)
-    for base, style in (("greedy", ":"), ("priority", "--")):
-        ax.plot(Ls, [s[str(L)][base]["gain"] for L in Ls], "k" + style, label=f"{base} (scripted)")
+    for base in baselines:
+        ax.plot(Ls, [s[str(L)][base]["gain"] for L in Ls], "k" + STYLES[base], label=f"{base} (scripted)")
     ax.axvspan(24, 64, color="0.9", zorder=0)
-    ax.text(40, -0.05, "unseen by the 2..16 and 2..24 runs", ha="center", fontsize=8)
+    ax.text(
+        40,
+        -0.05,
+        "unseen by the 2..24 runs" + (" and 2..16" if args.curves == "counts" else ""),
+        ha="center",
+        fontsize=8,
+    )
     ax.set(xscale="log", xlabel="agents L", ylabel="gain over MOVE_RIGHT (argmax)", ylim=(-0.1, 1.0))
     ax.set_xticks(Ls, [str(L) for L in Ls])
     ax.minorticks_off()
-    ax.set_title("Crossing from scratch, SA (3M agent-steps unless noted): training counts")
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     fig.savefig(args.out, dpi=120)

@@ -18,8 +18,7 @@ implementation: dynamics, rewards, parking and observations are the batched task
 ``infos[agent]``: ``"position"`` (x, y) and ``"parked"`` (reached the right wall; it stays
 collidable and keeps receiving rewards). Arguments are :class:`~envs.crossing.Crossing`'s:
 ``num_agents=8, grid_size=64, radius=1, max_steps=96, start_width=16, features="base",
-count_power=0.0``, plus
-``render_mode=None``.
+count_power=0.0, start_width_low=None, contact_cost=1.0``, plus ``render_mode=None``.
 
 Version history:
 - v0: initial release.
@@ -54,6 +53,8 @@ class CrossingParallelEnv(ParallelEnv):
         start_width: int = 16,
         features: str = "base",
         count_power: float = 0.0,
+        start_width_low: int | None = None,
+        contact_cost: float = 1.0,
         render_mode: str | None = None,
     ):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -69,6 +70,8 @@ class CrossingParallelEnv(ParallelEnv):
             start_width=start_width,
             features=features,
             count_power=count_power,
+            start_width_low=start_width_low,
+            contact_cost=contact_cost,
             seed=0,
         )
         self.render_mode = render_mode

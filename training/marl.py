@@ -5,14 +5,16 @@ recipe per CPU minute, ``--backend torchrl`` (docs/torchrl.md): the whole loop o
 (CPU or CUDA), batched worlds, rollout, GAE and clipped PPO from TorchRL, one attention encoder
 shared by actor and critic, L = 2..24 drawn with P(L) ∝ 1/L (every count the same share of
 samples) and self + 7 nearest in view, 64 worlds, 6M agent-steps, the learning rate and entropy
-bonus decaying over the run (``training/marl_torchrl.py``). ``--backend sb3`` is one
+bonus decaying over the run, each new contact costing 3 in the training reward (the task's 1 is
+half of what a contact costs the team) (``training/marl_torchrl.py``). ``--backend sb3`` is one
 SB3 ``PPO`` over :class:`envs.vec.CrossingVecEnv` (one slot per agent) with a features extractor
 from ``policies/actor_critic.py`` (SA, HFA, HA, or the nearest-k MLP baseline); it alone has the
 DAgger warm start. ``--backend rllib`` trains through Ray RLlib, on a local Ray or a cluster
 (``training/marl_rllib.py``, docs/rllib.md). The sb3 and rllib backends keep their own defaults
 (``BACKEND_DEFAULTS``: 8 agents, 32 worlds, every agent in view, 1M steps, constant learning
-rate and entropy bonus) for every field not given, so ``--backend sb3`` alone trains the SB3
-path's own recipe and resumes its runs; ``preset_config()`` builds a config the same way in Python.
+rate and entropy bonus, the task's own reward) for every field not given, so ``--backend sb3``
+alone trains the SB3 path's own recipe and resumes its runs; ``preset_config()`` builds a config
+the same way in Python.
 
 A run lives in ``runs/<name>/`` (see ``training/runs.py``): ``config.json`` (the manifest),
 ``metrics.json``, TensorBoard events and the last two checkpoints (``checkpoint<ext>``,
@@ -84,6 +86,7 @@ SB3_DEFAULTS = dict(
     critic="central",
     learning_rate_final=None,
     ent_coef_final=None,
+    contact_cost=1.0,
 )
 BACKEND_DEFAULTS = {"torchrl": {}, "sb3": SB3_DEFAULTS, "rllib": SB3_DEFAULTS}
 # Task options for training only, with the task's own value (what evaluation always uses).
@@ -122,7 +125,7 @@ PRESETS = {
 for _name in ("gpu", "scratch-cpu"):  # the torchrl recipe's shared settings
     PRESETS[_name] |= dict(num_agents=(2, 24), count_power=1.0, neighbours=7, critic="shared")
     PRESETS[_name] |= dict(learning_rate=1e-3, total_timesteps=6_000_000)
-    PRESETS[_name] |= dict(learning_rate_final=1e-4, ent_coef_final=0.0)
+    PRESETS[_name] |= dict(learning_rate_final=1e-4, ent_coef_final=0.0, contact_cost=3.0)
 PRESETS["gpu"] |= dict(precision="bf16")
 
 
@@ -208,9 +211,10 @@ class TrainConfig:
     """if set, each training episode's start width is drawn per world in [start_width_low,
     start_width]: denser starts, the crowding of larger counts with few agents (evaluation keeps
     start_width)"""
-    contact_cost: float = 1.0
+    contact_cost: float = 3.0
     """training reward per new contact (evaluation uses the task's 1): 2 charges each agent its
-    partner's loss too, the contact's whole cost to the team (see envs/crossing.py)"""
+    partner's loss too, the contact's whole cost to the team; 3 also leans towards waiting in crowds
+    (docs/torchrl.md; see envs/crossing.py)"""
     features: Literal["base", "touch", "time"] = "base"
     """observation feature set: "base" (offsets, velocities, flags), "touch" (base plus, per
     neighbour, whether each action would touch it now or after its next move right) or "time" (base

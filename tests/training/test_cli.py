@@ -147,8 +147,8 @@ def test_a_preset_run_is_recorded_and_resumes_with_the_same_settings_given_as_fl
     cli.main(["train", "--total-timesteps", "96", *common])  # the defaults are the same recipe
     assert json.loads((tmp_path / "p" / "metrics.json").read_text())["resumed_from"] == 64
     code, line = run_cli(["train", "--backend", "sb3", "--total-timesteps", "128", *common], capsys)
-    assert code == 2 and 'holds a different run (backend "torchrl" -> "sb3", count_power 1.0 -> 0.0' in line
-    assert 'critic "shared" -> "central"' in line
+    assert code == 2 and 'holds a different run (backend "torchrl" -> "sb3", contact_cost 3.0 -> 1.0' in line
+    assert "count_power 1.0 -> 0.0" in line and 'critic "shared" -> "central"' in line
     assert "pass --backend torchrl to resume it" in line
 
 
@@ -158,6 +158,7 @@ def test_no_flags_train_the_torchrl_recipe_and_a_backend_alone_brings_its_own_de
     assert (default.backend, default.device, default.name) == ("torchrl", "cpu", "crossing__sa__0")
     sb3 = {"num_agents": (8, 8), "num_worlds": 32, "neighbours": None, "critic": "central"}
     sb3 |= {"learning_rate_final": None, "ent_coef_final": None, "n_steps": 32, "batch_size": 1024}
+    sb3 |= {"contact_cost": 1.0}
     for argv in (["--backend", "sb3"], ["--backend=rllib"], ["--preset", "sb3"]):
         cfg = cli.parse(["train", "--seed", "1", *argv, "--num-worlds", "8"])
         assert {k: getattr(cfg, k) for k in sb3} == sb3 | {"num_worlds": 8}, argv  # given: kept
