@@ -71,13 +71,8 @@ def main() -> None:
     for base in baselines:
         ax.plot(Ls, [s[str(L)][base]["gain"] for L in Ls], "k" + STYLES[base], label=f"{base} (scripted)")
     ax.axvspan(24, 64, color="0.9", zorder=0)
-    ax.text(
-        40,
-        -0.05,
-        "unseen by the 2..24 runs" + (" and 2..16" if args.curves == "counts" else ""),
-        ha="center",
-        fontsize=8,
-    )
+    seen = "the 2..16 and 2..24 runs" if args.curves == "counts" else "the 2..24 runs"
+    ax.text(40, -0.05, f"unseen by {seen}", ha="center", fontsize=8)
     ax.set(xscale="log", xlabel="agents L", ylabel="gain over MOVE_RIGHT (argmax)", ylim=(-0.1, 1.0))
     ax.set_xticks(Ls, [str(L) for L in Ls])
     ax.minorticks_off()
