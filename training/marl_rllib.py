@@ -67,6 +67,7 @@ NET_DEFAULTS = dict(
     kind="softmax",
     neighbours=None,
     neighbour_dx_weight=1.0,
+    lane_tokens=0,
     mlp_k=6,
     critic="central",
     net_arch=(64,),

@@ -135,3 +135,25 @@ def test_bad_option_at_the_cli_is_one_line_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert exit_.value.code == 2 and "\n" not in err and "num_env_runners" in err
     assert not any(tmp_path.iterdir())  # refused before a run folder was made
+
+
+def test_every_network_field_build_net_reads_reaches_the_rllib_module():
+    """The RLModule's network is built from NET_DEFAULTS' fields of the config: a network field
+    left out would be dropped silently in training and then read from the manifest by ood."""
+    from types import SimpleNamespace
+
+    from training import marl_rllib, marl_torchrl
+
+    read = set()
+
+    class Recorder(SimpleNamespace):
+        def __getattribute__(self, name):
+            if not name.startswith("__"):
+                read.add(name)
+            return super().__getattribute__(name)
+
+    cfg = marl.preset_config(backend="rllib", neighbours=7, lane_tokens=2)
+    fields = vars(cfg)
+    marl_torchrl.build_net(Recorder(**fields), 10)
+    network = read & set(fields) - {"precision"}  # precision is torchrl's own (the RLModule runs fp32)
+    assert "lane_tokens" in network and network <= set(marl_rllib.NET_DEFAULTS)
