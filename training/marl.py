@@ -420,7 +420,7 @@ def policy_kwargs(cfg: TrainConfig) -> dict:
 def task_kwargs(cfg: TrainConfig) -> dict:
     """The task's keyword arguments in ``cfg`` (shared by the VecEnv and the warm start's task)."""
     keys = ("num_worlds", "grid_size", "radius", "max_steps", "start_width", "features", "count_power")
-    # passed only where they differ from the task's own, so the envs that do not take them still work
+    # passed only where they differ from the task's own, so a default task is built as before
     extra = {k: getattr(cfg, k) for k, v in TRAINING_ONLY.items() if getattr(cfg, k) != v}
     return {"num_agents": tuple(cfg.num_agents), **{k: getattr(cfg, k) for k in keys}, **extra}
 

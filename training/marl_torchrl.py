@@ -55,7 +55,7 @@ def build_net(cfg, num_features: int) -> TokenActorCritic:
     enc = dict(family=cfg.family, width=cfg.width, mlp_k=cfg.mlp_k)
     if cfg.family != "mlp":
         enc |= dict(blocks=cfg.blocks, heads=cfg.heads, kind=cfg.kind, dx_weight=cfg.neighbour_dx_weight)
-    lanes = getattr(cfg, "lane_tokens", 0)  # RLlib's network fields predate it
+    lanes = getattr(cfg, "lane_tokens", 0)  # manifests of runs made before the option lack it
     view = dict(neighbours=cfg.neighbours, lane_tokens=lanes, flag_feature=PARKED_FEATURE)
     actor = enc | ({} if cfg.family == "mlp" else view)
     critic = {
