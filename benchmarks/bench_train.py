@@ -2,13 +2,14 @@
 
 Configurations (agent-steps/s over whole collect + update iterations, after one warm-up):
 
-- ``ours_torchrl``: ``hyperagents train --backend torchrl`` (training/marl_torchrl.py), crossing,
-  L = 2..16 per world, SA policy (width 32, 2 blocks, self + 7 nearest), the presets' critic
+- ``ours_torchrl``: ``hyperagents train`` at its defaults (training/marl_torchrl.py; the
+  ``scratch-cpu`` preset, ``gpu`` on CUDA): crossing, L = 2..24 per world, SA policy (width 32,
+  2 blocks, self + 7 nearest), the presets' critic
   (``--critic``, default shared: one encoder for both heads) and precision (``--precision``,
   default bf16 on CUDA, fp32 on the CPU).
 - ``ours_torchrl_central`` (with ``--central``): the same with MAPPO's central critic (its own
   encoder over every agent) in fp32, the recipe before the shared encoder.
-- ``ours_sb3`` (CPU): ``hyperagents train --backend sb3`` at its defaults, with L = 2..16 and
+- ``ours_sb3`` (CPU): ``hyperagents train --backend sb3`` at its defaults, with L = 2..24 and
   self + 7 nearest (the same SA policy family).
 - ``mpe2_supersuit_mlp`` (CPU): SB3 ``PPO("MlpPolicy")`` on MPE2 ``simple_spread_v3`` (N = 3)
   through SuperSuit, ``n_steps=128, batch_size=256`` (reference/PEERS.md 1.3).
@@ -48,14 +49,11 @@ from training.ood import play, policy_actor  # noqa: E402
 EVAL_COUNT, EVAL_EPISODES, EVAL_SEED = 8, 100, 4242
 
 
-def torchrl_cfg(num_worlds: int, batch: int | None = None, **kw) -> marl.TrainConfig:
-    """The torchrl recipe timed here; by default the minibatch grows with the worlds (one rollout
-    of 32 steps, about 9 agents a world, is then 16 minibatches an epoch)."""
-    batch = batch or max(4096, num_worlds * 32 * 9 // 16)
-    base = dict(backend="torchrl", num_agents=(2, 16), neighbours=7, num_worlds=num_worlds, n_steps=32)
-    base |= dict(critic="shared")
-    base |= dict(batch_size=batch, learning_rate=1e-3, learning_rate_final=1e-4, ent_coef_final=0.0)
-    return marl.TrainConfig(**(base | kw))
+def torchrl_cfg(num_worlds: int, batch: int | None = None, cuda: bool = False, **kw) -> marl.TrainConfig:
+    """The recipe `hyperagents train` runs by default (the `scratch-cpu` preset, `gpu` on CUDA), so
+    the tables time the policy users get; ``num_worlds``, ``batch`` and ``kw`` set fields over it."""
+    fields = dict(num_worlds=num_worlds) | ({"batch_size": batch} if batch else {})
+    return marl.preset_config("gpu" if cuda else "scratch-cpu", **fields, **kw)
 
 
 def eval_gain(net, cfg, device) -> float:
@@ -83,7 +81,8 @@ def measure_torchrl(
     """Throughput of the batched trainer; with ``to_gain``, training seconds until the gain is reached.
     ``kw``: TrainConfig fields over the timed recipe (critic, precision, total_timesteps: the
     horizon of its learning-rate and entropy schedules, which a throughput run never reaches)."""
-    cfg = torchrl_cfg(num_worlds, batch, **({"total_timesteps": 10**12} | kw))
+    kw = {"total_timesteps": 10**12} | kw
+    cfg = torchrl_cfg(num_worlds, batch, device.type == "cuda", device=device.type, **kw)
     net = marl_torchrl.build_net(cfg, 10)
     clock = {"start": None, "steps0": 0, "evals": [], "next_eval": every}
 
@@ -145,7 +144,8 @@ def measure_sb3(seconds: float, to_gain=None, budget=0.0, every=30.0) -> dict:
     """SB3 PPO at ``hyperagents train --backend sb3`` defaults (SA), timed per rollout + update chunk."""
     import tempfile
 
-    fields = dict(backend="sb3", num_agents=(2, 16), neighbours=7)
+    # the torchrl recipe's counts and view, the SB3 path's defaults for the rest
+    fields = dict(backend="sb3", num_agents=marl.PRESETS["scratch-cpu"]["num_agents"], neighbours=7)
     cfg = marl.preset_config(**fields, runs_dir=tempfile.mkdtemp(), progress=False)
     from stable_baselines3 import PPO
 
@@ -247,7 +247,10 @@ def main() -> None:
     )
     parser.add_argument("--budget", type=float, default=600.0, help="training seconds cap for --to-gain")
     parser.add_argument(
-        "--total-timesteps", type=int, default=3_000_000, help="--to-gain: our schedules' horizon"
+        "--total-timesteps",
+        type=int,
+        default=None,
+        help="--to-gain: our schedules' horizon (default the preset's)",
     )
     parser.add_argument("--eval-every", type=float, default=30.0, help="training seconds between gain checks")
     parser.add_argument("--critic", default="shared", choices=("shared", "central", "local"))
@@ -267,7 +270,7 @@ def main() -> None:
 
     recipe = dict(critic=args.critic, precision=args.precision or ("bf16" if cuda else "fp32"))
     ours_params = sum(
-        p.numel() for p in marl_torchrl.build_net(torchrl_cfg(worlds, **recipe), 10).parameters()
+        p.numel() for p in marl_torchrl.build_net(torchrl_cfg(worlds, None, cuda, **recipe), 10).parameters()
     )
     configs = {
         "ours_torchrl": lambda: measure_torchrl(args.seconds, device, worlds, args.batch_size, **recipe)
@@ -314,7 +317,7 @@ def main() -> None:
             "ours_torchrl": (
                 measure_torchrl,
                 (0, device, worlds, args.batch_size, *gain),
-                recipe | {"total_timesteps": args.total_timesteps},
+                recipe | ({"total_timesteps": args.total_timesteps} if args.total_timesteps else {}),
             )
         }
         if not cuda:  # raced at once on the CPU: the same load on both
