@@ -39,6 +39,11 @@ CURVES = {  # name: (title, [(file, key path to an ood summary, label)], scripte
             (COUNTS, ("probes", "default_sa_2_24_p1_6m", "argmax"), "contact cost 1, the task's (3 seeds)"),
             (CONTACT, ("probes", "contact_cost_2_3seeds", "argmax"), "contact cost 2 (3 seeds)"),
             (CONTACT, ("probes", "contact_cost_3_3seeds", "argmax"), "contact cost 3 (3 seeds)"),
+            (
+                CONTACT,
+                ("probes", "contact_cost_4_ent_final_0.001_3seeds", "argmax"),
+                "contact cost 4, entropy floor 0.001: the default (3 seeds)",
+            ),
         ],
         ("greedy", "cautious", "priority"),
     ),

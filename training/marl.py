@@ -125,7 +125,7 @@ PRESETS = {
 for _name in ("gpu", "scratch-cpu"):  # the torchrl recipe's shared settings
     PRESETS[_name] |= dict(num_agents=(2, 24), count_power=1.0, neighbours=7, critic="shared")
     PRESETS[_name] |= dict(learning_rate=1e-3, total_timesteps=6_000_000)
-    PRESETS[_name] |= dict(learning_rate_final=1e-4, ent_coef_final=0.0, contact_cost=3.0)
+    PRESETS[_name] |= dict(learning_rate_final=1e-4, ent_coef_final=0.001, contact_cost=4.0)
 PRESETS["gpu"] |= dict(precision="bf16")
 
 
@@ -211,10 +211,10 @@ class TrainConfig:
     """if set, each training episode's start width is drawn per world in [start_width_low,
     start_width]: denser starts, the crowding of larger counts with few agents (evaluation keeps
     start_width)"""
-    contact_cost: float = 3.0
+    contact_cost: float = 4.0
     """training reward per new contact (evaluation uses the task's 1): 2 charges each agent its
-    partner's loss too, the contact's whole cost to the team; 3 also leans towards waiting in crowds
-    (docs/torchrl.md; see envs/crossing.py)"""
+    partner's loss too, the contact's whole cost to the team; 3 and 4 also lean towards waiting in
+    crowds (docs/torchrl.md; see envs/crossing.py)"""
     features: Literal["base", "touch", "time"] = "base"
     """observation feature set: "base" (offsets, velocities, flags), "touch" (base plus, per
     neighbour, whether each action would touch it now or after its next move right) or "time" (base
@@ -255,9 +255,10 @@ class TrainConfig:
     """PPO clip range"""
     ent_coef: float = 0.003
     """entropy bonus (at the start of training when ent_coef_final is set)"""
-    ent_coef_final: float | None = 0.0
+    ent_coef_final: float | None = 0.001
     """if set, the entropy bonus decays linearly from ent_coef to this at total_timesteps, so the
-    sampled policy sharpens and its argmax keeps the avoidance it learned"""
+    sampled policy sharpens and its argmax keeps the avoidance it learned (a small floor rather
+    than 0 keeps the small counts' avoidance at contact cost 4)"""
     learning_rate_final: float | None = 1e-4
     """if set, the learning rate decays linearly from learning_rate to this at total_timesteps"""
     vf_coef: float = 0.5

@@ -354,7 +354,7 @@ def test_contact_cost_scales_only_the_contact_term_and_reaches_training_only():
     assert touched > 0
     cfg = preset_config(None, contact_cost=2.0)
     assert make_task(cfg).contact_cost == 2.0 and CrossingEnv(**task_kwargs(cfg)).task.contact_cost == 2.0
-    assert task_kwargs(preset_config(None))["contact_cost"] == 3.0  # the torchrl recipe's
+    assert task_kwargs(preset_config(None))["contact_cost"] == 4.0  # the torchrl recipe's
     assert "contact_cost" not in task_kwargs(preset_config(None, backend="sb3"))  # SB3 keeps the task's
     one_world = {k: v for k, v in task_kwargs(cfg).items() if k != "num_worlds"}
     assert crossing_v0.parallel_env(**one_world).task.contact_cost == 2.0  # PettingZoo

@@ -113,7 +113,7 @@ def test_a_train_preset_sets_the_recipe_and_flags_given_override_it_in_any_posit
     assert best.features == "touch" and best.imitate_iterations == 16 and best.num_agents == (2, 16)
     gpu = cli.parse(["train", "--preset=gpu"])
     assert (gpu.backend, gpu.device, gpu.num_worlds, gpu.batch_size) == ("torchrl", "cuda", 4096, 16384)
-    assert gpu.learning_rate_final == 1e-4 and gpu.ent_coef_final == 0.0 and gpu.neighbours == 7
+    assert gpu.learning_rate_final == 1e-4 and gpu.ent_coef_final == 0.001 and gpu.neighbours == 7
     assert (gpu.critic, gpu.precision, gpu.n_steps) == ("shared", "bf16", 16)
     scratch = cli.parse(["train", "--preset", "scratch-cpu"])
     assert (scratch.backend, scratch.num_worlds, scratch.batch_size) == ("torchrl", 64, 1024)
@@ -143,11 +143,11 @@ def test_a_preset_run_is_recorded_and_resumes_with_the_same_settings_given_as_fl
         "--learning-rate-final",
         "1e-4",
     ]
-    cli.main(["train", *flags, "--ent-coef-final", "0", "--total-timesteps", "64", *common])
+    cli.main(["train", *flags, "--ent-coef-final", "0.001", "--total-timesteps", "64", *common])
     cli.main(["train", "--total-timesteps", "96", *common])  # the defaults are the same recipe
     assert json.loads((tmp_path / "p" / "metrics.json").read_text())["resumed_from"] == 64
     code, line = run_cli(["train", "--backend", "sb3", "--total-timesteps", "128", *common], capsys)
-    assert code == 2 and 'holds a different run (backend "torchrl" -> "sb3", contact_cost 3.0 -> 1.0' in line
+    assert code == 2 and 'holds a different run (backend "torchrl" -> "sb3", contact_cost 4.0 -> 1.0' in line
     assert "count_power 1.0 -> 0.0" in line and 'critic "shared" -> "central"' in line
     assert "pass --backend torchrl to resume it" in line
 
