@@ -49,11 +49,12 @@ from training.ood import play, policy_actor  # noqa: E402
 EVAL_COUNT, EVAL_EPISODES, EVAL_SEED = 8, 100, 4242
 
 
-def torchrl_cfg(num_worlds: int, batch: int | None = None, cuda: bool = False, **kw) -> marl.TrainConfig:
-    """The recipe `hyperagents train` runs by default (the `scratch-cpu` preset, `gpu` on CUDA), so
-    the tables time the policy users get; ``num_worlds``, ``batch`` and ``kw`` set fields over it."""
-    fields = dict(num_worlds=num_worlds) | ({"batch_size": batch} if batch else {})
-    return marl.preset_config("gpu" if cuda else "scratch-cpu", **fields, **kw)
+def torchrl_cfg(num_worlds: int, batch: int | None = None, device: str = "cpu", **kw) -> marl.TrainConfig:
+    """The recipe `hyperagents train` runs by default on ``device`` (the `scratch-cpu` preset, `gpu`
+    on CUDA), so the tables time the policy users get; ``num_worlds``, ``batch`` and ``kw`` set
+    fields over it."""
+    fields = dict(num_worlds=num_worlds, device=device) | ({"batch_size": batch} if batch else {})
+    return marl.preset_config("gpu" if device == "cuda" else "scratch-cpu", **fields, **kw)
 
 
 def eval_gain(net, cfg, device) -> float:
@@ -82,7 +83,7 @@ def measure_torchrl(
     ``kw``: TrainConfig fields over the timed recipe (critic, precision, total_timesteps: the
     horizon of its learning-rate and entropy schedules, which a throughput run never reaches)."""
     kw = {"total_timesteps": 10**12} | kw
-    cfg = torchrl_cfg(num_worlds, batch, device.type == "cuda", device=device.type, **kw)
+    cfg = torchrl_cfg(num_worlds, batch, device.type, **kw)
     net = marl_torchrl.build_net(cfg, 10)
     clock = {"start": None, "steps0": 0, "evals": [], "next_eval": every}
 
@@ -270,7 +271,8 @@ def main() -> None:
 
     recipe = dict(critic=args.critic, precision=args.precision or ("bf16" if cuda else "fp32"))
     ours_params = sum(
-        p.numel() for p in marl_torchrl.build_net(torchrl_cfg(worlds, None, cuda, **recipe), 10).parameters()
+        p.numel()
+        for p in marl_torchrl.build_net(torchrl_cfg(worlds, None, device.type, **recipe), 10).parameters()
     )
     configs = {
         "ours_torchrl": lambda: measure_torchrl(args.seconds, device, worlds, args.batch_size, **recipe)

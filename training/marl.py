@@ -1,20 +1,20 @@
 """``hyperagents train``: shared-parameter PPO with attention policies on the crossing task.
 
-Three engines share this config and run folder. With no flags it trains the project's best
-recipe per CPU minute, ``--backend torchrl`` (docs/torchrl.md): the whole loop on ``--device``
-(CPU or CUDA), batched worlds, rollout, GAE and clipped PPO from TorchRL, one attention encoder
-shared by actor and critic, L = 2..24 drawn with P(L) ∝ 1/L (every count the same share of
-samples) and self + 7 nearest in view, 64 worlds, 6M agent-steps, the learning rate and entropy
-bonus decaying over the run, each new contact costing 3 in the training reward (the task's 1 is
-half of what a contact costs the team) (``training/marl_torchrl.py``). ``--backend sb3`` is one
+Three engines share this config and run folder. With no flags it trains the project's best recipe
+per CPU minute, ``--backend torchrl`` (docs/torchrl.md): the whole loop on ``--device`` (CPU or
+CUDA), batched worlds, rollout, GAE and clipped PPO from TorchRL, one attention encoder shared by
+actor and critic, L = 2..24 drawn with P(L) ∝ 1/L (every count the same share of samples) and self
++ 7 nearest in view, 64 worlds, 6M agent-steps, the learning rate decaying over the run and the
+entropy bonus to a floor of 0.001, each new contact costing 4 in the training reward (the task's 1
+is half of what a contact costs the team) (``training/marl_torchrl.py``). ``--backend sb3`` is one
 SB3 ``PPO`` over :class:`envs.vec.CrossingVecEnv` (one slot per agent) with a features extractor
 from ``policies/actor_critic.py`` (SA, HFA, HA, or the nearest-k MLP baseline); it alone has the
 DAgger warm start. ``--backend rllib`` trains through Ray RLlib, on a local Ray or a cluster
 (``training/marl_rllib.py``, docs/rllib.md). The sb3 and rllib backends keep their own defaults
-(``BACKEND_DEFAULTS``: 8 agents, 32 worlds, every agent in view, 1M steps, constant learning
-rate and entropy bonus, the task's own reward) for every field not given, so ``--backend sb3``
-alone trains the SB3 path's own recipe and resumes its runs; ``preset_config()`` builds a config
-the same way in Python.
+(``BACKEND_DEFAULTS``: 8 agents, 32 worlds, every agent in view, 1M steps, constant learning rate
+and entropy bonus, the task's own reward) for every field not given, so ``--backend sb3`` alone
+trains the SB3 path's own recipe and resumes its runs; ``preset_config()`` builds a config the same
+way in Python.
 
 A run lives in ``runs/<name>/`` (see ``training/runs.py``): ``config.json`` (the manifest),
 ``metrics.json``, TensorBoard events and the last two checkpoints (``checkpoint<ext>``,
