@@ -56,9 +56,23 @@ offset features; the clones of docs/marl.md collided exactly there. The touch fe
 pairwise test itself, and the attention still has to learn which partners matter and how to
 combine them into a move. ``"base"`` stays the default so earlier checkpoints keep loading.
 
+``"heading"`` appends one feature, the label h_i * h_j: 1 for an agent heading the same way as
+the viewer, -1 for one coming the other way (the two-way task below; 1 everywhere in the one-way
+task).
+
 ``"time"`` appends one feature, the fraction of the episode left, 1 - t/T, on every real token.
 Episodes end by truncation, and without it the cost of waiting (0.05 a step for every step left)
 against pushing into a crowd (1 per new partner) is not a function of what the agent sees.
+
+Two-way traffic (``two_way=True``): the odd slots head left instead. They start mirrored, x
+uniform in (N-1-start_width, N-1], and park at x = 0. Each agent acts and observes in its own
+frame, so its heading h_i is always "right": its RIGHT and LEFT are swapped in the world when
+h_i = -1, dx_i(t) in the reward is its displacement along h_i, and its tokens give dx, x_j and
+vx_j mirrored (x_j as (N-1-x_j)/N). MOVE_RIGHT is then "everyone moves forward", and an
+agent's tokens alone do not tell a neighbour heading its way from one it follows, unless the
+``"heading"`` label is in them: a nearest-k view fills with followers in a crowd while the
+oncoming agents, further away and closing at twice the speed, are the ones to avoid. The
+scripted avoiders (``envs/experts.py``) assume one-way traffic.
 
 Shapes: B worlds, L agent slots (L_max), N grid size, R radius, F token features.
 """
@@ -101,7 +115,12 @@ __all__ = [
 
 NUM_FEATURES = 10  # the "base" feature set
 PARKED_FEATURE = 5  # index of parked_j in a token
-FEATURE_SETS = {"base": NUM_FEATURES, "touch": NUM_FEATURES + 2 * NUM_ACTIONS, "time": NUM_FEATURES + 1}
+FEATURE_SETS = {
+    "base": NUM_FEATURES,
+    "touch": NUM_FEATURES + 2 * NUM_ACTIONS,
+    "time": NUM_FEATURES + 1,
+    "heading": NUM_FEATURES + 1,
+}
 STEP_COST = 0.05
 
 
@@ -134,6 +153,20 @@ def check_start_width_low(start_width_low, start_width: int) -> int | None:
     return start_width_low
 
 
+def check_two_way(two_way, features: str, start_width: int, grid_size: int, radius: int) -> bool:
+    """``two_way`` if it is a bool the task can honour, else TypeError / ValueError."""
+    if not isinstance(two_way, bool):
+        raise TypeError(f"two_way must be a bool, got {two_way!r}")
+    if two_way and features == "touch":  # its per-action tests are in the world's frame
+        raise ValueError("two_way needs features 'base', 'time' or 'heading', got 'touch'")
+    if two_way and 2 * start_width + 2 * radius > grid_size:  # the two start strips must not touch
+        raise ValueError(
+            f"two_way needs start_width <= (grid_size - 2 radius) / 2 = "
+            f"{(grid_size - 2 * radius) // 2}, got {start_width}"
+        )
+    return two_way
+
+
 def check_features(features) -> str:
     """``features`` if it names a feature set, else ValueError listing them."""
     if not isinstance(features, str) or features not in FEATURE_SETS:
@@ -162,6 +195,7 @@ class Crossing:
             the samples of a world of 2; 1 gives every count the same share of agent samples; 2
             gives every doubling of L (2-4, 4-8, ...) the same share.
         contact_cost: what each new partner costs in the reward (1 is the task; see module doc).
+        two_way: the odd slots start at the right wall and head left (see module doc).
     """
 
     def __init__(
@@ -178,6 +212,7 @@ class Crossing:
         count_power: float = 0.0,
         start_width_low: int | None = None,
         contact_cost: float = 1.0,
+        two_way: bool = False,
     ):
         self.low, self.high = parse_count(num_agents)
         self.count_power = check_count_power(count_power)
@@ -189,6 +224,7 @@ class Crossing:
             raise ValueError(f"start_width must be <= grid_size={grid_size}, got {start_width}")
         self.start_width_low = check_start_width_low(start_width_low, start_width)
         self.contact_cost = check_contact_cost(contact_cost)
+        self.two_way = check_two_way(two_way, self.features, start_width, grid_size, radius)
         self.world = World(num_worlds, self.high, grid_size, radius, device=device)
         self.B, self.L, self.N, self.R = num_worlds, self.high, grid_size, radius
         self.T, self.start_width = max_steps, start_width
@@ -197,6 +233,9 @@ class Crossing:
         self.seed(seed)
         self.parked = torch.zeros(self.B, self.L, dtype=torch.bool, device=self.device)
         self.velocity = torch.zeros(self.B, self.L, 2, dtype=torch.long, device=self.device)  # last move
+        slots = torch.arange(self.L, device=self.device)
+        odd = (slots % 2 == 1) & two_way
+        self.heading = torch.where(odd, -1, 1).expand(self.B, -1)  # (B, L): +1 right, -1 left
         # Cells within 2R of the origin: an agent placed at c blocks c + these offsets.
         r = torch.arange(-2 * radius, 2 * radius + 1)
         ox, oy = torch.meshgrid(r, r, indexing="ij")
@@ -274,6 +313,9 @@ class Crossing:
             ok = (bx >= 0) & (bx < W) & live.unsqueeze(1)
             b = rows.unsqueeze(1).expand_as(bx)
             free[b[ok], bx[ok], by[ok]] = False
+        if self.two_way:  # the left-heading slots start mirrored at the right wall
+            left = (self.heading[0] < 0).cpu()
+            pos[:, left, 0] = N - 1 - pos[:, left, 0]
         return pos * mask.unsqueeze(-1), mask
 
     def reset(self, worlds: torch.Tensor | None = None, positions=None, mask=None) -> None:
@@ -295,17 +337,22 @@ class Crossing:
             raise ValueError(f"actions must have shape (B, L) = {want}, got {tuple(actions.shape)}")
         was_parked = self.parked.clone()
         actions = torch.where(was_parked, torch.full_like(actions, STAY), actions.long())
+        if self.two_way:  # own frame -> world: a left-heading agent's RIGHT is the world's LEFT
+            swap = torch.where(actions == RIGHT, LEFT, torch.where(actions == LEFT, RIGHT, actions))
+            actions = torch.where(self.heading < 0, swap, actions)
         before = self.world.positions.clone()
         contacts = self.world.step(actions)
         after = self.world.positions
         dx = after[..., 0] - before[..., 0]  # (B, L)
         dy = circular_delta(before[..., 1], after[..., 1], self.N)
         self.velocity = torch.stack([dx, dy], -1) * self.mask.unsqueeze(-1)
+        forward = dx * self.heading
         reward = (
-            -STEP_COST * (1 - dx).float() * (~was_parked).float()
+            -STEP_COST * (1 - forward).float() * (~was_parked).float()
             - self.contact_cost * contacts.count().float()
         )
-        self.parked |= (self.world.positions[..., 0] == self.N - 1) & self.mask
+        goal = torch.where(self.heading > 0, self.N - 1, 0)  # (B, L) x of each agent's far wall
+        self.parked |= (self.world.positions[..., 0] == goal) & self.mask
         return reward * self.mask
 
     @property
@@ -326,10 +373,12 @@ class Crossing:
         features = self.features if features is None else check_features(features)
         w, N, L = self.world, self.N, self.L
         pos, mask = w.positions, w.mask  # (B, L, 2), (B, L)
-        dx = (pos[:, None, :, 0] - pos[:, :, None, 0]).float()  # (B, L, L): slot j seen from agent i
+        h = self.heading.float().unsqueeze(-1)  # (B, L_i, 1): each viewer's own frame
+        dx = (pos[:, None, :, 0] - pos[:, :, None, 0]).float() * h  # (B, L, L): slot j seen from agent i
         dy = circular_delta(pos[:, :, None, 1], pos[:, None, :, 1], N).float()
         scale = 4.0 * max(self.R, 1)
-        x = (pos[..., 0].float() / N).unsqueeze(1).expand(-1, L, -1)
+        xj = pos[..., 0].float().unsqueeze(1)  # (B, 1, L_j)
+        x = torch.where(h > 0, xj, N - 1 - xj) / N  # (B, L, L)
         vel = self.velocity.float().unsqueeze(1).expand(-1, L, -1, -1)  # (B, L, L, 2): slot j's last move
         feats = torch.stack(
             [
@@ -341,13 +390,16 @@ class Crossing:
                 self.parked.float().unsqueeze(1).expand(-1, L, -1),
                 (dx / scale).clamp(-1, 1),
                 (dy / scale).clamp(-1, 1),
-                vel[..., 0],
+                vel[..., 0] * h,
                 vel[..., 1],
             ],
             -1,
         )  # (B, L, L, F)
         if features == "touch":
             feats = torch.cat([feats, self._touch_features()], -1)
+        elif features == "heading":
+            label = (self.heading.unsqueeze(2) * self.heading.unsqueeze(1)).float()  # (B, L_i, L_j)
+            feats = torch.cat([feats, label.unsqueeze(-1)], -1)
         elif features == "time":
             left = (1.0 - w.steps.float() / self.T).view(self.B, 1, 1, 1).expand(-1, L, L, 1)
             feats = torch.cat([feats, left], -1)
@@ -371,9 +423,10 @@ class Crossing:
         return torch.cat([now, then], -1).masked_fill(eye, False).float()
 
     def cells_ahead(self) -> torch.Tensor:
-        """(B, L, 2) each agent's cell after one more move right (its own cell if parked): the guess
-        of the others' next cells that the "touch" features and the scripted avoiders share."""
+        """(B, L, 2) each agent's cell after one more move forward (its own cell if parked): the
+        guess of the others' next cells that the "touch" features and the scripted avoiders share."""
         pos = self.world.positions
         nxt = pos.clone()
-        nxt[..., 0] = torch.where(self.parked, pos[..., 0], (pos[..., 0] + 1).clamp(max=self.N - 1))
+        ahead = (pos[..., 0] + self.heading).clamp(0, self.N - 1)
+        nxt[..., 0] = torch.where(self.parked, pos[..., 0], ahead)
         return nxt

@@ -18,7 +18,8 @@ implementation: dynamics, rewards, parking and observations are the batched task
 ``infos[agent]``: ``"position"`` (x, y) and ``"parked"`` (reached the right wall; it stays
 collidable and keeps receiving rewards). Arguments are :class:`~envs.crossing.Crossing`'s:
 ``num_agents=8, grid_size=64, radius=1, max_steps=96, start_width=16, features="base",
-count_power=0.0, start_width_low=None, contact_cost=1.0``, plus ``render_mode=None``.
+count_power=0.0, start_width_low=None, contact_cost=1.0, two_way=False`` (two-way traffic: the
+odd agents head left, each acting in its own frame), plus ``render_mode=None``.
 
 Version history:
 - v0: initial release.
@@ -55,6 +56,7 @@ class CrossingParallelEnv(ParallelEnv):
         count_power: float = 0.0,
         start_width_low: int | None = None,
         contact_cost: float = 1.0,
+        two_way: bool = False,
         render_mode: str | None = None,
     ):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -72,6 +74,7 @@ class CrossingParallelEnv(ParallelEnv):
             count_power=count_power,
             start_width_low=start_width_low,
             contact_cost=contact_cost,
+            two_way=two_way,
             seed=0,
         )
         self.render_mode = render_mode

@@ -63,6 +63,7 @@ from envs.crossing import (
     check_count_power,
     check_features,
     check_start_width_low,
+    check_two_way,
 )
 from envs.vec import CrossingVecEnv
 from policies.actor_critic import FAMILIES, AttentionExtractor, NearestMLPExtractor
@@ -215,10 +216,15 @@ class TrainConfig:
     """training reward per new contact (evaluation uses the task's 1): 2 charges each agent its
     partner's loss too, the contact's whole cost to the team; 3 and 4 also lean towards waiting in
     crowds (docs/torchrl.md; see envs/crossing.py)"""
-    features: Literal["base", "touch", "time"] = "base"
+    features: Literal["base", "touch", "time", "heading"] = "base"
     """observation feature set: "base" (offsets, velocities, flags), "touch" (base plus, per
-    neighbour, whether each action would touch it now or after its next move right) or "time" (base
-    plus the fraction of the episode left); see envs/crossing.py"""
+    neighbour, whether each action would touch it now or after its next move right), "time" (base
+    plus the fraction of the episode left) or "heading" (base plus the label 1 for a neighbour
+    heading the viewer's way, -1 for one coming at it: --two-way's); see envs/crossing.py"""
+    two_way: bool = False
+    """two-way traffic: the odd agents start at the right wall and head left, each acting and
+    seeing in its own frame (ood then plays the task with it, and only move_right and random
+    among the scripted policies, which assume one-way traffic); see envs/crossing.py"""
 
     # Run
     total_timesteps: int = 6_000_000
@@ -318,6 +324,9 @@ def check_config(cfg: TrainConfig) -> None:
     parse_count(tuple(cfg.num_agents), "num_agents")
     check_count_power(cfg.count_power)
     check_features(cfg.features)
+    check_two_way(cfg.two_way, cfg.features, cfg.start_width, cfg.grid_size, cfg.radius)
+    if cfg.two_way and cfg.imitate_iterations:
+        raise ValueError("two_way needs imitate_iterations 0: the scripted teachers assume one-way traffic")
     runs.validate_name(cfg.name, "run_name")
     if cfg.imitate_num_agents is not None:
         parse_count(tuple(cfg.imitate_num_agents), "imitate_num_agents")
@@ -423,7 +432,8 @@ def task_kwargs(cfg: TrainConfig) -> dict:
     keys = ("num_worlds", "grid_size", "radius", "max_steps", "start_width", "features", "count_power")
     # passed only where they differ from the task's own, so a default task is built as before
     extra = {k: getattr(cfg, k) for k, v in TRAINING_ONLY.items() if getattr(cfg, k) != v}
-    return {"num_agents": tuple(cfg.num_agents), **{k: getattr(cfg, k) for k in keys}, **extra}
+    two_way = {"two_way": True} if cfg.two_way else {}
+    return {"num_agents": tuple(cfg.num_agents), **{k: getattr(cfg, k) for k in keys}, **extra, **two_way}
 
 
 def make_task(cfg: TrainConfig, seed: int | None = None, num_agents=None) -> Crossing:

@@ -43,7 +43,8 @@ from envs.checks import check_int
 from envs.crossing import POLICIES, STAY, Crossing
 from training import runs
 
-TASK_KEYS = ("grid_size", "radius", "max_steps", "start_width")
+TASK_KEYS = ("grid_size", "radius", "max_steps", "start_width", "two_way")
+TWO_WAY_POLICIES = ("move_right", "random")  # move_right: every agent forward in its own frame
 
 
 @dataclass
@@ -234,7 +235,7 @@ def load_runs(
                 model=model,
                 steps=steps,
                 path=str(path),
-                task={k: cfg[k] for k in TASK_KEYS if k in cfg},
+                task={"two_way": False} | {k: cfg[k] for k in TASK_KEYS if k in cfg},
                 features=cfg.get("features", "base"),  # runs from before the option: "base"
             )
         )
@@ -247,11 +248,16 @@ def load_runs(
 def evaluate(cfg: OODConfig, trained: list[dict]) -> dict:
     """Per-episode returns: {L: {algo: {seed: (step_count, np.ndarray (E,))}}}."""
     task = trained[0]["task"] if trained else {}  # every run is evaluated on the first run's task
+    for run in trained[1:]:
+        if run["task"] != task:  # one table holds one task: the same starts and the same rules
+            first = trained[0]["path"]
+            raise ValueError(f"run {run['path']} has another task ({run['task']}) than {first} ({task})")
     results: dict = {}
     for L in cfg.counts:
         env = Crossing(num_worlds=cfg.episodes, num_agents=L, **task)
         starts = cfg.seed + 1000 * L
-        res: dict = {name: {0: (0, play(env, fn, starts, cfg.seed))} for name, fn in POLICIES.items()}
+        scripted = TWO_WAY_POLICIES if task.get("two_way") else tuple(POLICIES)  # the avoiders assume one way
+        res: dict = {name: {0: (0, play(env, POLICIES[name], starts, cfg.seed))} for name in scripted}
         for run in trained:
             actor = policy_actor(run["model"], cfg.deterministic, cfg.chunk, run["features"])
             res.setdefault(run["algo"], {})[run["seed"]] = (run["steps"], play(env, actor, starts, cfg.seed))
