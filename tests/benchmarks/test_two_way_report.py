@@ -1,0 +1,40 @@
+"""benchmarks/two_way_report.py: gains over everyone-forward and the paired difference to the MLP."""
+
+import json
+
+import numpy as np
+import pytest
+
+
+def write_ood(path, returns: dict) -> None:
+    """An ood.json (marl-eval layout) holding {L: {algo: (S, E) returns}}."""
+    crossing = {
+        f"L={L}": {
+            algo: {
+                f"seed_{s}": {"step_0": {"step_count": 0, "return": row.tolist()}}
+                for s, row in enumerate(ret)
+            }
+            for algo, ret in algos.items()
+        }
+        for L, algos in returns.items()
+    }
+    (path / "ood.json").write_text(json.dumps({"crossing": crossing}))
+
+
+def test_gains_differences_and_table(load_script, tmp_path):
+    report_mod = load_script("two_way_report")
+    rng = np.random.default_rng(0)
+    ref = -2.0 + 0.1 * rng.standard_normal(200)  # everyone-forward, (E,)
+    sa = np.stack([ref * 0.5, ref * 0.3])  # two seeds: gains +0.5 and +0.7
+    mlp = np.stack([ref * 0.9, ref * 0.9])  # +0.1
+    write_ood(tmp_path, {64: {"move_right": ref[None], "sa": sa, "mlp": mlp, "random": 2 * ref[None]}})
+    report = report_mod.compare(report_mod.load(tmp_path), reps=500)
+    row = report[64]
+    assert row["sa"]["per_seed"] == pytest.approx([0.5, 0.7]) and row["sa"]["gain"] == pytest.approx(0.6)
+    assert row["mlp"]["gain"] == pytest.approx(0.1) and row["random"]["gain"] == pytest.approx(-1.0)
+    assert row["sa"]["vs_mlp"] == pytest.approx(0.5)
+    lo, hi = row["sa"]["vs_mlp_ci"]
+    assert 0.4 < lo <= 0.5 <= hi < 0.6  # returns proportional to the reference: a narrow paired CI
+    assert "vs_mlp" not in row["mlp"]
+    text = report_mod.table(report, train_high=24)
+    assert "64 (unseen)" in text and "**+0.50**" in text
