@@ -72,7 +72,7 @@ vx_j mirrored (x_j as (N-1-x_j)/N). MOVE_RIGHT is then "everyone moves forward",
 agent's tokens alone do not tell a neighbour heading its way from one it follows, unless the
 ``"heading"`` label is in them: a nearest-k view fills with followers in a crowd while the
 oncoming agents, further away and closing at twice the speed, are the ones to avoid. The
-scripted avoiders (``envs/experts.py``) assume one-way traffic.
+scripted avoiders (``envs/experts.py``) play either task.
 
 Shapes: B worlds, L agent slots (L_max), N grid size, R radius, F token features.
 """

@@ -11,7 +11,11 @@ long actions. They read the world only through its public API (``World.positions
 - ``random``: uniform random actions.
 
 They are the teachers of the DAgger warm start (``training/imitate.py``) and the baselines of
-``hyperagents ood``. Shapes: B worlds, L agent slots, N grid size, R radius.
+``hyperagents ood``. Like a policy, they answer in each agent's own frame, where its heading is
+"right" (the two-way task's left-heading agents have RIGHT and LEFT swapped in the world; see
+``envs/crossing.py``): they test cells with the world action each answer becomes, and a lane is
+blocked by the agents parked at the wall the agent heads for.
+Shapes: B worlds, L agent slots, N grid size, R radius.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from envs.world import DOWN, NUM_ACTIONS, RIGHT, STAY, UP, circular_delta
+from envs.world import DOWN, LEFT, NUM_ACTIONS, RIGHT, STAY, UP, circular_delta
 
 if TYPE_CHECKING:  # crossing.py re-exports these policies, so it cannot be imported here at run time
     from envs.crossing import Crossing
@@ -36,23 +40,39 @@ def random_policy(env: Crossing, gen: torch.Generator | None = None) -> torch.Te
     return torch.randint(0, NUM_ACTIONS, (env.B, env.L), generator=gen).to(env.device)
 
 
+def _world_actions(env: Crossing, actions: torch.Tensor) -> torch.Tensor:
+    """Own-frame actions (B, L, ...) -> the world's: RIGHT and LEFT swap for left-heading agents."""
+    left = (env.heading < 0).view(*env.heading.shape, *([1] * (actions.dim() - 2)))
+    swap = torch.where(actions == RIGHT, LEFT, torch.where(actions == LEFT, RIGHT, actions))
+    return torch.where(left, swap, actions)
+
+
 def _lane_plan(env: Crossing) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Where each agent wants to go: (lane_open, first, second), each (B, L).
 
-    A lane y is *blocked* if a parked agent sits within 2R of its end (N-1, y). ``lane_open``:
+    A lane y is *blocked* for an agent if an agent parked at the wall it heads for sits within 2R
+    of the lane's end there. ``lane_open``:
     the agent's own lane is open (or no lane is, and it may as well head for the wall);
     ``first`` is the sidestep (UP or DOWN) towards the nearest open lane, ``second`` the other."""
     w, N, R = env.world, env.N, env.R
     pos, mask, parked = w.positions, w.mask, env.parked  # (B, L, 2), (B, L), (B, L)
     lanes = torch.arange(N, device=env.device)
     near = circular_delta(lanes.view(1, N, 1), pos[:, None, :, 1], N).abs() <= 2 * R  # (B, N, L)
-    blocked = (near & (parked & mask).unsqueeze(1)).any(-1)  # (B, N)
+    still = (parked & mask).unsqueeze(1)  # (B, 1, L)
+    right = (env.heading > 0).unsqueeze(1)
+    blocked_r, blocked_l = (near & still & right).any(-1), (near & still & ~right).any(-1)  # (B, N) each
     # Distance to the nearest open lane going up (+y) and down (-y), per agent: (B, L).
     y = pos[..., 1]
     up_lane = torch.remainder(y.unsqueeze(-1) + lanes, N)  # (B, L, N)
     dn_lane = torch.remainder(y.unsqueeze(-1) - lanes, N)
-    open_up = ~torch.gather(blocked, 1, up_lane.reshape(env.B, -1)).reshape(env.B, env.L, N)
-    open_dn = ~torch.gather(blocked, 1, dn_lane.reshape(env.B, -1)).reshape(env.B, env.L, N)
+    own = (env.heading > 0).unsqueeze(-1)  # (B, L, 1): which wall's lanes each agent reads
+
+    def is_open(lane: torch.Tensor) -> torch.Tensor:  # (B, L, N) lanes -> open for that agent
+        flat = lane.reshape(env.B, -1)
+        blocked_r_at = torch.gather(blocked_r, 1, flat).view_as(lane)
+        return ~torch.where(own, blocked_r_at, torch.gather(blocked_l, 1, flat).view_as(lane))
+
+    open_up, open_dn = is_open(up_lane), is_open(dn_lane)
     big = torch.full_like(y, N)
     d_up = torch.where(open_up.any(-1), open_up.float().argmax(-1), big)
     d_dn = torch.where(open_dn.any(-1), open_dn.float().argmax(-1), big)
@@ -89,7 +109,8 @@ def _avoid(env: Crossing, fallback: int) -> torch.Tensor:
     nxt = env.cells_ahead()
 
     def unsafe(action: int) -> torch.Tensor:  # (B, L) bool
-        c = w.cells_after(torch.full((env.B, env.L), action, device=env.device)).unsqueeze(2)
+        own = torch.full((env.B, env.L), action, device=env.device)
+        c = w.cells_after(_world_actions(env, own)).unsqueeze(2)
         hit = w.touching(c, pos.unsqueeze(1)) | w.touching(c, nxt.unsqueeze(1))
         return (hit & others).any(-1)
 
@@ -107,8 +128,8 @@ def _avoid(env: Crossing, fallback: int) -> torch.Tensor:
 def priority_policy(env: Crossing, gen: torch.Generator | None = None) -> torch.Tensor:
     """Prioritised planner: the greedy avoider's preferences, made collision-free.
 
-    Agents decide one after another in priority order, furthest right first (ties: smaller y
-    first). Each takes the first of RIGHT (only if its lane is open), the sidestep towards the
+    Agents decide one after another in priority order, furthest along their heading first (ties:
+    smaller y first). Each takes the first of RIGHT (only if its lane is open), the sidestep towards the
     nearest open lane, the other sidestep, whose cell does not touch the *final* cell of any
     agent that already decided nor the current cell of any that has not; otherwise it stays.
 
@@ -125,8 +146,9 @@ def priority_policy(env: Crossing, gen: torch.Generator | None = None) -> torch.
     lane_open, first, second = _lane_plan(env)
     prefs = torch.stack([torch.full_like(first, RIGHT), first, second], -1)  # (B, L, 3), best first
     allowed = torch.stack([lane_open, torch.ones_like(lane_open), torch.ones_like(lane_open)], -1)
-    cand = w.cells_after(prefs)  # (B, L, 3, 2) candidate cells
-    key = torch.where(mask, -pos[..., 0] * N + pos[..., 1], N * N)  # padded slots rank last
+    cand = w.cells_after(_world_actions(env, prefs))  # (B, L, 3, 2) candidate cells
+    progress = torch.where(env.heading > 0, pos[..., 0], N - 1 - pos[..., 0])  # (B, L)
+    key = torch.where(mask, -progress * N + pos[..., 1], N * N)  # padded slots rank last
     order = key.argsort(-1)  # (B, L): slot of each rank
     final = pos.clone()  # decided agents' final cells, the others' current cells
     act = torch.full((B, L), STAY, dtype=torch.long, device=env.device)

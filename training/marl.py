@@ -223,8 +223,8 @@ class TrainConfig:
     heading the viewer's way, -1 for one coming at it: --two-way's); see envs/crossing.py"""
     two_way: bool = False
     """two-way traffic: the odd agents start at the right wall and head left, each acting and
-    seeing in its own frame (ood then plays the task with it, and only move_right and random
-    among the scripted policies, which assume one-way traffic); see envs/crossing.py"""
+    seeing in its own frame, with the label of --features heading to tell who comes at whom (ood
+    plays a run on its own task); see envs/crossing.py"""
 
     # Run
     total_timesteps: int = 6_000_000
@@ -325,8 +325,6 @@ def check_config(cfg: TrainConfig) -> None:
     check_count_power(cfg.count_power)
     check_features(cfg.features)
     check_two_way(cfg.two_way, cfg.features, cfg.start_width, cfg.grid_size, cfg.radius)
-    if cfg.two_way and cfg.imitate_iterations:
-        raise ValueError("two_way needs imitate_iterations 0: the scripted teachers assume one-way traffic")
     runs.validate_name(cfg.name, "run_name")
     if cfg.imitate_num_agents is not None:
         parse_count(tuple(cfg.imitate_num_agents), "imitate_num_agents")

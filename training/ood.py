@@ -44,7 +44,6 @@ from envs.crossing import POLICIES, STAY, Crossing
 from training import runs
 
 TASK_KEYS = ("grid_size", "radius", "max_steps", "start_width", "two_way")
-TWO_WAY_POLICIES = ("move_right", "random")  # move_right: every agent forward in its own frame
 
 
 @dataclass
@@ -256,8 +255,7 @@ def evaluate(cfg: OODConfig, trained: list[dict]) -> dict:
     for L in cfg.counts:
         env = Crossing(num_worlds=cfg.episodes, num_agents=L, **task)
         starts = cfg.seed + 1000 * L
-        scripted = TWO_WAY_POLICIES if task.get("two_way") else tuple(POLICIES)  # the avoiders assume one way
-        res: dict = {name: {0: (0, play(env, POLICIES[name], starts, cfg.seed))} for name in scripted}
+        res: dict = {name: {0: (0, play(env, fn, starts, cfg.seed))} for name, fn in POLICIES.items()}
         for run in trained:
             actor = policy_actor(run["model"], cfg.deterministic, cfg.chunk, run["features"])
             res.setdefault(run["algo"], {})[run["seed"]] = (run["steps"], play(env, actor, starts, cfg.seed))

@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from envs.crossing import FEATURE_SETS, LEFT, NUM_ACTIONS, RIGHT, STAY, Crossing, move_right_policy
+from envs.crossing import FEATURE_SETS, LEFT, NUM_ACTIONS, POLICIES, RIGHT, STAY, Crossing, move_right_policy
+from training import ood
 
 N = 32
 TASK = dict(grid_size=N, radius=1, max_steps=40, start_width=8, two_way=True, features="heading")
@@ -115,13 +116,13 @@ def test_torchrl_and_pettingzoo_faces_carry_the_two_way_task():
 
 
 def test_a_two_way_run_is_evaluated_on_its_task_and_not_beside_a_one_way_run(tmp_path):
-    from training import marl, ood
+    from training import marl
 
     small = dict(num_agents=(2, 4), num_worlds=8, n_steps=10, batch_size=256, n_epochs=1, progress=False)
     small |= dict(total_timesteps=1000, runs_dir=str(tmp_path), **TASK)
     marl.main(marl.preset_config(None, run_name="two", **small))
     summary = ood.main(ood.OODConfig(run=(str(tmp_path / "two"),), counts=(4,), episodes=4, reps=50))
-    assert set(summary[4]) == {"move_right", "random", "sa"}  # the one-way avoiders are left out
+    assert set(summary[4]) == {*POLICIES, "sa"}
     env = Crossing(num_worlds=4, num_agents=4, **TASK)
     starts = ood.OODConfig.seed + 1000 * 4  # the starts ood draws for L = 4
     assert summary[4]["move_right"]["mean"] == pytest.approx(
@@ -131,3 +132,32 @@ def test_a_two_way_run_is_evaluated_on_its_task_and_not_beside_a_one_way_run(tmp
     marl.main(marl.preset_config(None, run_name="one", **(small | dict(two_way=False, features="base"))))
     with pytest.raises(ValueError, match="has another task"):
         ood.main(ood.OODConfig(run=(str(tmp_path / "two"), str(tmp_path / "one")), counts=(4,), episodes=4))
+
+
+def test_the_scripted_avoiders_play_two_way_traffic():
+    """priority never collides (its argument does not depend on headings), and the avoiders beat
+    everyone-forward; the returns are the same whatever a contact costs only when nobody meets."""
+    free = Crossing(num_worlds=32, num_agents=12, seed=5, **(TASK | dict(features="base")))
+    costly = Crossing(
+        num_worlds=32, num_agents=12, seed=5, contact_cost=10.0, **(TASK | dict(features="base"))
+    )
+    plays = {}
+    for name in ("move_right", "greedy", "cautious", "priority"):
+        plays[name] = [float(ood.play(env, POLICIES[name], 1, 0).mean()) for env in (free, costly)]
+    assert plays["priority"][0] == pytest.approx(plays["priority"][1]) and plays["priority"][0] < 0
+    assert plays["move_right"][1] < plays["move_right"][0]  # everyone-forward does meet oncoming agents
+    for name in ("greedy", "cautious", "priority"):
+        assert plays[name][0] > plays["move_right"][0], plays
+
+
+def test_a_two_way_dagger_clone_learns_the_priority_teacher():
+    from stable_baselines3 import PPO
+
+    from training.imitate import imitate
+    from training.marl import make_env, make_task, policy_kwargs, preset_config
+
+    small = dict(backend="sb3", width=16, blocks=1, net_arch=(16,), num_agents=(4, 6), num_worlds=32)
+    cfg = preset_config(**small, n_steps=16, batch_size=256, n_epochs=1, progress=False, **TASK)
+    model = PPO("MlpPolicy", make_env(cfg), policy_kwargs=policy_kwargs(cfg), seed=0)
+    stats = imitate(model.policy, make_task(cfg, seed=0), 4, epochs=8, batch_size=256, expert="priority")
+    assert stats.agreement[0] < 0.5 and stats.agreement[-1] > 0.85, stats.agreement

@@ -48,7 +48,6 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str]:
         ),
         (["train", "--lane-tokens", "4", "--neighbours", "None"], "lane_tokens must be 0 unless"),
         (["train", "--two-way", "--features", "touch"], "two_way needs features 'base', 'time' or 'heading'"),
-        (["train", "--two-way", "--imitate-iterations", "2"], "two_way needs imitate_iterations 0"),
         (["train", "--two-way", "--start-width", "32"], r"two_way needs start_width <= .* = 31, got 32"),
         (["ood", "--counts", "0", "2"], "counts must be an int >= 1"),
         (["lm", "--steps", "0"], "steps must be an int >= 1"),
