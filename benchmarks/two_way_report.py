@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 FAMILIES = ("sa", "hfa", "ha", "mlp")
+SCRIPTED = ("greedy", "priority")  # the scripted avoiders beside them (random: in --json only)
 
 
 def load(ood_dir: Path) -> dict:
@@ -70,7 +71,7 @@ def compare(returns: dict, reps: int, seed: int = 0) -> dict:
 
 
 def table(report: dict, train_high: int) -> str:
-    algos = [a for a in (*FAMILIES, "random") if a in next(iter(report.values()))]
+    algos = [a for a in (*FAMILIES, *SCRIPTED) if a in next(iter(report.values()))]
     head = "| L | " + " | ".join(algos) + " | " + " | ".join(f"{a} - mlp" for a in algos if a in FAMILIES[:3])
     lines = [head + " |", "|" + "---|" * (1 + len(algos) + sum(a in FAMILIES[:3] for a in algos))]
     for L, row in report.items():
@@ -80,7 +81,7 @@ def table(report: dict, train_high: int) -> str:
             seeds = " ".join(f"{g:+.2f}" for g in r["per_seed"])
             cells.append(
                 f"{r['gain']:+.2f} [{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}]"
-                + (f" ({seeds})" if a != "random" else "")
+                + (f" ({seeds})" if a in FAMILIES else "")
             )
         for a in algos:
             if a in FAMILIES[:3]:
@@ -107,8 +108,18 @@ def figure(report: dict, train_high: int, path: Path) -> None:
         g = np.array([report[L][algo]["gain"] for L in counts])
         lo, hi = (np.array([report[L][algo]["ci"][k] for L in counts]) for k in (0, 1))
         seeds = len(report[counts[0]][algo]["per_seed"])
-        ax.plot(counts, g, "o-" if algo != "mlp" else "s--", color=color, label=f"{algo} ({seeds} seeds)")
+        ax.plot(
+            counts,
+            g,
+            "o-" if algo != "mlp" else "s--",
+            color=color,
+            label=f"{algo} ({seeds} seed{'s' * (seeds > 1)})",
+        )
         ax.fill_between(counts, lo, hi, color=color, alpha=0.15)
+    for algo, style in (("greedy", "--"), ("priority", ":")):
+        if algo in report[counts[0]]:
+            g = [report[L][algo]["gain"] for L in counts]
+            ax.plot(counts, g, style, color="0.4", label=f"{algo} (scripted)")
     ax.axhline(0, color="0.5", lw=0.8)
     ax.set_ylim(-0.1, 1.1)  # the few contacts of L = 2 make its relative CI wider than the plot
     ax.set_xscale("log", base=2)
