@@ -23,6 +23,7 @@ import numpy as np
 
 FAMILIES = ("sa", "hfa", "ha", "mlp")
 SCRIPTED = ("greedy", "priority")  # the scripted avoiders beside them (random: in --json only)
+BASELINES = ("move_right", "greedy", "cautious", "priority", "random")  # what ood plays beside the runs
 
 
 def load(ood_dir: Path) -> dict:
@@ -35,6 +36,19 @@ def load(ood_dir: Path) -> dict:
         }
         for task, algos in raw.items()
     }
+
+
+def add_variant(returns: dict, label: str, other: dict) -> None:
+    """Put the one trained algorithm of ``other`` (another ood output) into ``returns`` as ``label``.
+
+    Its starts must be the same: the baselines' returns must agree at every L."""
+    for L, algos in other.items():
+        if L not in returns or not np.array_equal(algos["move_right"], returns[L]["move_right"]):
+            raise ValueError(f"{label}: its L = {L} episodes are not the main output's starts")
+        trained = [a for a in algos if a not in BASELINES]
+        if len(trained) != 1:
+            raise ValueError(f"{label}: needs one trained algorithm, got {trained}")
+        returns[L][label] = algos[trained[0]]
 
 
 def boot(ret: np.ndarray, ref: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -62,7 +76,7 @@ def compare(returns: dict, reps: int, seed: int = 0) -> dict:
                 ci=[float(v) for v in np.percentile(every[algo], [2.5, 97.5])],
                 per_seed=[float((r.mean() - ref.mean()) / scale) for r in ret],
             )
-            if algo in FAMILIES and algo != "mlp" and "mlp" in algos:
+            if algo not in BASELINES and algo != "mlp" and "mlp" in algos:
                 diff = every[algo] - every["mlp"]
                 row["vs_mlp"] = row["gain"] - float((algos["mlp"].mean() - ref.mean()) / scale)
                 row["vs_mlp_ci"] = [float(v) for v in np.percentile(diff, [2.5, 97.5])]
@@ -70,10 +84,12 @@ def compare(returns: dict, reps: int, seed: int = 0) -> dict:
     return out
 
 
-def table(report: dict, train_high: int) -> str:
-    algos = [a for a in (*FAMILIES, *SCRIPTED) if a in next(iter(report.values()))]
-    head = "| L | " + " | ".join(algos) + " | " + " | ".join(f"{a} - mlp" for a in algos if a in FAMILIES[:3])
-    lines = [head + " |", "|" + "---|" * (1 + len(algos) + sum(a in FAMILIES[:3] for a in algos))]
+def table(report: dict, train_high: int, algos: list[str]) -> str:
+    """Markdown: each of ``algos``'s gain [CI] (per-seed gains), then each one's difference to the MLP."""
+    learned = [a for a in algos if a not in BASELINES]
+    versus = [a for a in learned if a != "mlp"]
+    head = "| L | " + " | ".join(algos) + " | " + " | ".join(f"{a} - mlp" for a in versus)
+    lines = [head + " |", "|" + "---|" * (1 + len(algos) + len(versus))]
     for L, row in report.items():
         cells = [f"{L}" + (" (unseen)" if L > train_high else "")]
         for a in algos:
@@ -81,53 +97,61 @@ def table(report: dict, train_high: int) -> str:
             seeds = " ".join(f"{g:+.2f}" for g in r["per_seed"])
             cells.append(
                 f"{r['gain']:+.2f} [{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}]"
-                + (f" ({seeds})" if a in FAMILIES else "")
+                + (f" ({seeds})" if a in learned else "")
             )
-        for a in algos:
-            if a in FAMILIES[:3]:
-                lo, hi = row[a]["vs_mlp_ci"]
-                mark = "**" if lo > 0 or hi < 0 else ""
-                cells.append(f"{mark}{row[a]['vs_mlp']:+.2f}{mark} [{lo:+.2f}, {hi:+.2f}]")
+        for a in versus:
+            lo, hi = row[a]["vs_mlp_ci"]
+            mark = "**" if lo > 0 or hi < 0 else ""
+            cells.append(f"{mark}{row[a]['vs_mlp']:+.2f}{mark} [{lo:+.2f}, {hi:+.2f}]")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def figure(report: dict, train_high: int, path: Path) -> None:
+    """Left: each family's gain and the scripted avoiders'. Right: each attention family's gain
+    minus the MLP's, with the paired 95% CI (the gains' own CIs are in the table: at small L, where
+    everyone-forward meets few agents, a relative gain's CI spans most of the plot)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     counts = list(report)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    ax.axvspan(min(counts), train_high, color="0.92", label="training counts")
-    styles = dict(sa="tab:blue", hfa="tab:orange", ha="tab:green", mlp="black")
-    for algo, color in styles.items():
-        if algo not in report[counts[0]]:
-            continue
-        g = np.array([report[L][algo]["gain"] for L in counts])
-        lo, hi = (np.array([report[L][algo]["ci"][k] for L in counts]) for k in (0, 1))
-        seeds = len(report[counts[0]][algo]["per_seed"])
-        ax.plot(
-            counts,
-            g,
-            "o-" if algo != "mlp" else "s--",
-            color=color,
-            label=f"{algo} ({seeds} seed{'s' * (seeds > 1)})",
-        )
-        ax.fill_between(counts, lo, hi, color=color, alpha=0.15)
+    first = report[counts[0]]
+    fig, (ax, diff) = plt.subplots(1, 2, figsize=(11, 4.2))
+    colors = dict(sa="tab:blue", hfa="tab:orange", ha="tab:green", mlp="black")
+    for algo, color in colors.items():
+        if algo in first:
+            seeds = len(first[algo]["per_seed"])
+            label = f"{algo} ({seeds} seed{'s' * (seeds > 1)})"
+            style = "o-" if algo != "mlp" else "s--"
+            ax.plot(counts, [report[L][algo]["gain"] for L in counts], style, color=color, label=label)
+        if algo in first and "vs_mlp" in first[algo]:
+            lo, hi = (np.array([report[L][algo]["vs_mlp_ci"][k] for L in counts]) for k in (0, 1))
+            diff.plot(counts, [report[L][algo]["vs_mlp"] for L in counts], "o-", color=color, label=algo)
+            diff.fill_between(counts, lo, hi, color=color, alpha=0.2)
     for algo, style in (("greedy", "--"), ("priority", ":")):
-        if algo in report[counts[0]]:
-            g = [report[L][algo]["gain"] for L in counts]
-            ax.plot(counts, g, style, color="0.4", label=f"{algo} (scripted)")
-    ax.axhline(0, color="0.5", lw=0.8)
-    ax.set_ylim(-0.1, 1.1)  # the few contacts of L = 2 make its relative CI wider than the plot
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(counts, [str(L) for L in counts])
-    ax.set_xlabel("agents per world L")
-    ax.set_ylabel("gain over everyone-forward (95% CI)")
-    ax.set_title("Two-way crossing: attention vs nearest-6 MLP")
-    ax.legend(loc="lower left", fontsize=8)
+        if algo in first:
+            ax.plot(
+                counts,
+                [report[L][algo]["gain"] for L in counts],
+                style,
+                color="0.4",
+                label=f"{algo} (scripted)",
+            )
+    for a, ylabel, title in (
+        (ax, "gain over everyone-forward", "Two-way crossing: gain against agent count"),
+        (diff, "gain minus the nearest-6 MLP's (95% CI)", "Attention against the MLP, same starts"),
+    ):
+        a.axvspan(min(counts), train_high, color="0.92", label="training counts", zorder=0)
+        a.axhline(0, color="0.5", lw=0.8)
+        a.set_xscale("log", base=2)
+        a.set_xticks(counts, [str(L) for L in counts])
+        a.set_xlabel("agents per world L")
+        a.set_ylabel(ylabel)
+        a.set_title(title)
+        a.legend(loc="lower left" if a is ax else "upper left", fontsize=8)
+    ax.set_ylim(-0.1, 1.05)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -139,9 +163,25 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--figure", type=Path, default=None)
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL=DIR",
+        help="another ood output on the same starts (one trained run set), compared as LABEL",
+    )
     args = parser.parse_args()
-    report = compare(load(args.ood_dir), args.reps)
-    print(table(report, args.train_high))
+    returns = load(args.ood_dir)
+    for spec in args.variant:
+        label, _, path = spec.partition("=")
+        add_variant(returns, label, load(Path(path)))
+    report = compare(returns, args.reps)
+    present = next(iter(report.values()))
+    print(table(report, args.train_high, [a for a in (*FAMILIES, *SCRIPTED) if a in present]))
+    variants = [spec.partition("=")[0] for spec in args.variant]
+    if variants:
+        print()
+        print(table(report, args.train_high, [*variants, "mlp"]))
     if args.json:
         args.json.write_text(json.dumps({"train_high": args.train_high, "gains": report}, indent=1) + "\n")
     if args.figure:

@@ -36,5 +36,22 @@ def test_gains_differences_and_table(load_script, tmp_path):
     lo, hi = row["sa"]["vs_mlp_ci"]
     assert 0.4 < lo <= 0.5 <= hi < 0.6  # returns proportional to the reference: a narrow paired CI
     assert "vs_mlp" not in row["mlp"]
-    text = report_mod.table(report, train_high=24)
+    text = report_mod.table(report, 24, ["sa", "mlp"])
     assert "64 (unseen)" in text and "**+0.50**" in text
+
+
+def test_a_variant_joins_only_on_the_same_starts(load_script, tmp_path):
+    report_mod = load_script("two_way_report")
+    ref = -np.linspace(1.0, 3.0, 50)
+    main, same, other = (tmp_path / n for n in ("main", "same", "other"))
+    for d in (main, same, other):
+        d.mkdir()
+    write_ood(main, {8: {"move_right": ref[None], "mlp": ref[None] * 0.5}})
+    write_ood(same, {8: {"move_right": ref[None], "sa": ref[None] * 0.25}})
+    write_ood(other, {8: {"move_right": ref[None] * 2, "sa": ref[None] * 0.25}})
+    returns = report_mod.load(main)
+    report_mod.add_variant(returns, "sa_nolabel", report_mod.load(same))
+    row = report_mod.compare(returns, reps=100)[8]["sa_nolabel"]
+    assert row["gain"] == pytest.approx(0.75) and row["vs_mlp"] == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="not the main output's starts"):
+        report_mod.add_variant(report_mod.load(main), "x", report_mod.load(other))
