@@ -68,10 +68,9 @@ Two-way traffic (``two_way=True``): the odd slots head left instead. They start 
 uniform in (N-1-start_width, N-1], and park at x = 0. Each agent acts and observes in its own
 frame, so its heading h_i is always "right": its RIGHT and LEFT are swapped in the world when
 h_i = -1, dx_i(t) in the reward is its displacement along h_i, and its tokens give dx, x_j and
-vx_j mirrored (x_j as (N-1-x_j)/N). MOVE_RIGHT is then "everyone moves forward", and an
-agent's tokens alone do not tell a neighbour heading its way from one it follows, unless the
-``"heading"`` label is in them: a nearest-k view fills with followers in a crowd while the
-oncoming agents, further away and closing at twice the speed, are the ones to avoid. The
+vx_j mirrored (x_j as (N-1-x_j)/N). MOVE_RIGHT is then "everyone moves forward". The
+``"heading"`` label tells an agent coming at the viewer from one it follows from the first step;
+the velocity features tell them apart once they have moved (docs/two_way.md measures both). The
 scripted avoiders (``envs/experts.py``) play either task.
 
 Shapes: B worlds, L agent slots (L_max), N grid size, R radius, F token features.
