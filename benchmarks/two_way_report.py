@@ -107,7 +107,7 @@ def table(report: dict, train_high: int, algos: list[str]) -> str:
     return "\n".join(lines)
 
 
-def figure(report: dict, train_high: int, path: Path) -> None:
+def figure(report: dict, train_high: int, path: Path, variants: tuple[str, ...] = ()) -> None:
     """Left: each family's gain and the scripted avoiders'. Right: each attention family's gain
     minus the MLP's, with the paired 95% CI (the gains' own CIs are in the table: at small L, where
     everyone-forward meets few agents, a relative gain's CI spans most of the plot)."""
@@ -130,6 +130,9 @@ def figure(report: dict, train_high: int, path: Path) -> None:
             lo, hi = (np.array([report[L][algo]["vs_mlp_ci"][k] for L in counts]) for k in (0, 1))
             diff.plot(counts, [report[L][algo]["vs_mlp"] for L in counts], "o-", color=color, label=algo)
             diff.fill_between(counts, lo, hi, color=color, alpha=0.2)
+    for algo in variants:  # thin lines in the colour of the family they vary (the name's prefix)
+        color = colors.get(algo.split("_")[0], "0.5")
+        ax.plot(counts, [report[L][algo]["gain"] for L in counts], "x:", color=color, lw=1, label=algo)
     for algo, style in (("greedy", "--"), ("priority", ":")):
         if algo in first:
             ax.plot(
@@ -141,7 +144,11 @@ def figure(report: dict, train_high: int, path: Path) -> None:
             )
     for a, ylabel, title in (
         (ax, "gain over everyone-forward", "Two-way crossing: gain against agent count"),
-        (diff, "gain minus the nearest-6 MLP's (95% CI)", "Attention against the MLP, same starts"),
+        (
+            diff,
+            "gain minus the nearest-6 MLP's (95% CI)",
+            "Attention against the MLP, same samples and starts",
+        ),
     ):
         a.axvspan(min(counts), train_high, color="0.92", label="training counts", zorder=0)
         a.axhline(0, color="0.5", lw=0.8)
@@ -163,6 +170,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--figure", type=Path, default=None)
+    parser.add_argument("--figure-variants", nargs="*", default=[], help="variants drawn in the figure too")
     parser.add_argument(
         "--variant",
         action="append",
@@ -185,7 +193,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"train_high": args.train_high, "gains": report}, indent=1) + "\n")
     if args.figure:
-        figure(report, args.train_high, args.figure)
+        figure(report, args.train_high, args.figure, tuple(args.figure_variants))
 
 
 if __name__ == "__main__":
