@@ -137,13 +137,13 @@ def test_a_two_way_run_is_evaluated_on_its_task_and_not_beside_a_one_way_run(tmp
 def test_the_scripted_avoiders_play_two_way_traffic():
     """priority never collides (its argument does not depend on headings), and the avoiders beat
     everyone-forward; the returns are the same whatever a contact costs only when nobody meets."""
-    free = Crossing(num_worlds=32, num_agents=12, seed=5, **(TASK | dict(features="base")))
+    plain = Crossing(num_worlds=32, num_agents=12, seed=5, **(TASK | dict(features="base")))
     costly = Crossing(
         num_worlds=32, num_agents=12, seed=5, contact_cost=10.0, **(TASK | dict(features="base"))
     )
     plays = {}
     for name in ("move_right", "greedy", "cautious", "priority"):
-        plays[name] = [float(ood.play(env, POLICIES[name], 1, 0).mean()) for env in (free, costly)]
+        plays[name] = [float(ood.play(env, POLICIES[name], 1, 0).mean()) for env in (plain, costly)]
     assert plays["priority"][0] == pytest.approx(plays["priority"][1]) and plays["priority"][0] < 0
     assert plays["move_right"][1] < plays["move_right"][0]  # everyone-forward does meet oncoming agents
     for name in ("greedy", "cautious", "priority"):
