@@ -336,9 +336,8 @@ class Crossing:
             raise ValueError(f"actions must have shape (B, L) = {want}, got {tuple(actions.shape)}")
         was_parked = self.parked.clone()
         actions = torch.where(was_parked, torch.full_like(actions, STAY), actions.long())
-        if self.two_way:  # own frame -> world: a left-heading agent's RIGHT is the world's LEFT
-            swap = torch.where(actions == RIGHT, LEFT, torch.where(actions == LEFT, RIGHT, actions))
-            actions = torch.where(self.heading < 0, swap, actions)
+        if self.two_way:
+            actions = self.world_actions(actions)
         before = self.world.positions.clone()
         contacts = self.world.step(actions)
         after = self.world.positions
@@ -353,6 +352,13 @@ class Crossing:
         goal = torch.where(self.heading > 0, self.N - 1, 0)  # (B, L) x of each agent's far wall
         self.parked |= (self.world.positions[..., 0] == goal) & self.mask
         return reward * self.mask
+
+    def world_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """Own-frame actions (B, L, ...) -> the world's: a left-heading agent's RIGHT is the world's
+        LEFT and its LEFT the world's RIGHT (the identity in the one-way task)."""
+        left = (self.heading < 0).view(self.B, self.L, *([1] * (actions.dim() - 2)))
+        swap = torch.where(actions == RIGHT, LEFT, torch.where(actions == LEFT, RIGHT, actions))
+        return torch.where(left, swap, actions)
 
     @property
     def done(self) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 Each policy maps a :class:`envs.crossing.Crossing` (and an optional torch.Generator) to (B, L)
 long actions. They read the world only through its public API (``World.positions``, ``mask``,
-``touching``, ``cells_after``) and the task's ``parked`` and ``cells_ahead()``:
+``touching``, ``cells_after``) and the task's ``parked``, ``heading``, ``cells_ahead()`` and
+``world_actions()``:
 
 - ``move_right``: everyone plays RIGHT (the paper's policy);
 - ``greedy``: a lane-seeking avoider that assumes the others keep moving right;
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from envs.world import DOWN, LEFT, NUM_ACTIONS, RIGHT, STAY, UP, circular_delta
+from envs.world import DOWN, NUM_ACTIONS, RIGHT, STAY, UP, circular_delta
 
 if TYPE_CHECKING:  # crossing.py re-exports these policies, so it cannot be imported here at run time
     from envs.crossing import Crossing
@@ -38,13 +39,6 @@ def move_right_policy(env: Crossing, gen: torch.Generator | None = None) -> torc
 def random_policy(env: Crossing, gen: torch.Generator | None = None) -> torch.Tensor:
     """Uniform random actions from ``gen``. (B, L) long."""
     return torch.randint(0, NUM_ACTIONS, (env.B, env.L), generator=gen).to(env.device)
-
-
-def _world_actions(env: Crossing, actions: torch.Tensor) -> torch.Tensor:
-    """Own-frame actions (B, L, ...) -> the world's: RIGHT and LEFT swap for left-heading agents."""
-    left = (env.heading < 0).view(*env.heading.shape, *([1] * (actions.dim() - 2)))
-    swap = torch.where(actions == RIGHT, LEFT, torch.where(actions == LEFT, RIGHT, actions))
-    return torch.where(left, swap, actions)
 
 
 def _lane_plan(env: Crossing) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -110,7 +104,7 @@ def _avoid(env: Crossing, fallback: int) -> torch.Tensor:
 
     def unsafe(action: int) -> torch.Tensor:  # (B, L) bool
         own = torch.full((env.B, env.L), action, device=env.device)
-        c = w.cells_after(_world_actions(env, own)).unsqueeze(2)
+        c = w.cells_after(env.world_actions(own)).unsqueeze(2)
         hit = w.touching(c, pos.unsqueeze(1)) | w.touching(c, nxt.unsqueeze(1))
         return (hit & others).any(-1)
 
@@ -146,7 +140,7 @@ def priority_policy(env: Crossing, gen: torch.Generator | None = None) -> torch.
     lane_open, first, second = _lane_plan(env)
     prefs = torch.stack([torch.full_like(first, RIGHT), first, second], -1)  # (B, L, 3), best first
     allowed = torch.stack([lane_open, torch.ones_like(lane_open), torch.ones_like(lane_open)], -1)
-    cand = w.cells_after(_world_actions(env, prefs))  # (B, L, 3, 2) candidate cells
+    cand = w.cells_after(env.world_actions(prefs))  # (B, L, 3, 2) candidate cells
     progress = torch.where(env.heading > 0, pos[..., 0], N - 1 - pos[..., 0])  # (B, L)
     key = torch.where(mask, -progress * N + pos[..., 1], N * N)  # padded slots rank last
     order = key.argsort(-1)  # (B, L): slot of each rank
