@@ -9,6 +9,9 @@ values around.
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 
 
@@ -25,6 +28,25 @@ def check_int(name: str, value: object, minimum: int | None = None) -> int:
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be {wanted}, got {value!r}")
     return int(value)
+
+
+def check_real(
+    name: str, value: object, low: float = 0.0, high: float = math.inf, *, open_low: bool = False
+) -> float:
+    """``value`` as a float in [low, high], or (low, high] with ``open_low``; TypeError unless it is a
+    real number, ValueError outside the range. NaN is always refused, and so is infinity when
+    ``high`` is (a finite number is asked for)."""
+    if high == math.inf:
+        wanted = f"a finite number {'>' if open_low else '>='} {low:g}"
+    else:
+        wanted = f"a number in {'(' if open_low else '['}{low:g}, {high:g}]"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be {wanted}, got {type(value).__name__} {value!r}")
+    above = low < value if open_low else low <= value
+    below = value < high if high == math.inf else value <= high
+    if not (above and below):  # a NaN fails every comparison
+        raise ValueError(f"{name} must be {wanted}, got {value!r}")
+    return float(value)
 
 
 def parse_count(num_agents: object, name: str = "num_agents") -> tuple[int, int]:

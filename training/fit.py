@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from envs.checks import check_int, check_real
 from envs.datasets import Dataset, make_dataset, versatility_report
 from envs.genotype import make_genotype_dataset, sample_rules
 from policies import devised
@@ -146,6 +147,11 @@ def validate(cfg: FitConfig) -> None:
         raise ValueError(f"rank needs kind='linear' and must be >= 1, got rank={cfg.rank}, kind={cfg.kind!r}")
     if cfg.num_train < 1 or cfg.num_test < 1 or cfg.batch_size < 1 or cfg.steps < 0:
         raise ValueError("num_train, num_test and batch_size must be >= 1 and steps >= 0")
+    check_real("learning_rate", cfg.learning_rate, open_low=True)
+    check_real("init_std", cfg.init_std)
+    check_int("num_alleles", cfg.num_alleles, 1)
+    if cfg.mlp_hidden is not None:
+        check_int("mlp_hidden", cfg.mlp_hidden, 1)
     domain = cfg.num_alleles if cfg.scenario == "genotype" else cfg.grid_size
     if (
         cfg.embedding == "onehot"

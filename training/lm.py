@@ -37,6 +37,7 @@ from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from envs.checks import check_real
 from policies.base import check_choice, check_int
 from policies.lm import LM, LMConfig
 from training import dist, runs
@@ -159,6 +160,9 @@ def resolve(cfg: LMTrainConfig) -> LMTrainConfig:
         else:
             check_int(name, value, 1)
     check_choice("precision", cfg.precision, ("fp32", "bf16"))
+    check_real("weight_decay", cfg.weight_decay)
+    if cfg.ha_max_seconds is not None:
+        check_real("ha_max_seconds", cfg.ha_max_seconds, open_low=True)
     if cfg.ha_approx is not None and cfg.family != "ha":
         raise ValueError(f"ha_approx needs family='ha', got family={cfg.family!r}")
     if not 0 < cfg.val_fraction < 1:

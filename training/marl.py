@@ -44,6 +44,7 @@ Example::
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -54,7 +55,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from tqdm import tqdm
 
-from envs.checks import check_int, parse_count
+from envs.checks import check_int, check_real, parse_count
 from envs.crossing import (
     FEATURE_SETS,
     PARKED_FEATURE,
@@ -335,6 +336,7 @@ def check_config(cfg: TrainConfig) -> None:
     minimum = dict.fromkeys(positive, 1) | {"imitate_iterations": 0, "lane_tokens": 0}
     for name, lo in minimum.items():
         check_int(name, getattr(cfg, name), lo)
+    check_ppo_numbers(cfg)
     if cfg.lane_tokens and (cfg.neighbours is None or cfg.family == "mlp"):
         raise ValueError(
             "lane_tokens must be 0 unless an attention family has --neighbours (else all are in view)"
@@ -362,6 +364,31 @@ def check_config(cfg: TrainConfig) -> None:
         )
     check_training_task(cfg)
     check_rllib_options(cfg)
+
+
+# (field, low, high, low excluded): PPO's numbers and the view's, checked before any env is built
+PPO_NUMBERS = (
+    ("learning_rate", 0.0, math.inf, True),
+    ("learning_rate_final", 0.0, math.inf, False),
+    ("gamma", 0.0, 1.0, False),
+    ("gae_lambda", 0.0, 1.0, False),
+    ("clip_range", 0.0, math.inf, True),
+    ("ent_coef", 0.0, math.inf, False),
+    ("ent_coef_final", 0.0, math.inf, False),
+    ("vf_coef", 0.0, math.inf, False),
+    ("neighbour_dx_weight", 0.0, math.inf, True),
+)
+
+
+def check_ppo_numbers(cfg: TrainConfig) -> None:
+    """The real-valued settings in range (None where a field allows it), and the view's cap."""
+    for name, low, high, open_low in PPO_NUMBERS:
+        value = getattr(cfg, name)
+        if value is None and name.endswith("_final"):  # no schedule: the value stays constant
+            continue
+        check_real(name, value, low, high, open_low=open_low)
+    if cfg.neighbours is not None:
+        check_int("neighbours", cfg.neighbours, 1)
 
 
 def check_training_task(cfg: TrainConfig) -> None:

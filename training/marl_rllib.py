@@ -51,6 +51,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from envs.checks import check_int
 from policies.actor_critic import FAMILIES
 
 POLICY_ID = "shared"
@@ -267,6 +268,8 @@ def check_config(cfg: RLlibConfig) -> None:
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if cfg.num_cpus is not None:
+        check_int("num_cpus", cfg.num_cpus, 1)
     if cfg.num_env_runners < 0:
         raise ValueError(f"num_env_runners must be >= 0 (0: sample in the driver), got {cfg.num_env_runners}")
     if cfg.minibatch_size > cfg.train_batch_size:

@@ -155,7 +155,8 @@ def _is_count(value, low: int = 1) -> bool:
 
 def _validate_numbers(cfg: VmasConfig) -> None:
     positive = ("num_envs", "max_steps", "n_steps", "total_timesteps", "n_epochs", "batch_size", "width")
-    for name in (*positive, "blocks", "heads", "mlp_k", "peer_hidden", "threads", "eval_episodes"):
+    positive += ("blocks", "heads", "mlp_k", "peer_hidden", "threads", "eval_episodes", "checkpoint_every")
+    for name in positive:
         if not _is_count(getattr(cfg, name)):
             raise ValueError(f"{name} must be an int >= 1, got {getattr(cfg, name)!r}")
     for name in ("counts", "eval_counts"):

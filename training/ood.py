@@ -100,6 +100,8 @@ def stratified_bootstrap(strata: list[np.ndarray], stat: Callable, reps: int, se
     return float(lo), float(hi)
 
 
+# A 95% percentile interval needs at least 40 resamples for its 2.5% tails to hold one each
+MIN_REPS = 40
 ZERO_RETURN = 1e-9  # |mean return_MR| below this has no relative gain: the absolute difference is used
 
 
@@ -424,7 +426,10 @@ def main(cfg: OODConfig) -> dict:
         raise ValueError("counts must list at least one agent count >= 1")
     for count in cfg.counts:
         check_int("counts", count, 1)
-    check_int("episodes", cfg.episodes, 1)
+    for name, low in (("episodes", 1), ("reps", MIN_REPS), ("chunk", 1), ("threads", 1)):
+        check_int(name, getattr(cfg, name), low)
+    if cfg.neighbours is not None:
+        check_int("neighbours", cfg.neighbours, 1)
     torch.set_num_threads(cfg.threads)
     trained = [] if cfg.merge else load_runs(tuple(cfg.run), cfg.neighbours, cfg.checkpoint)
     out_dir = Path(cfg.out_dir or (cfg.run[0] if cfg.run else "runs/ood"))

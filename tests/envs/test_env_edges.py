@@ -1,8 +1,10 @@
-"""The PettingZoo env's contract beyond PettingZoo's own tests: ranges, padding, infos, state, errors."""
+"""The PettingZoo env's contract beyond PettingZoo's own tests: ranges, padding, infos, state, errors;
+the shared argument checks."""
 
 import numpy as np
 import pytest
 
+from envs.checks import check_real
 from envs.colliding_agents_v0 import MOVE_RIGHT, STAY, ResetNeeded, estimate_memory_bytes, parallel_env
 
 
@@ -249,3 +251,18 @@ def test_flatten_gives_the_same_tokens_as_vectors():
     for a in flat.agents:
         assert flat.observation_space(a).contains(o1[a])
         np.testing.assert_array_equal(o1[a], o2[a].reshape(-1))
+
+
+def test_check_real_bounds_types_and_messages():
+    assert check_real("x", 0) == 0.0 and check_real("x", np.float32(0.5), 0, 1) == 0.5
+    assert check_real("gamma", 1, 0, 1) == 1.0  # a closed upper end
+    with pytest.raises(ValueError, match=r"lr must be a finite number > 0, got 0"):
+        check_real("lr", 0, open_low=True)
+    for bad in (float("nan"), float("inf"), -1e-12):
+        with pytest.raises(ValueError, match="x must be a finite number >= 0"):
+            check_real("x", bad)
+    with pytest.raises(ValueError, match=r"gamma must be a number in \[0, 1\], got 1.5"):
+        check_real("gamma", 1.5, 0, 1)
+    for bad in (True, "0.1", None):
+        with pytest.raises(TypeError, match="x must be a finite number >= 0, got"):
+            check_real("x", bad)

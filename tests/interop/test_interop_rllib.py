@@ -128,6 +128,8 @@ def test_marl_rllib_main_trains_and_checkpoints(local_ray, tmp_path):
         main(RLlibConfig(train_batch_size=32, minibatch_size=64))
     with pytest.raises(ValueError, match="learning_rate"):
         main(RLlibConfig(learning_rate=0.0))
+    with pytest.raises(ValueError, match="num_cpus must be an int >= 1, got 0"):
+        main(RLlibConfig(num_cpus=0))
 
 
 @pytest.mark.parametrize("num_agents", [3, (2, 5)])

@@ -181,6 +181,7 @@ def test_several_training_counts_alternate_and_a_run_resumes(tmp_path):
         ("neighbours", 0),
         ("eval_neighbours", -2),
         ("eval_counts", (2, -1)),
+        ("checkpoint_every", 0),
         ("mode", "test"),
     ],
 )
