@@ -227,7 +227,12 @@ def load_runs(
         else:
             model = PPO.load(ckpt, device="cpu")
             steps, extractor = int(model.num_timesteps), model.policy.features_extractor
-        if neighbours is not None and hasattr(extractor, "neighbours"):
+        if neighbours is not None:
+            if not hasattr(extractor, "neighbours"):
+                raise ValueError(
+                    f"neighbours caps an attention policy's view; {p} is an MLP run, whose input is "
+                    "a fixed number of neighbours"
+                )
             extractor.neighbours = neighbours
         out.append(
             dict(

@@ -139,6 +139,10 @@ def test_ood_rejects_bad_counts_and_runs(tmp_path):
         ood_main(OODConfig(counts=(0, 2)))
     with pytest.raises(ValueError, match="run"):
         ood_main(OODConfig(run=(str(tmp_path),), counts=(2,)))
+    # the MLP reads a fixed number of neighbours: a view cap would be ignored, so it is refused
+    main(preset_config(**TINY, family="mlp", total_timesteps=48, runs_dir=str(tmp_path), run_name="m"))
+    with pytest.raises(ValueError, match="neighbours caps an attention policy's view; .* is an MLP run"):
+        ood_main(OODConfig(run=(str(tmp_path / "m"),), counts=(2,), neighbours=3))
 
 
 def test_statistics():
