@@ -4,8 +4,9 @@
 settings (``training/marl.py`` PRESETS), and ``--backend sb3`` or ``--backend rllib`` over that
 backend's own defaults (``BACKEND_DEFAULTS``): a flag given sets its field, in any position.
 
-Bad input never ends in a traceback: a ValueError, TypeError or FileNotFoundError from a command
-prints one line, ``hyperagents <command>: error: ...``, and exits with status 2; a run folder that
+Bad input never ends in a traceback: a ValueError, TypeError or FileNotFoundError from a command,
+or settings too large for this machine's memory, print one line, ``hyperagents <command>: error:
+...``, and exit with status 2; a run folder that
 cannot be used now (busy, no valid checkpoint) or an optional engine that is not installed (Ray
 RLlib for ``hyperagents rllib``) exits with status 1, and Ctrl-C with status 130
 (training commands first write a checkpoint; see training/runs.py). Set HYPERAGENTS_DEBUG=1 to get
@@ -15,6 +16,7 @@ the traceback instead.
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import tyro
@@ -32,6 +34,21 @@ COMMANDS = {
     "lm": (lm.LMTrainConfig, lm.main),
     "view": (view.ViewConfig, view.main),
 }
+
+
+def out_of_memory(err: BaseException) -> str | None:
+    """One line for an allocation that failed (settings too large for this machine), else None.
+
+    torch reports a failed CPU allocation as a RuntimeError with the size asked for, a failed CUDA
+    one as torch.OutOfMemoryError; numpy raises MemoryError."""
+    text = str(err)
+    if isinstance(err, RuntimeError) and not (
+        "can't allocate memory" in text or type(err).__name__ == "OutOfMemoryError"
+    ):
+        return None
+    size = re.search(r"allocate (\d+) bytes", text)
+    what = f"an allocation of {int(size.group(1)) / 2**30:.1f} GiB failed" if size else first_line(err)
+    return f"not enough memory ({what}); use fewer worlds or agents, or smaller batches"
 
 
 def first_line(err: BaseException) -> str:
@@ -86,6 +103,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"hyperagents {name}: error: {first_line(err)}", file=sys.stderr)
         # 2: bad input; 1: the input is fine but the run folder or an optional engine is not there
         raise SystemExit(1 if isinstance(err, (RunError, ImportError)) else 2) from None
+    except (MemoryError, RuntimeError) as err:
+        reason = out_of_memory(err)
+        if reason is None or os.environ.get("HYPERAGENTS_DEBUG"):
+            raise
+        print(f"hyperagents {name}: error: {reason}", file=sys.stderr)
+        raise SystemExit(2) from None
     except KeyboardInterrupt:  # outside a run's checkpoint-safe loop, or a second Ctrl-C
         print(f"hyperagents {name}: interrupted; nothing saved since the last checkpoint", file=sys.stderr)
         raise SystemExit(130) from None

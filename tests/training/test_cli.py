@@ -78,6 +78,26 @@ def test_a_bad_value_of_each_command_is_one_line_and_exit_2(argv, match, capsys,
     assert re.search(match, line), line
 
 
+def test_settings_too_large_for_memory_are_one_line(capsys, tmp_path, monkeypatch):
+    # 10^13 worlds of 16 agents: petabytes, past any machine's address space, so the first
+    # allocation fails at once
+    monkeypatch.chdir(tmp_path)
+    argv = [
+        "train",
+        "--num-worlds",
+        str(10**13),
+        "--num-agents",
+        "16",
+        "16",
+        "--run-name",
+        "big",
+        "--no-progress",
+    ]
+    code, line = run_cli(argv, capsys)
+    assert code == 2
+    assert re.fullmatch(r".*: not enough memory \(an allocation of [\d.]+ GiB failed\); use fewer .*", line)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_lm_on_cuda_without_cuda_is_one_line(capsys, tmp_path):
     code, line = run_cli(["lm", "--device", "cuda", "--runs-dir", str(tmp_path)], capsys)
