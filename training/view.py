@@ -98,6 +98,8 @@ def build_viewer(cfg: ViewConfig) -> Viewer:
     if cfg.mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {cfg.mode!r}")
     positive("fps", cfg.fps)
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {cfg.seed!r}")
     if cfg.steps is not None and cfg.steps != 0:
         positive("steps", cfg.steps)
     if cfg.record is not None:

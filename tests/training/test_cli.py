@@ -125,6 +125,7 @@ def view_runs(tmp_path_factory):
         ("sa", ["--num-agents", "401"], r"num_agents must be an int in \[1, 400\], got 401"),
         ("sa", ["--factor", "3"], "factor picks one of an HFA run's score factors; .* sa-linear run without"),
         ("hfa", ["--factor", "3"], r"factor must be an int in \[1, 2\], got 3"),
+        ("sa", ["--seed", "-1"], "seed must be a non-negative int, got -1"),
         ("lm", [], "is a `hyperagents lm` run, not a `hyperagents fit` run"),
     ],
 )
