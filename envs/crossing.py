@@ -218,6 +218,7 @@ class Crossing:
         self.features = check_features(features)
         check_int("num_worlds", num_worlds, 1)
         check_int("max_steps", max_steps, 1)
+        check_int("grid_size", grid_size, 1)
         check_int("start_width", start_width, 1)
         if start_width > grid_size:
             raise ValueError(f"start_width must be <= grid_size={grid_size}, got {start_width}")

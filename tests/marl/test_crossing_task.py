@@ -226,6 +226,7 @@ def test_priority_planner_matches_greedy_when_nobody_is_near():
         (dict(num_worlds=True), "num_worlds", TypeError),
         (dict(max_steps=0), "max_steps", ValueError),
         (dict(start_width=100), "start_width", ValueError),
+        (dict(grid_size=-3), "grid_size must be an int >= 1, got -3", ValueError),
         (dict(start_width_low=0), "start_width_low", ValueError),
         (dict(start_width_low=17), r"start_width_low must be in \[1, start_width=16\]", ValueError),
         (dict(start_width_low=8.0), "start_width_low", TypeError),
