@@ -43,6 +43,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from envs.checks import check_device  # noqa: E402
 from training import marl, marl_torchrl  # noqa: E402
 from training.ood import play, policy_actor  # noqa: E402
 
@@ -261,7 +262,7 @@ def main() -> None:
         "--out", default=None, help="JSON path (default benchmarks/results/train_<device>.json)"
     )
     args = parser.parse_args()
-    device = marl_torchrl.pick_device(args.device)
+    device = check_device(args.device)
     cuda = device.type == "cuda"
     worlds = args.num_worlds or (4096 if cuda else 64)
     if not cuda:

@@ -13,6 +13,7 @@ import math
 import numbers
 
 import numpy as np
+import torch
 
 
 def is_int(value: object) -> bool:
@@ -64,3 +65,21 @@ def parse_count(num_agents: object, name: str = "num_agents") -> tuple[int, int]
     if low < 1 or high < low:
         raise ValueError(f"{name} must satisfy 1 <= low <= high, got {num_agents!r}")
     return low, high
+
+
+def check_device(device: object) -> torch.device:
+    """``device`` as a torch.device; ValueError naming ``device`` for a name torch does not know or a
+    GPU this machine does not have (torch itself would fail later, with an AssertionError)."""
+    try:
+        dev = torch.device(device)  # type: ignore[arg-type]
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:<index>', got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(dev)!r} asked for, but this torch sees no CUDA GPU; use --device cpu")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {str(dev)!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {str(dev)!r} asked for, but MPS is not available; use --device cpu")
+    return dev

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from envs.checks import check_int
+from envs.checks import check_device, check_int
 
 STAY, RIGHT, LEFT, UP, DOWN = range(5)
 MOVE_RIGHT = RIGHT
@@ -130,7 +130,7 @@ class World:
         check_world_args(num_agents, grid_size, radius)
         check_int("num_worlds", num_worlds, 1)
         self.B, self.L, self.N, self.R = num_worlds, num_agents, grid_size, radius
-        self.device = torch.device(device)
+        self.device = check_device(device)
         self.cell = max(2 * radius, 1)
         # floor, not ceil: the last cell absorbs the remainder, so every cell (also across the y
         # wrap) is at least 2R wide and touching agents always sit in the same or adjacent cells.

@@ -37,7 +37,7 @@ from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from envs.checks import check_real
+from envs.checks import check_device, check_real
 from policies.base import check_choice, check_int
 from policies.lm import LM, LMConfig
 from training import dist, runs
@@ -288,20 +288,10 @@ def model_config(cfg: LMTrainConfig) -> LMConfig:
 
 
 def pick_device(name: str) -> torch.device:
-    """The torch device called ``name``; ValueError for a name torch does not know or a missing GPU."""
+    """The torch device called ``name``, or with "auto" the GPU where there is one."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:<index>, got {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but this torch sees no CUDA GPU; use --device cpu")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {name!r} asked for, but MPS is not available; use --device cpu")
-    return device
+    return check_device(name)
 
 
 def restore(state: dict, model: LM, opt: torch.optim.Optimizer, generator: torch.Generator) -> dict:

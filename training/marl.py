@@ -55,7 +55,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from tqdm import tqdm
 
-from envs.checks import check_int, check_real, parse_count
+from envs.checks import check_device, check_int, check_real, parse_count
 from envs.crossing import (
     FEATURE_SETS,
     PARKED_FEATURE,
@@ -674,7 +674,7 @@ def main(cfg: TrainConfig, callbacks: list[BaseCallback] | None = None) -> dict:
     if cfg.backend == "torchrl":
         from training import marl_torchrl  # torchrl loads only for its backend
 
-        device = marl_torchrl.pick_device(cfg.device)
+        device = check_device(cfg.device)
         with open_train_run(cfg, suffix=".pt") as run:
             metrics = marl_torchrl.train_run(cfg, run, device)
     elif cfg.backend == "rllib":

@@ -41,15 +41,6 @@ from policies.actor_critic import TokenActorCritic
 from training.marl import task_kwargs
 
 
-def pick_device(name: str) -> torch.device:
-    """``name`` as a torch.device; ValueError (one line) when it asks for CUDA that is not there."""
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise ValueError(f"device must be 'cpu' or 'cuda' (or 'cuda:<index>'), got {name!r}")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} but no CUDA device is available here; use --device cpu")
-    return torch.device(name)
-
-
 def build_net(cfg, num_features: int) -> TokenActorCritic:
     """The shared actor-critic of ``cfg`` (family, widths, neighbour cap, critic kind)."""
     enc = dict(family=cfg.family, width=cfg.width, mlp_k=cfg.mlp_k)

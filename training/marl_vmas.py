@@ -51,6 +51,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from envs.checks import check_device
 from policies.actor_critic import TokenActorCritic
 
 FEATURES = ("present", "dx", "dy", "vx", "vy", "gx", "gy", "self")
@@ -173,15 +174,6 @@ def _validate_numbers(cfg: VmasConfig) -> None:
         value = getattr(cfg, name)
         if value is not None and not _is_count(value):
             raise ValueError(f"{name} must be None or an int >= 1, got {value!r}")
-
-
-def pick_device(name: str) -> torch.device:
-    """``name`` as a torch.device; ValueError naming ``device`` when CUDA is asked for and absent."""
-    if name != "cpu" and name != "cuda" and not name.startswith("cuda:"):
-        raise ValueError(f"device must be 'cpu' or 'cuda' (or 'cuda:<index>'), got {name!r}")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} but no CUDA device is available here; use --device cpu")
-    return torch.device(name)
 
 
 # ---------------------------------------------------------------- environment and tokens
@@ -736,7 +728,7 @@ def markdown_table(result: dict, key: str = "return") -> str:
 def main(cfg: VmasConfig) -> dict:
     """Train one run (mode "train") or write the evaluation table (mode "eval"); returns its dict."""
     validate(cfg)
-    device = pick_device(cfg.device)
+    device = check_device(cfg.device)
     if device.type == "cpu":
         torch.set_num_threads(cfg.threads)
     if cfg.mode == "train":

@@ -3,8 +3,9 @@ the shared argument checks."""
 
 import numpy as np
 import pytest
+import torch
 
-from envs.checks import check_real
+from envs.checks import check_device, check_real
 from envs.colliding_agents_v0 import MOVE_RIGHT, STAY, ResetNeeded, estimate_memory_bytes, parallel_env
 
 
@@ -266,3 +267,17 @@ def test_check_real_bounds_types_and_messages():
     for bad in (True, "0.1", None):
         with pytest.raises(TypeError, match="x must be a finite number >= 0, got"):
             check_real("x", bad)
+
+
+def test_a_device_the_machine_lacks_is_a_value_error_naming_device():
+    from envs.torchrl_env import CrossingEnv
+    from envs.world import World
+
+    for bad in ("tpu", "meta", 3.5):
+        with pytest.raises(ValueError, match="device must be 'cpu', 'cuda' or 'cuda:<index>', got"):
+            World(device=bad)
+    assert check_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():  # the batched world and its TorchRL face: no AssertionError
+        for make in (World, CrossingEnv):
+            with pytest.raises(ValueError, match="device 'cuda' asked for, but this torch sees no CUDA GPU"):
+                make(device="cuda")

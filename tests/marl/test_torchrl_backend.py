@@ -13,6 +13,7 @@ import pytest
 import torch
 from torchrl.envs.utils import check_env_specs
 
+from envs.checks import check_device
 from envs.crossing import NUM_ACTIONS, POLICIES, Crossing
 from envs.torchrl_env import CrossingEnv
 from training import marl, marl_torchrl, ood
@@ -157,7 +158,7 @@ def test_backend_options_are_checked(tmp_path):
     with pytest.raises(ValueError, match="device"):
         marl.check_config(tiny_cfg(tmp_path, backend="sb3", device="cuda"))
     with pytest.raises(ValueError, match="device"):
-        marl_torchrl.pick_device("tpu")
+        check_device("tpu")
 
 
 @pytest.mark.parametrize("critic", ["central", "local", "shared"])
