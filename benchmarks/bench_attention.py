@@ -948,8 +948,11 @@ CPU_NOTES = {
     "exp(scores) for the backward (writing and reading 4 bytes a score at the ~6 GB/s one core gets "
     "here costs what the recompute does), one query at a time over the full square of pairs (twice "
     "the scores). bf16 gains little at d_h = 16 (its matmuls run 1.3x faster, its exp 2x slower) and "
-    "more at d_h = 64. Two torch threads could not be timed on this shared machine (two other jobs: "
-    "HA's step took 5x, SA's 2.3x the wall clock of one thread).",
+    "more at d_h = 64. With two torch threads on the quiet machine (`--threads 2 --tables lm_step`, "
+    "benchmarks/results/attention_lm_2threads.json) the exact HA step is 6.65x SA's at width 64 and "
+    "5.45x at width 256 in fp32; in bf16 4.14x and 6.81x SA's bf16 step, but 6.69x and 4.55x SA's "
+    "fp32 step, the faster of SA's two at width 64: against SA's fastest step at each width no "
+    "setting meets the 5x goal.",
 }
 
 
