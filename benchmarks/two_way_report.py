@@ -56,8 +56,15 @@ def boot(ret: np.ndarray, ref: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return (ret[:, idx].mean(axis=(0, 2)) - ref[idx].mean(1)) / abs(ref.mean())
 
 
+def twin_mlp(algo: str) -> str:
+    """The MLP variant trained like ``algo`` (sa_6m -> mlp_6m): the same suffix after the family."""
+    return "mlp_" + algo.partition("_")[2]
+
+
 def compare(returns: dict, reps: int, seed: int = 0) -> dict:
-    """{L: {algo: gain, ci, per_seed, [vs_mlp, vs_mlp_ci]}}: gains over move_right, paired CIs."""
+    """{L: {algo: gain, ci, per_seed, [vs_mlp, vs_mlp_ci], [vs_twin_mlp, vs_twin_mlp_ci]}}: gains
+    over move_right, and paired CIs of the difference to the MLP and, for a variant, to the MLP
+    variant of the same suffix (trained with the same budget)."""
     rng = np.random.default_rng(seed)
     out: dict = {}
     for L, algos in sorted(returns.items()):
@@ -76,10 +83,12 @@ def compare(returns: dict, reps: int, seed: int = 0) -> dict:
                 ci=[float(v) for v in np.percentile(every[algo], [2.5, 97.5])],
                 per_seed=[float((r.mean() - ref.mean()) / scale) for r in ret],
             )
-            if algo not in BASELINES and algo != "mlp" and "mlp" in algos:
-                diff = every[algo] - every["mlp"]
-                row["vs_mlp"] = row["gain"] - float((algos["mlp"].mean() - ref.mean()) / scale)
-                row["vs_mlp_ci"] = [float(v) for v in np.percentile(diff, [2.5, 97.5])]
+            for key, mlp in (("vs_mlp", "mlp"), ("vs_twin_mlp", twin_mlp(algo))):
+                if algo not in BASELINES and algo != "mlp" and mlp in algos and mlp != algo:
+                    row[key] = row["gain"] - float((algos[mlp].mean() - ref.mean()) / scale)
+                    row[f"{key}_ci"] = [
+                        float(v) for v in np.percentile(every[algo] - every[mlp], [2.5, 97.5])
+                    ]
             out[L][algo] = row
     return out
 
@@ -128,11 +137,18 @@ def figure(report: dict, train_high: int, path: Path, variants: tuple[str, ...] 
             ax.plot(counts, [report[L][algo]["gain"] for L in counts], style, color=color, label=label)
         if algo in first and "vs_mlp" in first[algo]:
             lo, hi = (np.array([report[L][algo]["vs_mlp_ci"][k] for L in counts]) for k in (0, 1))
-            diff.plot(counts, [report[L][algo]["vs_mlp"] for L in counts], "o-", color=color, label=algo)
+            diff.plot(
+                counts, [report[L][algo]["vs_mlp"] for L in counts], "o-", color=color, label=f"{algo} - mlp"
+            )
             diff.fill_between(counts, lo, hi, color=color, alpha=0.2)
     for algo in variants:  # thin lines in the colour of the family they vary (the name's prefix)
         color = colors.get(algo.split("_")[0], "0.5")
         ax.plot(counts, [report[L][algo]["gain"] for L in counts], "x:", color=color, lw=1, label=algo)
+        if "vs_twin_mlp" in first[algo]:
+            lo, hi = (np.array([report[L][algo]["vs_twin_mlp_ci"][k] for L in counts]) for k in (0, 1))
+            gaps = [report[L][algo]["vs_twin_mlp"] for L in counts]
+            diff.plot(counts, gaps, "x:", color=color, lw=1, label=f"{algo} - {twin_mlp(algo)}")
+            diff.fill_between(counts, lo, hi, color=color, alpha=0.1)
     for algo, style in (("greedy", "--"), ("priority", ":")):
         if algo in first:
             ax.plot(

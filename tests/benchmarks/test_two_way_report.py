@@ -53,5 +53,16 @@ def test_a_variant_joins_only_on_the_same_starts(load_script, tmp_path):
     report_mod.add_variant(returns, "sa_nolabel", report_mod.load(same))
     row = report_mod.compare(returns, reps=100)[8]["sa_nolabel"]
     assert row["gain"] == pytest.approx(0.75) and row["vs_mlp"] == pytest.approx(0.25)
+    # a variant is also set against the MLP variant trained alike (sa_6m against mlp_6m)
+    report_mod.add_variant(returns, "sa_6m", report_mod.load(same))
+    report_mod.add_variant(returns, "mlp_6m", report_mod.load(same))
+    report = report_mod.compare(returns, reps=100)
+    twin = report[8]
+    assert twin["sa_6m"]["vs_twin_mlp"] == pytest.approx(0.0) and twin["sa_6m"]["vs_mlp"] == pytest.approx(
+        0.25
+    )
+    assert "vs_twin_mlp" not in twin["sa_nolabel"] and "vs_twin_mlp" not in twin["mlp_6m"]
+    report_mod.figure(report, 4, tmp_path / "f.png", ("sa_6m", "mlp_6m"))
+    assert (tmp_path / "f.png").stat().st_size > 0
     with pytest.raises(ValueError, match="not the main output's starts"):
         report_mod.add_variant(report_mod.load(main), "x", report_mod.load(other))
