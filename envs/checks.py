@@ -67,15 +67,16 @@ def parse_count(num_agents: object, name: str = "num_agents") -> tuple[int, int]
     return low, high
 
 
-def check_device(device: object) -> torch.device:
-    """``device`` as a torch.device; ValueError naming ``device`` for a name torch does not know or a
-    GPU this machine does not have (torch itself would fail later, with an AssertionError)."""
+def check_device(device: object, accepted: str = "'cpu', 'cuda' or 'cuda:<index>'") -> torch.device:
+    """``device`` as a torch.device; ValueError naming ``device`` (and the ``accepted`` names) for a
+    name torch does not know or a GPU this machine does not have (torch itself would fail later,
+    with an AssertionError)."""
     try:
         dev = torch.device(device)  # type: ignore[arg-type]
     except (RuntimeError, TypeError):
         dev = None
     if dev is None or dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:<index>', got {device!r}")
+        raise ValueError(f"device must be {accepted}, got {device!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(dev)!r} asked for, but this torch sees no CUDA GPU; use --device cpu")
     if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():

@@ -291,7 +291,7 @@ def pick_device(name: str) -> torch.device:
     """The torch device called ``name``, or with "auto" the GPU where there is one."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return check_device(name)
+    return check_device(name, accepted="'auto', 'cpu', 'cuda' or 'cuda:<index>'")
 
 
 def restore(state: dict, model: LM, opt: torch.optim.Optimizer, generator: torch.Generator) -> dict:

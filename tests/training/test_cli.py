@@ -66,7 +66,7 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str]:
         (["fit", "--init-std", "-1"], r"init_std must be a finite number >= 0, got -1.0"),
         (["fit", "--num-alleles", "0"], "num_alleles must be an int >= 1, got 0"),
         (["lm", "--steps", "0"], "steps must be an int >= 1"),
-        (["lm", "--device", "tpu9"], "device must be"),
+        (["lm", "--device", "tpu9"], "device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got 'tpu9'"),
         (["view", "--run", "no/such/run", "--record", "x.gif"], "does not exist"),
         (["view", "--run", "no/such/run", "--record", "x.avi"], r"\.gif or \.mp4"),
     ],
