@@ -21,7 +21,9 @@ import json
 import shutil
 from pathlib import Path
 
-BASELINES = ("move_right", "greedy", "cautious", "priority", "random")
+from envs.experts import POLICIES
+
+BASELINES = tuple(POLICIES)  # the scripted policies hyperagents ood plays beside the runs
 
 
 def bar_check(summary: dict, algo: str) -> dict:

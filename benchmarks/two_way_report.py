@@ -21,9 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from envs.experts import POLICIES
+
 FAMILIES = ("sa", "hfa", "ha", "mlp")
 SCRIPTED = ("greedy", "priority")  # the scripted avoiders beside them (random: in --json only)
-BASELINES = ("move_right", "greedy", "cautious", "priority", "random")  # what ood plays beside the runs
+BASELINES = tuple(POLICIES)  # the scripted policies hyperagents ood plays beside the runs
 
 
 def load(ood_dir: Path) -> dict:
