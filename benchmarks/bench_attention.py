@@ -55,6 +55,7 @@ from policies.ha import (  # noqa: E402
     softmax_ha_taylor,
     softmax_ha_values,
 )
+from policies.hfa import block_sizes, softmax_hfa  # noqa: E402
 from policies.lm import LM, LMConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -330,6 +331,52 @@ def bench_long(
             row["hfa_over_sdpa_time"] = row["hfa_fwd_bwd_ms"] / row["sdpa_fwd_bwd_ms"]
             row["hfa_over_sdpa_mem"] = row["hfa_peak_MiB"] / row["sdpa_peak_MiB"]
             rows.append(row)
+    return rows
+
+
+def hfa_kernel_step(q, k, v, causal: bool, block=None):
+    for t in (q, k, v):
+        t.grad = None
+    softmax_hfa(q, k, v, None, causal, block).square().mean().backward()
+
+
+def bench_hfa_kernels(lengths: list[int], B: int, d: int, H: int, causal: bool, reps: int) -> list[dict]:
+    """The bare kernels, forward + backward: torch SDPA on (B, H, L, d / H) against softmax HFA
+    A = 2 on (B, H, 2, L, d / 2H) (the same bytes of q, k, v), by its default path (the fused Triton
+    kernel on CUDA where Triton imports) and by its torch blockwise kernel, per precision:
+    fp32, fp32 with TF32 matmuls allowed (torch's allow_tf32 flag), bf16."""
+    rows = []
+    flag = torch.backends.cuda.matmul.allow_tf32
+    for L in lengths:
+        for precision in ("fp32", "tf32", "bf16"):
+            torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+            dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+            gen = torch.Generator(device=DEVICE).manual_seed(0)
+            sdpa, hfa = (
+                [
+                    torch.randn(*shape, generator=gen, device=DEVICE, dtype=dtype).requires_grad_()
+                    for _ in range(3)
+                ]
+                for shape in ((B, H, L, d // H), (B, H, 2, L, d // (2 * H)))
+            )
+            block = block_sizes(B * H, L, L, 2, hfa[0])
+            steps = {
+                "sdpa": partial(sdpa_step, *sdpa, causal),
+                "hfa": partial(hfa_kernel_step, *hfa, causal),
+                "hfa_torch": partial(hfa_kernel_step, *hfa, causal, block),
+            }
+            row = {"L": L, "B": B, "d": d, "H": H, "causal": causal, "precision": precision}
+            with torch.no_grad():  # the two HFA paths' outputs: relative difference
+                fused, blockwise = softmax_hfa(*hfa, None, causal), softmax_hfa(*hfa, None, causal, block)
+                row["rel_diff"] = relative(fused.float(), blockwise.float())
+            for name, t in interleaved(steps, reps).items():
+                row[f"{name}_ms"] = t * 1e3
+                row[f"{name}_peak_MiB"] = peak_bytes(steps[name]) / 2**20
+            for name in ("hfa", "hfa_torch"):
+                row[f"{name}_over_sdpa_time"] = row[f"{name}_ms"] / row["sdpa_ms"]
+                row[f"{name}_over_sdpa_mem"] = row[f"{name}_peak_MiB"] / max(row["sdpa_peak_MiB"], 1e-9)
+            rows.append(row)
+    torch.backends.cuda.matmul.allow_tf32 = flag
     return rows
 
 
@@ -674,6 +721,14 @@ def gpu_suite(quick: bool) -> dict:
             causal=[True, False],
             reps=1 if quick else 5,
         ),
+        "hfa_kernels": lambda: bench_hfa_kernels(
+            [64] if quick else [1024, 4096],
+            B=2 if quick else 8,
+            d=32 if quick else 256,
+            H=4,
+            causal=True,
+            reps=1 if quick else 5,
+        ),
         "ha_device": lambda: bench_ha_device(
             [16] if quick else [128, 256, 512],
             B=2 if quick else 4,
@@ -866,6 +921,22 @@ COLUMNS = {
         "lm_loss_exact",
         "lm_loss_taylor",
     ],
+    "hfa_kernels": [
+        "L",
+        "B",
+        "precision",
+        "sdpa_ms",
+        "hfa_ms",
+        "hfa_torch_ms",
+        "sdpa_peak_MiB",
+        "hfa_peak_MiB",
+        "hfa_torch_peak_MiB",
+        "hfa_over_sdpa_time",
+        "hfa_over_sdpa_mem",
+        "hfa_torch_over_sdpa_time",
+        "hfa_torch_over_sdpa_mem",
+        "rel_diff",
+    ],
     "ha_device": ["L", "B", "d", "H", "method", "precision", "fwd_bwd_ms", "peak_MiB"],
     "ha_kernels": [
         "B",
@@ -890,6 +961,8 @@ TITLES = {
     "sa_vs_hfa": "Causal softmax SA vs HFA (d_h = d / (H A)), float32",
     "long": "Long sequences, float32: SA module, bare torch SDPA and HFA A = 2 (d = 256 unless quick), "
     "forward and forward + backward",
+    "hfa_kernels": "Causal softmax HFA A = 2 kernels beside torch SDPA, bare (no projections), d = 256, "
+    "H = 4, forward + backward",
     "lm_step": "LM training step (forward, backward, AdamW) at context 128, policies/lm.py, per family",
     "taylor_error": "Taylor HA vs exact softmax HA, same weights, causal order 3: relative error",
     "ha_device": "Causal order-3 softmax HA module, forward + backward: exact (fp32, bf16) vs Taylor",
@@ -898,6 +971,12 @@ TITLES = {
     "feature_map_ha": "Softmax HA approximations, order 3, H = 2, d_h = 16: relative output error vs exact",
 }
 NOTES = {
+    "hfa_kernels": "`sdpa`: torch's scaled_dot_product_attention on (B, H, L, d / H) q, k, v. `hfa`: "
+    "policies.hfa.softmax_hfa on (B, H, 2, L, d / 2H) q, k, v (the same bytes) by its default path, "
+    "the fused Triton kernel of policies/hfa_triton.py on CUDA; `hfa_torch`: its torch blockwise kernel, "
+    "forced. Peak memory: bytes allocated during the step above the inputs. `tf32`: fp32 inputs with "
+    "torch.backends.cuda.matmul.allow_tf32 set, which the fused kernel follows. `rel_diff`: relative "
+    "difference of the two HFA paths' outputs.",
     "ha_kernels": "`key pairs` (policies/ha_pairs.py) is what order 3 runs on the CPU; `query chunks` the "
     "kernel it replaced there, still the default on CUDA and for other orders. `over_pairs`: time over "
     "the key-pair kernel's, measured taking turns; `rel_diff`: relative difference of the two outputs. "
@@ -982,6 +1061,12 @@ def goals(tables: dict, device: str) -> list[str]:
                 f"({r['hfa_over_sa_fwd']:.2f}x forward), {r['hfa_over_sa_mem']:.2f}x peak memory "
                 "(goal <= 1.5 time, <= 2 memory)"
             )
+    for r in tables.get("hfa_kernels", []):
+        out.append(
+            f"HFA kernel / torch SDPA at L = {r['L']}, {r['precision']}: "
+            f"{r['hfa_over_sdpa_time']:.2f}x time, {r['hfa_over_sdpa_mem']:.2f}x memory, "
+            "forward + backward (goal <= 2, <= 2)"
+        )
     lm = tables.get("lm_step", [])
     for r in lm:
         if r["family"] == "ha exact":

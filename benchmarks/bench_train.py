@@ -115,6 +115,10 @@ def measure_torchrl(
     out |= {"batch_size": cfg.batch_size, "n_steps": cfg.n_steps, "n_epochs": cfg.n_epochs}
     out |= {"critic": cfg.critic, "precision": cfg.precision}
     out["parameters"] = sum(p.numel() for p in net.parameters())
+    timed = state["history"][1:] or state["history"]  # the warm-up iteration left out
+    out["phase_seconds"] = {  # mean seconds per iteration spent in each phase
+        k: sum(h[f"{k}_s"] for h in timed) / len(timed) for k in marl_torchrl.PHASES
+    }
     if to_gain is not None:
         reached = [e for e in clock["evals"] if e[2] >= to_gain]
         out |= {

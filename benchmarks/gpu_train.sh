@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
-# One GPU session for the batched trainer, sized to about 8 minutes on one H100/H200:
-#   1. throughput with learning included: ours (the gpu preset: shared encoder, bf16) beside the
-#      central-critic fp32 recipe and TorchRL MAPPO on VMAS (bench_train.py), then ours in fp32;
-#   2. three seeds of SA from scratch with --preset gpu (no teacher, no touch features), each for
-#      TRAIN_SECONDS of training at the measured rate; the runs come back as runs.tgz, for
-#      `hyperagents ood` on any machine;
-#   3. with ATTENTION=1, the attention library's and the world's GPU tables (bench_attention.py,
-#      bench_env.py).
+# One GPU session for the batched trainer and the attention kernels, sized to about 9 minutes on one
+# H100/H200, the steps that matter most first (each has its own timeout, so a slow one cannot eat
+# the rest):
+#   1. the CUDA tests of the attention kernels (the fused Triton HFA among them);
+#   2. the attention library's long-context tables: HFA beside SA and torch SDPA as modules, and the
+#      bare kernels (fused Triton HFA, its torch blockwise kernel, SDPA) in fp32, tf32 and bf16;
+#   3. throughput with learning included (bench_train.py): ours (the gpu preset: shared encoder,
+#      bf16) beside the central-critic fp32 recipe and TorchRL MAPPO on VMAS, at WORLDS worlds;
+#   4. three seeds of the gpu preset from scratch (no teacher, no touch features), trained at once
+#      on the one GPU, each for about TRAIN_SECONDS of its solo rate's agent-steps; the runs come
+#      back as runs.tgz for `hyperagents ood` on any machine;
+#   5. throughput again at BIG_WORLDS worlds, ours beside VMAS MAPPO of our size (3 and 5 also time
+#      ours with 4x larger minibatches).
 # Run from the repository root; results go to $OUT (default out/): one log, JSON files, runs.tgz.
 # Missing Python packages can be carried as wheels in .whl/ (installed to /tmp/site first).
 set -u
 OUT=${OUT:-out}
-TRAIN_SECONDS=${TRAIN_SECONDS:-60}
+TRAIN_SECONDS=${TRAIN_SECONDS:-45}
 SEC=${SEC:-8}
 WORLDS=${WORLDS:-4096}
+BIG_WORLDS=${BIG_WORLDS:-16384}
 BATCH=${BATCH:-16384}
 DEVICE=${DEVICE:-cuda}  # cpu: a dry run of the whole script at tiny sizes
 SEEDS=${SEEDS:-0 1 2}
@@ -25,32 +31,44 @@ if [ -d .whl ] && [ -z "${NO_WHEELS:-}" ]; then
 fi
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1 SDL_VIDEODRIVER=dummy
 nvidia-smi -L || true
+nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -lms 1000 >"$OUT/util.csv" 2>/dev/null &
 python3 -c "import torch, torchrl, tensordict; print('torch', torch.__version__, 'torchrl', torchrl.__version__, 'tensordict', tensordict.__version__)" \
   || { echo "torchrl does not import here"; exit 1; }
+python3 -c "import triton; print('triton', triton.__version__)" || true
 
-echo "== 1. throughput $(date +%T)"
-timeout 150 python3 benchmarks/bench_train.py --device "$DEVICE" --num-worlds "$WORLDS" --batch-size "$BATCH" \
-  --seconds "$SEC" --central --out "$OUT/train_gpu.json" 2>&1 | grep -v Warning
-timeout 60 python3 benchmarks/bench_train.py --device "$DEVICE" --num-worlds "$WORLDS" --batch-size "$BATCH" \
-  --seconds "$SEC" --only ours_torchrl --precision fp32 --out "$OUT/train_gpu_fp32.json" 2>&1 | grep -v Warning
+echo "== 1. CUDA tests $(date +%T)"
+timeout 120 python3 -m pytest -q -p no:cacheprovider tests/policies/test_attention_cuda.py tests/policies/test_hfa_triton.py 2>&1 | tail -15
+
+echo "== 2. attention at long context on $DEVICE $(date +%T)"
+cp benchmarks/results/attention.json "$OUT/attention.json"
+timeout 150 python3 benchmarks/bench_attention.py --device "$DEVICE" --suite gpu --tables long hfa_kernels ${QUICK:+--quick} \
+  --out "$OUT/attention.json" --readme /tmp/README_attention.md 2>&1 | tail -12
+
+echo "== 3. throughput at $WORLDS worlds $(date +%T)"
+timeout 170 python3 benchmarks/bench_train.py --device "$DEVICE" --num-worlds "$WORLDS" --batch-size "$BATCH" \
+  --seconds "$SEC" --central --out "$OUT/train_gpu.json" 2>&1 | grep -v Warning | tail -12
+python3 -c "import json; [print(k, v.get('phase_seconds')) for k, v in json.load(open('$OUT/train_gpu.json'))['best'].items()]" || true
 RATE=$(python3 -c "import json; print(int(json.load(open('$OUT/train_gpu.json'))['best']['ours_torchrl']['agent_steps_per_s']))" \
   2>/dev/null || echo 300000)
 STEPS=$((RATE * TRAIN_SECONDS / 1000 * 1000))
 [ "$STEPS" -ge 100000 ] || STEPS=100000
 echo "rate $RATE agent-steps/s -> $STEPS agent-steps per seed"
+timeout 60 python3 benchmarks/bench_train.py --device "$DEVICE" --num-worlds "$WORLDS" --batch-size $((BATCH * 4)) \
+  --seconds "$SEC" --only ours_torchrl --out "$OUT/train_gpu_mb4.json" 2>&1 | grep -v Warning | tail -2
 
-echo "== 2. from scratch, seeds $SEEDS $(date +%T)"
+echo "== 4. from scratch, seeds $SEEDS at once $(date +%T)"
 for s in $SEEDS; do
-  timeout $((TRAIN_SECONDS * 2 + 30)) python3 -m training.cli train --preset gpu --device "$DEVICE" --seed "$s" \
-    --num-worlds "$WORLDS" --batch-size "$BATCH" --total-timesteps "$STEPS" --checkpoint-every 1000000000 \
-    --runs-dir "$OUT/runs" --run-name "gpu_sa_$s" --no-progress 2>&1 | tail -2
+  timeout $((TRAIN_SECONDS * 3 + 40)) python3 -m training.cli train --preset gpu --device "$DEVICE" --seed "$s" \
+    --num-worlds "$WORLDS" --total-timesteps "$STEPS" --checkpoint-every $((STEPS / 8 + 1)) \
+    --runs-dir "$OUT/runs" --run-name "gpu_sa_$s" --no-progress >"$OUT/train_$s.log" 2>&1 &
 done
-tar czf "$OUT/runs.tgz" -C "$OUT" runs && rm -rf "$OUT/runs"
+wait_for_training() { for j in $(jobs -p); do [ "$(cat /proc/"$j"/comm 2>/dev/null)" = nvidia-smi ] || wait "$j"; done; }
+wait_for_training
+for s in $SEEDS; do tail -2 "$OUT/train_$s.log"; done
+tar czf "$OUT/runs.tgz" -C "$OUT" runs && rm -rf "$OUT/runs" "$OUT"/train_?.log
 
-if [ -n "${ATTENTION:-}" ]; then
-  echo "== 3. attention library and world on $DEVICE $(date +%T)"
-  timeout 120 python3 benchmarks/bench_attention.py --device "$DEVICE" --out "$OUT/attention_$DEVICE.json" 2>&1 | tail -30
-  timeout 100 python3 benchmarks/bench_env.py --device "$DEVICE" --passes 1 --repeats 2 --seconds 0.3 \
-    --out "$OUT/env_$DEVICE.json" 2>&1 | tail -30
-fi
+echo "== 5. throughput at $BIG_WORLDS worlds $(date +%T)"
+timeout 150 python3 benchmarks/bench_train.py --device "$DEVICE" --num-worlds "$BIG_WORLDS" --batch-size $((BATCH * 4)) \
+  --seconds "$SEC" --only ours_torchrl vmas_torchrl_mappo_equal --out "$OUT/train_gpu_big.json" 2>&1 | grep -v Warning | tail -6
+python3 -c "import json; print(json.load(open('$OUT/train_gpu_big.json'))['best']['ours_torchrl'].get('phase_seconds'))" || true
 echo "== done $(date +%T)"

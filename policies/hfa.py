@@ -14,6 +14,7 @@ Each factor is scaled by 1/sqrt(d_h), as in SA, so the product stays O(1).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -109,6 +110,9 @@ def softmax_hfa(
     Lk = k.shape[3]
     if causal and Lq != Lk:
         raise ValueError(f"causal needs as many queries as keys, got L_q={Lq} and L={Lk}")
+    fused = block is None and q.is_cuda and A == 2 and d_h <= 128 and Lk >= FUSED_MIN_KEYS
+    if fused and B * H * Lq > 0 and _triton_kernels() is not None:
+        return _triton_kernels().softmax_hfa2(q, k, v, keep, causal)
     q = q * d_h**-0.5  # prod_a of 1/sqrt(d_h), applied to the small tensor
     values = math.prod(v.unbind(2))  # (B, H, L, d_h): Hadamard product of the A value matrices
     if B * H * Lq * Lk == 0:  # no query or no key: zeros of the right shape, still in the graph
@@ -133,6 +137,21 @@ def softmax_hfa(
         else:
             out = _hfa_forward(qa, kt, vals, keep_bh, causal, cq, ck)[0]
     return out.view(B, H, Lq, d_h)
+
+
+# From this many keys CUDA runs A = 2 as one fused Triton kernel (policies/hfa_triton.py): scores
+# live only in registers, so memory is O(L) as in SDPA. Fewer keys keep the batched matmuls.
+FUSED_MIN_KEYS = 256
+
+
+@functools.cache
+def _triton_kernels():
+    """policies.hfa_triton, or None where Triton is missing (the torch kernels then run on CUDA too)."""
+    try:
+        from policies import hfa_triton
+    except ImportError:
+        return None
+    return hfa_triton
 
 
 def dense_bytes(device: torch.device) -> int:

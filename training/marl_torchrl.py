@@ -259,10 +259,12 @@ def train(
         loss.entropy_coeff.fill_(_schedule(cfg.ent_coef, cfg.ent_coef_final, frac))
         rollout, td = collect(env, td, net, cfg.n_steps)
         finished, returns = _episode_stats(rollout, returns)
-        stats = update(net, loss, opt, samples(rollout, net, cfg), cfg, gen)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - start
+        clock = [start, _synced(device)]  # phase ends: rollout, GAE (critic passes), PPO update
+        data = samples(rollout, net, cfg)
+        clock.append(_synced(device))
+        stats = update(net, loss, opt, data, cfg, gen)
+        clock.append(_synced(device))
+        seconds = clock[-1] - start
         agent_steps = int(rollout.get(("agents", "mask")).sum())
         state["steps"] += agent_steps
         state["seconds"] += seconds
@@ -270,6 +272,7 @@ def train(
             "steps": state["steps"],
             "seconds": round(state["seconds"], 3),
             "agent_steps_per_s": agent_steps / seconds,
+            **{f"{k}_s": round(b - a, 4) for k, a, b in zip(PHASES, clock[:-1], clock[1:], strict=True)},
             "ep_return": finished,
             **stats,
         }
@@ -278,6 +281,16 @@ def train(
         if on_iteration is not None and on_iteration(state, record):
             break
     return state
+
+
+PHASES = ("rollout", "gae", "update")  # each iteration's record times these, in seconds
+
+
+def _synced(device: torch.device) -> float:
+    """The clock once the device's queued work is done (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def _schedule(start: float, end: float | None, fraction: float) -> float:

@@ -14,7 +14,7 @@ import torch
 from torchrl.envs.utils import check_env_specs
 
 from envs.checks import check_device
-from envs.crossing import NUM_ACTIONS, POLICIES, Crossing
+from envs.crossing import FEATURE_SETS, NUM_ACTIONS, POLICIES, Crossing
 from envs.torchrl_env import CrossingEnv
 from training import marl, marl_torchrl, ood
 
@@ -101,6 +101,18 @@ def test_short_run_beats_random_and_ood_reads_it(tmp_path):
     assert trained > rand + 1.0, (trained, rand)
     summary = ood.main(ood.OODConfig(run=(str(tmp_path / "tr"),), counts=(3, 6), episodes=8, reps=100))
     assert set(summary[3]) >= {"sa", "move_right", "random"}
+
+
+def test_each_iteration_times_its_phases(tmp_path):
+    cfg = tiny_cfg(tmp_path, total_timesteps=1500)
+    net = marl_torchrl.build_net(cfg, FEATURE_SETS[cfg.features])
+    history = marl_torchrl.train(cfg, net, torch.device("cpu"))["history"]
+    assert len(history) >= 2
+    for record, before in zip(history[1:], history, strict=False):
+        phases = [record[f"{k}_s"] for k in marl_torchrl.PHASES]
+        assert min(phases) > 0
+        # the three phases are the whole iteration (seconds is cumulative and rounded to 1 ms)
+        assert sum(phases) == pytest.approx(record["seconds"] - before["seconds"], abs=2e-3)
 
 
 def test_resume_trains_only_the_missing_steps(tmp_path):

@@ -7,7 +7,7 @@ import torch
 from policies import HyperAttention, HyperFeatureAttention
 from policies.base import key_mask
 from policies.ha import softmax_ha_reference, softmax_ha_values
-from policies.hfa import softmax_hfa, softmax_hfa_reference
+from policies.hfa import FUSED_MIN_KEYS, softmax_hfa, softmax_hfa_reference
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 DEV = "cuda"
@@ -36,6 +36,37 @@ def test_hfa_blockwise_equals_reference_with_gradients(causal, block):
         grads.append([out * real, q.grad, k.grad, v.grad])
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_hfa_fused_path_equals_reference_with_gradients(causal):
+    """From FUSED_MIN_KEYS keys, two factors run the Triton kernel where Triton imports."""
+    B, H, A, L, d_h = 2, 2, 2, FUSED_MIN_KEYS + 44, 16
+    mask = torch.rand(B, L, device=DEV) > 0.3
+    mask[:, 0] = True
+    real = mask[:, None, :, None].double()
+    grads = []
+    for fast in (True, False):
+        q, k, v = (rand(B, H, A, L, d_h, seed=s).requires_grad_() for s in range(3))
+        if fast:
+            out = softmax_hfa(q, k, v, mask, causal)
+        else:
+            out = softmax_hfa_reference(q, k, v, key_mask(mask, causal))[0]
+        (out * real).square().sum().backward()
+        grads.append([out * real, q.grad, k.grad, v.grad])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+def test_hfa_fused_path_in_bf16_is_close_to_float64():
+    B, H, A, L, d_h = 2, 2, 2, FUSED_MIN_KEYS + 44, 16
+    q, k, v = (rand(B, H, A, L, d_h, seed=s) for s in range(3))
+    exact = softmax_hfa_reference(q, k, v, key_mask(torch.ones(B, L, dtype=torch.bool, device=DEV), True))[0]
+    low = [t.bfloat16().requires_grad_() for t in (q, k, v)]
+    out = softmax_hfa(*low, None, True)
+    out.float().square().sum().backward()
+    assert out.dtype == torch.bfloat16 and all(t.grad.isfinite().all() for t in low)
+    assert ((out.double() - exact).norm() / exact.norm()).item() < 2e-2
 
 
 @pytest.mark.parametrize("causal", [False, True])

@@ -71,7 +71,14 @@ def test_gpu_suite_runs_at_tiny_sizes_on_cpu_and_merges(tmp_path):
     gpu_json, main_json, readme = tmp_path / "cuda.json", tmp_path / "attention.json", tmp_path / "R.md"
     bench.main(["--suite", "gpu", "--quick", "--out", str(gpu_json), "--readme", str(readme)])
     entry = json.loads(gpu_json.read_text())["cpu-gpu"]
-    assert set(entry["tables"]) == {"long", "ha_device", "ha_kernels", "lm_step", "taylor_error"}
+    assert set(entry["tables"]) == {
+        "long",
+        "hfa_kernels",
+        "ha_device",
+        "ha_kernels",
+        "lm_step",
+        "taylor_error",
+    }
     assert {r["precision"] for r in entry["tables"]["lm_step"]} == {"fp32", "bf16"}
     old = {"command": "c", "seconds": 1.0, "goals": [], "tables": {}}  # the older one-device layout
     main_json.write_text(json.dumps({**old, "machine": {**entry["machine"], "gpu": None}}))

@@ -1,0 +1,65 @@
+"""The fused Triton HFA kernel equals the einsum reference in float64, forward and gradients.
+
+It runs in Triton's interpreter on the CPU (a subprocess, since TRITON_INTERPRET must be set before
+the kernels are defined); tests/policies/test_attention_cuda.py runs it compiled on a GPU."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
+ROOT = Path(__file__).resolve().parents[2]
+
+CHECK = """
+import json, sys, torch
+from policies.hfa import softmax_hfa_reference
+from policies.hfa_triton import softmax_hfa2
+B, H, L, d_h, causal, pad, empty = json.loads(sys.argv[1])
+gen = torch.Generator().manual_seed(0)
+# as the module hands them over: permuted views of one (B, L, 3 H 2 d_h) projection, not contiguous
+qkv = torch.randn(B, L, 3 * H * 2 * d_h, generator=gen, dtype=torch.float64).requires_grad_()
+q, k, v = (t.view(B, L, H, 2, d_h).permute(0, 2, 3, 1, 4) for t in qkv.chunk(3, -1))
+keep = torch.rand(B, L, generator=gen) > 0.4 if pad else torch.ones(B, L, dtype=torch.bool)
+keep[:, 0] = not empty  # empty: world 0 may see no key at all when causal (query 0's only key)
+allowed = keep[:, None, :] & (torch.ones(L, L, dtype=torch.bool).tril() if causal else True)
+# a row that sees no key is NaN in the reference: let it see every key there (its weight w is 0)
+ref = softmax_hfa_reference(q, k, v, allowed | ~allowed.any(-1, keepdim=True))[0]
+out = softmax_hfa2(q, k, v, keep if pad or empty else None, causal)
+seen = (allowed.any(-1) & keep)[:, None, :, None]  # real queries that see some key
+w = torch.randn(ref.shape, generator=gen, dtype=torch.float64) * seen
+grads = [torch.autograd.grad((t * w).sum(), qkv) for t in (out, ref)]
+print(json.dumps({
+    "out": ((out - ref) * seen).abs().max().item(),
+    "grad": max((a - b).abs().max().item() for a, b in zip(*grads)),
+    "finite": bool(out.isfinite().all() and all(g.isfinite().all() for g in grads[0])),
+}))
+"""
+
+
+def run(case):
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK, json.dumps(case)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (2, 2, 37, 16, False, False, False),  # L not a multiple of the 64-wide blocks
+        (2, 2, 130, 16, True, False, False),  # causal over three query and key blocks
+        (2, 1, 70, 12, False, True, False),  # d_h not a power of 2; padded keys
+        (1, 3, 65, 32, True, True, True),  # a query that sees no key outputs 0, gradients finite
+    ],
+)
+def test_fused_hfa_equals_reference(case):
+    err = run(case)
+    assert err["finite"]
+    assert err["out"] < 1e-12 and err["grad"] < 1e-12, err
