@@ -303,10 +303,19 @@ def main() -> None:
     )
     names = [n for n in configs if args.only is None or n in args.only]
     runs: dict[str, list[dict]] = {n: [] for n in names}
+    failed: dict[str, str] = {}
     for rep in range(args.repeats):
         for name in names:
-            runs[name].append(configs[name]())
+            if name in failed:
+                continue
+            try:  # one configuration that breaks (a peer's install, a device limit) leaves the others
+                runs[name].append(configs[name]())
+            except Exception as e:  # noqa: BLE001
+                failed[name] = f"{type(e).__name__}: {e}"
+                print(f"[{rep}] {name} failed: {failed[name]}", flush=True)
+                continue
             print(f"[{rep}] {name}: {runs[name][-1]['agent_steps_per_s']:.0f} agent-steps/s", flush=True)
+    runs = {n: r for n, r in runs.items() if r}
     best = {n: max(r, key=lambda m: m["agent_steps_per_s"]) for n, r in runs.items()}
     result = {
         "command": "python " + " ".join(sys.argv),
@@ -314,7 +323,7 @@ def main() -> None:
         "torch": torch.__version__,
         "best": best,
         "all": runs,
-    }
+    } | ({"failed": failed} if failed else {})
     ours = best.get("ours_torchrl", {}).get("agent_steps_per_s")
     if ours:
         result["ours_torchrl_over"] = {n: ours / b["agent_steps_per_s"] for n, b in best.items()}

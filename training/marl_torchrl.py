@@ -207,8 +207,8 @@ def update(
     params = [p for group in opt.param_groups for p in group["params"]]
     stats: dict[str, float] = {}
     for _ in range(cfg.n_epochs):
-        order = torch.randperm(M, generator=gen).to(data.device)
-        sums = torch.zeros(3, device=data.device)  # summed on the device: no sync per minibatch
+        order = torch.randperm(M, generator=gen).to(params[0].device)
+        sums = torch.zeros(3, device=params[0].device)  # summed on the device: no sync per minibatch
         batches = 0
         for idx in order.split(cfg.batch_size):
             batch = data[idx]
@@ -239,6 +239,10 @@ def train(
     True stops training (a test stops early with it). Returns the final state.
     """
     net.to(device)
+    if device.type == "cuda":
+        # cuDNN's fused attention, torch's first choice for bf16 SDPA on Hopper, failed in backward
+        # at minibatches of 65,536 agents (torch 2.11, H100); flash and memory-efficient attention run.
+        torch.backends.cuda.enable_cudnn_sdp(False)
     loss = make_loss(net, cfg).to(device)  # its clip bounds and coefficients are buffers
     opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, eps=1e-5)
     state = state or {"steps": 0, "seconds": 0.0, "history": []}
