@@ -110,8 +110,8 @@ def softmax_hfa(
     Lk = k.shape[3]
     if causal and Lq != Lk:
         raise ValueError(f"causal needs as many queries as keys, got L_q={Lq} and L={Lk}")
-    fused = block is None and q.is_cuda and A == 2 and d_h <= 128 and Lk >= FUSED_MIN_KEYS
-    if fused and B * H * Lq > 0 and _triton_kernels() is not None:
+    fused = block is None and B * H * Lq > 0 and _fused_applies(q, k, v)
+    if fused and _triton_kernels() is not None:
         return _triton_kernels().softmax_hfa2(q, k, v, keep, causal)
     q = q * d_h**-0.5  # prod_a of 1/sqrt(d_h), applied to the small tensor
     values = math.prod(v.unbind(2))  # (B, H, L, d_h): Hadamard product of the A value matrices
@@ -132,16 +132,34 @@ def softmax_hfa(
         out = outs[0] if len(outs) == 1 else torch.cat(outs, 1)
     else:
         cq, ck = block or block_sizes(B * H, Lq, Lk, A, q)
+        dtype = vals.dtype  # bf16 / fp16 blocks run in fp32: the kernels accumulate in place
+        qa, kt, vals = (t.to(torch.promote_types(dtype, torch.float32)) for t in (qa, kt, vals))
         if grad:
             out = _BlockwiseHFA.apply(qa, kt, vals, keep_bh, causal, cq, ck)
         else:
             out = _hfa_forward(qa, kt, vals, keep_bh, causal, cq, ck)[0]
+        out = out.to(dtype)
     return out.view(B, H, Lq, d_h)
 
 
 # From this many keys CUDA runs A = 2 as one fused Triton kernel (policies/hfa_triton.py): scores
 # live only in registers, so memory is O(L) as in SDPA. Fewer keys keep the batched matmuls.
 FUSED_MIN_KEYS = 256
+
+
+def _fused_applies(q: Tensor, k: Tensor, v: Tensor) -> bool:
+    """Whether the fused Triton kernel takes q, k, v (B, H, A, L, d_h): CUDA, A = 2, d_h <= 128, at
+    least FUSED_MIN_KEYS keys, and a precision where it measured faster than the torch kernels (one
+    H200, B = 8, H = 4, d_h = 32, L = 4096, causal, forward + backward): bf16 / fp16 (1.7 ms; the
+    blockwise kernel, which runs them in fp32, 41 ms), fp32 with TF32 allowed (3.3 ms against 36),
+    strict fp32 without gradients (forward 4.4 ms, SA's 4.2); not strict fp32 with gradients (311 ms
+    against 41). float64 stays on the torch kernels: Triton 3.6 could not compile its dots for sm_90."""
+    A, Lk, d_h = q.shape[2], k.shape[3], q.shape[4]
+    if not (q.is_cuda and A == 2 and d_h <= 128 and Lk >= FUSED_MIN_KEYS) or q.dtype == torch.float64:
+        return False
+    if q.dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32:
+        return True
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)))
 
 
 @functools.cache

@@ -213,3 +213,16 @@ def test_loose_bound_is_detected(monkeypatch):
         softmax_hfa(q.float(), k.float(), v.float(), None, True, (4, 4))
         softmax_hfa(q.float() / 8, k.float() / 8, v.float(), None, True, (4, 4))  # small scores: none
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_blockwise_kernel_takes_half_precision_inputs(dtype):
+    """bf16 / fp16 q, k, v (a module cast to bf16, or autocast) run the blockwise kernels in fp32."""
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 2, 150, 8, generator=gen, dtype=torch.float64) for _ in range(3))
+    exact = softmax_hfa_reference(q, k, v, torch.ones(2, 150, 150, dtype=torch.bool).tril())[0]
+    low = [t.to(dtype).requires_grad_() for t in (q, k, v)]
+    out = softmax_hfa(*low, None, True, (32, 32))
+    out.float().square().sum().backward()
+    assert out.dtype == dtype and all(t.grad.dtype == dtype and t.grad.isfinite().all() for t in low)
+    assert ((out.double() - exact).norm() / exact.norm()).item() < 2e-2
