@@ -991,7 +991,9 @@ NOTES = {
     "d^2 (1 - 1/A) fewer parameters. SA forward uses torch SDPA; `sa_einsum_ms` is the reference.",
     "long": "Modules include their projections (SA: W_QKV and W_O; HFA the same, W_O d / A wide); `sdpa` is "
     "torch.nn.functional.scaled_dot_product_attention alone on (B, H, L, d / H) inputs. Peak memory "
-    "of forward + backward. HFA runs its blockwise kernel: no (B, H, L, L) tensor, O(L) kept for backward.",
+    "of forward + backward. HFA runs a blockwise kernel: no (B, H, L, L) tensor, O(L) kept for backward. "
+    "The CUDA rows of 2026-11-26 ran the fused Triton kernel in strict fp32 with gradients, its slow "
+    "case (see the kernel table); softmax_hfa now sends that case to the torch blockwise kernel.",
     "lm_step": "Sizes of training/lm.py's presets at context 128 (cpu: width 64, 2 layers; gpu: width 256, "
     "4 layers; 4 heads, batch 32). `ha exact` is the O(L^3) softmax; `ha taylor` the degree-2 "
     "feature map (LMConfig.ha_approx='taylor'), linear in L. `over_sa`: step time over SA's at the same "
@@ -1068,6 +1070,12 @@ def goals(tables: dict, device: str) -> list[str]:
             f"HFA kernel / torch SDPA at L = {r['L']}, {r['precision']}: "
             f"{r['hfa_over_sdpa_time']:.2f}x time, {r['hfa_over_sdpa_mem']:.2f}x memory, "
             "forward + backward (goal <= 2, <= 2)"
+            + (
+                f"; its torch blockwise kernel {r['hfa_torch_over_sdpa_time']:.2f}x, "
+                f"{r['hfa_torch_over_sdpa_mem']:.2f}x"
+                if "hfa_torch_ms" in r
+                else ""
+            )
         )
     lm = tables.get("lm_step", [])
     for r in lm:
@@ -1107,8 +1115,12 @@ def render_entry(key: str, entry: dict) -> str:
     for run in entry.get("reruns", []):
         load = run.get("loadavg")
         shared = f", load average {load[0]:.1f} at the start and {load[3]:.1f} at the end" if load else ""
+        gpu = run.get("machine", {}).get("gpu")
+        where_rerun = (
+            f"on an {gpu}" if gpu and gpu != m.get("gpu") else "on the same machine, shared with other jobs"
+        )
         out.append(
-            f"Re-run {run['date']} on the same machine, shared with other jobs: `{run['command']}` "
+            f"Re-run {run['date']} {where_rerun}: `{run['command']}` "
             f"({run['seconds']:.0f} s{shared}), replacing the tables {', '.join(run['tables'])}; their "
             "side-by-side rows took turns call by call, so the load fell alike on both."
         )

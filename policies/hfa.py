@@ -150,7 +150,7 @@ FUSED_MIN_KEYS = 256
 def _fused_applies(q: Tensor, k: Tensor, v: Tensor) -> bool:
     """Whether the fused Triton kernel takes q, k, v (B, H, A, L, d_h): CUDA, A = 2, d_h <= 128, at
     least FUSED_MIN_KEYS keys, and a precision where it measured faster than the torch kernels (one
-    H200, B = 8, H = 4, d_h = 32, L = 4096, causal, forward + backward): bf16 / fp16 (1.7 ms; the
+    H100, B = 8, H = 4, d_h = 32, L = 4096, causal, forward + backward): bf16 / fp16 (1.7 ms; the
     blockwise kernel, which runs them in fp32, 41 ms), fp32 with TF32 allowed (3.3 ms against 36),
     strict fp32 without gradients (forward 4.4 ms, SA's 4.2); not strict fp32 with gradients (311 ms
     against 41). float64 stays on the torch kernels: Triton 3.6 could not compile its dots for sm_90."""
