@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One GPU session for the batched trainer and the attention kernels, sized to about 9 minutes on one
-# H100/H200, the steps that matter most first (each has its own timeout, so a slow one cannot eat
+# One GPU session for the batched trainer and the attention kernels: 374 s on one H100 (2026-11-26,
+# TRAIN_SECONDS=35), the steps that matter most first (each has its own timeout, so a slow one cannot eat
 # the rest):
 #   1. the CUDA tests of the attention kernels (the fused Triton HFA among them);
 #   2. the attention library's long-context tables: HFA beside SA and torch SDPA as modules, and the
