@@ -42,6 +42,22 @@ def _tile(ptr, rows, offs_d, n, D, stride):
 
 
 @triton.jit
+def _pair(ptr, rows, offs_d, n, D, stride_a, stride):
+    """Both factors' tiles of q, k or v at these rows."""
+    return _tile(ptr, rows, offs_d, n, D, stride), _tile(ptr + stride_a, rows, offs_d, n, D, stride)
+
+
+@triton.jit
+def _query_rows(qb, do_ptr, lse_ptr, delta_ptr, bh, offs_m, offs_d, Lq, D, sq_a, sq_l):
+    """What backward needs of a block of queries: q1, q2, dO, logsumexp, rowsum(dO * O)."""
+    q1, q2 = _pair(qb, offs_m, offs_d, Lq, D, sq_a, sq_l)
+    do = _tile(do_ptr + bh * Lq * D, offs_m, offs_d, Lq, D, D)
+    lse = tl.load(lse_ptr + bh * Lq + offs_m, mask=offs_m < Lq, other=float("inf"))
+    delta = tl.load(delta_ptr + bh * Lq + offs_m, mask=offs_m < Lq, other=0.0)
+    return q1, q2, do, lse, delta
+
+
+@triton.jit
 def _logits(
     q1, q2, k1, k2, keep_ptr, offs_m, offs_n, Lk, c,
     causal: tl.constexpr, HAS_KEEP: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr,
@@ -81,23 +97,21 @@ def _forward(
     bh, qb, kb, vb, keep = _bases(q_ptr, k_ptr, v_ptr, keep_ptr, H, Lk, sq_b, sq_h, sk_b, sk_h, sv_b, sv_h)
     offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    q1 = _tile(qb, offs_m, offs_d, Lq, D, sq_l)
-    q2 = _tile(qb + sq_a, offs_m, offs_d, Lq, D, sq_l)
+    q1, q2 = _pair(qb, offs_m, offs_d, Lq, D, sq_a, sq_l)
     m = tl.full([BLOCK_M], float("-inf"), ACC)
     l = tl.zeros([BLOCK_M], ACC)  # noqa: E741
     acc = tl.zeros([BLOCK_M, BLOCK_D], ACC)
     end = tl.minimum(Lk, (tl.program_id(1) + 1) * BLOCK_M) if causal else Lk
     for n0 in range(0, end, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
-        k1 = _tile(kb, offs_n, offs_d, Lk, D, sk_l)
-        k2 = _tile(kb + sk_a, offs_n, offs_d, Lk, D, sk_l)
+        k1, k2 = _pair(kb, offs_n, offs_d, Lk, D, sk_a, sk_l)
         s, r1, r2, ok = _logits(q1, q2, k1, k2, keep, offs_m, offs_n, Lk, c, causal, HAS_KEEP, PREC, ACC)
         m_new = tl.maximum(m, tl.max(s, 1))
         shift = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no key yet stays empty
         p = tl.exp2((s - shift[:, None]) * LOG2E)
         alpha = tl.exp2((m - shift) * LOG2E)
-        v1 = _tile(vb, offs_n, offs_d, Lk, D, sv_l)
-        vals = (v1 * _tile(vb + sv_a, offs_n, offs_d, Lk, D, sv_l)).to(v1.dtype)
+        v1, v2 = _pair(vb, offs_n, offs_d, Lk, D, sv_a, sv_l)
+        vals = (v1 * v2).to(v1.dtype)
         acc = acc * alpha[:, None] + tl.dot(p.to(v1.dtype), vals, input_precision=PREC, out_dtype=ACC)
         l = l * alpha + tl.sum(p, 1)  # noqa: E741
         m = m_new
@@ -120,10 +134,8 @@ def _backward_kv(
     bh, qb, kb, vb, keep = _bases(q_ptr, k_ptr, v_ptr, keep_ptr, H, Lk, sq_b, sq_h, sk_b, sk_h, sv_b, sv_h)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
-    k1 = _tile(kb, offs_n, offs_d, Lk, D, sk_l)
-    k2 = _tile(kb + sk_a, offs_n, offs_d, Lk, D, sk_l)
-    v1 = _tile(vb, offs_n, offs_d, Lk, D, sv_l)
-    v2 = _tile(vb + sv_a, offs_n, offs_d, Lk, D, sv_l)
+    k1, k2 = _pair(kb, offs_n, offs_d, Lk, D, sk_a, sk_l)
+    v1, v2 = _pair(vb, offs_n, offs_d, Lk, D, sv_a, sv_l)
     vals = (v1 * v2).to(v1.dtype)
     dk1 = tl.zeros([BLOCK_N, BLOCK_D], ACC)
     dk2 = tl.zeros([BLOCK_N, BLOCK_D], ACC)
@@ -131,11 +143,9 @@ def _backward_kv(
     start = (tl.program_id(1) * BLOCK_N) // BLOCK_M * BLOCK_M if causal else 0
     for m0 in range(start, Lq, BLOCK_M):
         offs_m = m0 + tl.arange(0, BLOCK_M)
-        q1 = _tile(qb, offs_m, offs_d, Lq, D, sq_l)
-        q2 = _tile(qb + sq_a, offs_m, offs_d, Lq, D, sq_l)
-        do = _tile(do_ptr + bh * Lq * D, offs_m, offs_d, Lq, D, D)
-        lse = tl.load(lse_ptr + bh * Lq + offs_m, mask=offs_m < Lq, other=float("inf"))
-        delta = tl.load(delta_ptr + bh * Lq + offs_m, mask=offs_m < Lq, other=0.0)
+        q1, q2, do, lse, delta = _query_rows(
+            qb, do_ptr, lse_ptr, delta_ptr, bh, offs_m, offs_d, Lq, D, sq_a, sq_l
+        )
         s, r1, r2, ok = _logits(q1, q2, k1, k2, keep, offs_m, offs_n, Lk, c, causal, HAS_KEEP, PREC, ACC)
         p = tl.where(ok, tl.exp2((s - lse[:, None]) * LOG2E), 0.0)  # (BLOCK_M, BLOCK_N)
         dvals += tl.dot(tl.trans(p).to(do.dtype), do, input_precision=PREC, out_dtype=ACC)
@@ -162,22 +172,19 @@ def _backward_q(
     bh, qb, kb, vb, keep = _bases(q_ptr, k_ptr, v_ptr, keep_ptr, H, Lk, sq_b, sq_h, sk_b, sk_h, sv_b, sv_h)
     offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    q1 = _tile(qb, offs_m, offs_d, Lq, D, sq_l)
-    q2 = _tile(qb + sq_a, offs_m, offs_d, Lq, D, sq_l)
-    do = _tile(do_ptr + bh * Lq * D, offs_m, offs_d, Lq, D, D)
-    lse = tl.load(lse_ptr + bh * Lq + offs_m, mask=offs_m < Lq, other=float("inf"))
-    delta = tl.load(delta_ptr + bh * Lq + offs_m, mask=offs_m < Lq, other=0.0)
+    q1, q2, do, lse, delta = _query_rows(
+        qb, do_ptr, lse_ptr, delta_ptr, bh, offs_m, offs_d, Lq, D, sq_a, sq_l
+    )
     dq1 = tl.zeros([BLOCK_M, BLOCK_D], ACC)
     dq2 = tl.zeros([BLOCK_M, BLOCK_D], ACC)
     end = tl.minimum(Lk, (tl.program_id(1) + 1) * BLOCK_M) if causal else Lk
     for n0 in range(0, end, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
-        k1 = _tile(kb, offs_n, offs_d, Lk, D, sk_l)
-        k2 = _tile(kb + sk_a, offs_n, offs_d, Lk, D, sk_l)
+        k1, k2 = _pair(kb, offs_n, offs_d, Lk, D, sk_a, sk_l)
         s, r1, r2, ok = _logits(q1, q2, k1, k2, keep, offs_m, offs_n, Lk, c, causal, HAS_KEEP, PREC, ACC)
         p = tl.where(ok, tl.exp2((s - lse[:, None]) * LOG2E), 0.0)
-        v1 = _tile(vb, offs_n, offs_d, Lk, D, sv_l)
-        vals = (v1 * _tile(vb + sv_a, offs_n, offs_d, Lk, D, sv_l)).to(v1.dtype)
+        v1, v2 = _pair(vb, offs_n, offs_d, Lk, D, sv_a, sv_l)
+        vals = (v1 * v2).to(v1.dtype)
         ds = c * p * (tl.dot(do, tl.trans(vals), input_precision=PREC, out_dtype=ACC) - delta[:, None])
         dq1 += tl.dot((ds * r2).to(k1.dtype), k1, input_precision=PREC, out_dtype=ACC)
         dq2 += tl.dot((ds * r1).to(k2.dtype), k2, input_precision=PREC, out_dtype=ACC)
