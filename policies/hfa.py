@@ -104,7 +104,8 @@ def softmax_hfa(
     Under autograd, a problem small enough for one block runs as plain differentiable ops;
     a larger one runs `_BlockwiseHFA`, which keeps only per-row statistics for backward and
     recomputes the scores block by block there (as FlashAttention does), so memory is O(L),
-    not O(L^2).
+    not O(L^2). On CUDA, two factors from FUSED_MIN_KEYS keys run the fused Triton kernel of
+    policies/hfa_triton.py instead, in the precisions where it measured faster (`_fused_applies`).
     """
     B, H, A, Lq, d_h = q.shape
     Lk = k.shape[3]

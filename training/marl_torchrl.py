@@ -240,7 +240,7 @@ def train(
     """
     net.to(device)
     if device.type == "cuda":
-        # cuDNN's fused attention, torch's first choice for bf16 SDPA on Hopper, failed in backward
+        # torch picked cuDNN's fused attention for this policy's bf16 SDPA, and it failed in backward
         # at minibatches of 65,536 agents (torch 2.11, H100); flash and memory-efficient attention run.
         torch.backends.cuda.enable_cudnn_sdp(False)
     loss = make_loss(net, cfg).to(device)  # its clip bounds and coefficients are buffers
