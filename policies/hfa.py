@@ -105,13 +105,19 @@ def softmax_hfa(
     a larger one runs `_BlockwiseHFA`, which keeps only per-row statistics for backward and
     recomputes the scores block by block there (as FlashAttention does), so memory is O(L),
     not O(L^2). On CUDA, two factors from FUSED_MIN_KEYS keys run the fused Triton kernel of
-    policies/hfa_triton.py instead, in the precisions where it measured faster (`_fused_applies`).
+    policies/hfa_triton.py instead, in the precisions where it measured faster (`fused_applies`).
     """
     B, H, A, Lq, d_h = q.shape
     Lk = k.shape[3]
     if causal and Lq != Lk:
         raise ValueError(f"causal needs as many queries as keys, got L_q={Lq} and L={Lk}")
-    fused = block is None and B * H * Lq > 0 and _fused_applies(q, k, v)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    fused = (
+        block is None
+        and B * H * Lq > 0
+        and fused_applies(q.device.type, q.dtype, A, d_h, Lk, needs_grad, tf32)
+    )
     if fused and _triton_kernels() is not None:
         return _triton_kernels().softmax_hfa2(q, k, v, keep, causal)
     q = q * d_h**-0.5  # prod_a of 1/sqrt(d_h), applied to the small tensor
@@ -148,19 +154,18 @@ def softmax_hfa(
 FUSED_MIN_KEYS = 256
 
 
-def _fused_applies(q: Tensor, k: Tensor, v: Tensor) -> bool:
-    """Whether the fused Triton kernel takes q, k, v (B, H, A, L, d_h): CUDA, A = 2, d_h <= 128, at
-    least FUSED_MIN_KEYS keys, and a precision where it measured faster than the torch kernels (one
+def fused_applies(
+    device: str, dtype: torch.dtype, A: int, d_h: int, Lk: int, needs_grad: bool, allow_tf32: bool
+) -> bool:
+    """Whether softmax HFA runs the fused Triton kernel: CUDA, A = 2, d_h <= 128, at least
+    FUSED_MIN_KEYS keys, and a precision where it measured faster than the torch kernels (one
     H100, B = 8, H = 4, d_h = 32, L = 4096, causal, forward + backward): bf16 / fp16 (1.7 ms; the
     blockwise kernel, which runs them in fp32, 41 ms), fp32 with TF32 allowed (3.3 ms against 36),
     strict fp32 without gradients (forward 4.4 ms, SA's 4.2); not strict fp32 with gradients (311 ms
     against 41). float64 stays on the torch kernels: Triton 3.6 could not compile its dots for sm_90."""
-    A, Lk, d_h = q.shape[2], k.shape[3], q.shape[4]
-    if not (q.is_cuda and A == 2 and d_h <= 128 and Lk >= FUSED_MIN_KEYS) or q.dtype == torch.float64:
+    if device != "cuda" or A != 2 or d_h > 128 or Lk < FUSED_MIN_KEYS or dtype == torch.float64:
         return False
-    if q.dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32:
-        return True
-    return not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)))
+    return dtype != torch.float32 or allow_tf32 or not needs_grad
 
 
 @functools.cache

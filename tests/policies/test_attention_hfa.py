@@ -5,7 +5,14 @@ import torch
 
 from policies import HyperFeatureAttention, SelfAttention
 from policies.base import key_mask, pair_mask
-from policies.hfa import linear_hfa, linear_hfa_reference, softmax_hfa, softmax_hfa_reference
+from policies.hfa import (
+    FUSED_MIN_KEYS,
+    fused_applies,
+    linear_hfa,
+    linear_hfa_reference,
+    softmax_hfa,
+    softmax_hfa_reference,
+)
 
 
 def count(module):
@@ -226,3 +233,20 @@ def test_blockwise_kernel_takes_half_precision_inputs(dtype):
     out.float().square().sum().backward()
     assert out.dtype == dtype and all(t.grad.dtype == dtype and t.grad.isfinite().all() for t in low)
     assert ((out.double() - exact).norm() / exact.norm()).item() < 2e-2
+
+
+def test_fused_kernel_is_chosen_only_where_it_measured_faster():
+    bf16, fp32, fp64 = torch.bfloat16, torch.float32, torch.float64
+    base = dict(device="cuda", dtype=bf16, A=2, d_h=32, Lk=FUSED_MIN_KEYS, needs_grad=True, allow_tf32=False)
+    assert fused_applies(**base)
+    assert fused_applies(**(base | dict(dtype=fp32, allow_tf32=True)))
+    assert fused_applies(**(base | dict(dtype=fp32, needs_grad=False)))
+    for change in [
+        dict(device="cpu"),
+        dict(A=3),
+        dict(d_h=129),
+        dict(Lk=FUSED_MIN_KEYS - 1),
+        dict(dtype=fp64, needs_grad=False),
+        dict(dtype=fp32),  # strict fp32 training: the blockwise kernel was 7.6x faster
+    ]:
+        assert not fused_applies(**(base | change)), change
