@@ -166,17 +166,20 @@ class AttentionExtractor(BaseFeaturesExtractor):
         found = torch.gather(ok, 1, extra)
         return torch.cat([keep, extra], 1), torch.cat([torch.gather(mask, 1, keep), found], 1)
 
-    def forward(self, observations: Tensor, return_tokens: bool = False) -> Tensor:
+    def forward(self, observations: Tensor, return_tokens: bool = False, checked: bool = True) -> Tensor:
+        """``checked=False`` is for observations already checked (a trainer re-reading its rollout):
+        then no value is read back from the device, so a GPU never waits for the host here."""
         tokens = split_tokens(observations, self.num_features)  # (B, L, F)
         mask = real_mask(tokens, self.present_feature)  # (B, L)
         tokens, mask = self.nearest(tokens, mask)  # (B, k+1, F), (B, k+1) when capped
         x = self.embed(tokens)  # (B, L, d)
-        att_mask = None if bool(mask.all()) else mask  # no padding (e.g. a fixed count): unmasked kernels
+        # no padding (e.g. a fixed count): unmasked kernels; testing for it reads the device
+        att_mask = None if checked and bool(mask.all()) else mask
         if att_mask is not None:
             x = x * mask[..., None]
         # Validate once here, not in every block: a finite sum means every entry is finite; only
         # otherwise run the attention's exact check (NaN or inf in a real token raises, padding may).
-        if not torch.isfinite(x.detach().sum()):
+        if checked and not torch.isfinite(x.detach().sum()):
             check_input(x, mask, x.shape[-1])
         last = len(self.blocks) - 1
         for k, block in enumerate(self.blocks):
@@ -213,7 +216,8 @@ class NearestMLPExtractor(BaseFeaturesExtractor):
             nn.Linear((k + 1) * num_features, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU()
         )
 
-    def forward(self, observations: Tensor) -> Tensor:
+    def forward(self, observations: Tensor, checked: bool = True) -> Tensor:
+        """``checked`` as in AttentionExtractor; this encoder reads nothing back either way."""
         tokens = split_tokens(observations, self.num_features)  # (B, L, F)
         mask = real_mask(tokens, self.present_feature)
         B, L, F = tokens.shape
@@ -273,7 +277,9 @@ class TokenActorCritic(nn.Module):
         # so PPO's probability ratios are not rounded.
         self.compute_dtype: torch.dtype | None = None
 
-    def _encode(self, encoder: nn.Module, tokens: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+    def _encode(
+        self, encoder: nn.Module, tokens: Tensor, checked: bool = True
+    ) -> tuple[Tensor, tuple[int, ...]]:
         lead, (L, F) = tokens.shape[:-2], tokens.shape[-2:]
         if F != self.num_features:
             raise ValueError(
@@ -281,12 +287,13 @@ class TokenActorCritic(nn.Module):
             )
         dtype = self.compute_dtype
         with torch.autocast(tokens.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            x = encoder(tokens.reshape(-1, L * F))  # (M, d)
+            x = encoder(tokens.reshape(-1, L * F), checked=checked)  # (M, d)
         return (x if dtype is None else x.float()), lead
 
-    def encode(self, tokens: Tensor) -> Tensor:
-        """The actor encoder's feature: (..., L, F) -> (..., d). Both heads read it when shared."""
-        x, lead = self._encode(self.actor_encoder, tokens)
+    def encode(self, tokens: Tensor, checked: bool = True) -> Tensor:
+        """The actor encoder's feature: (..., L, F) -> (..., d). Both heads read it when shared.
+        ``checked=False``: tokens already checked, nothing read back from the device."""
+        x, lead = self._encode(self.actor_encoder, tokens, checked)
         return x.reshape(*lead, -1)
 
     def actor(self, tokens: Tensor) -> Tensor:

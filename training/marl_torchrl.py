@@ -80,7 +80,7 @@ def make_loss(net: TokenActorCritic, cfg) -> ClipPPOLoss:
         return_log_prob=True,
     )
     critic = TensorDictModule(critic_net, in_keys=[key], out_keys=["state_value"])
-    return ClipPPOLoss(
+    return _CategoricalPPOLoss(
         actor,
         critic,
         clip_epsilon=cfg.clip_range,
@@ -89,6 +89,17 @@ def make_loss(net: TokenActorCritic, cfg) -> ClipPPOLoss:
         loss_critic_type="l2",
         normalize_advantage=False,  # done by hand over the active samples only
     )
+
+
+class _CategoricalPPOLoss(ClipPPOLoss):
+    """TorchRL's clipped PPO loss, without its test that the analytic entropy is finite: the test
+    reads a value back from the device in every minibatch, and a categorical over finite logits
+    always has a finite entropy."""
+
+    def _get_entropy(self, dist: torch.distributions.Distribution, adv_shape: torch.Size) -> torch.Tensor:
+        if not isinstance(dist, torch.distributions.Categorical):
+            return super()._get_entropy(dist, adv_shape)
+        return dist.entropy().unsqueeze(-1)
 
 
 @torch.no_grad()
@@ -213,7 +224,9 @@ def update(
         for idx in order.split(cfg.batch_size):
             batch = data[idx]
             if net.shared:
-                batch.set("hidden", net.encode(batch.get("observation")))  # (m, d), once for both heads
+                # (m, d), once for both heads; the rollout checked these observations, so the
+                # minibatch step reads nothing back from the device (a GPU never waits for the host)
+                batch.set("hidden", net.encode(batch.get("observation"), checked=False))
             out = loss(batch)
             parts = torch.stack([out["loss_objective"], out["loss_critic"], out["loss_entropy"]])
             opt.zero_grad(set_to_none=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -113,6 +114,22 @@ def test_each_iteration_times_its_phases(tmp_path):
         assert min(phases) > 0
         # the three phases are the whole iteration (seconds is cumulative and rounded to 1 ms)
         assert sum(phases) == pytest.approx(record["seconds"] - before["seconds"], abs=2e-3)
+
+
+def test_minibatch_steps_read_nothing_back_from_the_device(tmp_path, monkeypatch):
+    """On a GPU every bool() of a tensor waits for the queued kernels: the PPO minibatch loop has
+    none (the epoch's loss sums are read once, by tolist)."""
+    cfg = tiny_cfg(tmp_path, critic="shared", neighbours=3, batch_size=64, n_epochs=2)
+    net = marl_torchrl.build_net(cfg, FEATURE_SETS[cfg.features])
+    env = CrossingEnv(**marl_torchrl.task_kwargs(cfg), device=torch.device("cpu"), seed=0)
+    data = marl_torchrl.samples(marl_torchrl.collect(env, env.reset(), net, cfg.n_steps)[0], net, cfg)
+    loss, opt = marl_torchrl.make_loss(net, cfg), torch.optim.Adam(net.parameters())
+    reads = []
+    real_bool = torch.Tensor.__bool__
+    monkeypatch.setattr(torch.Tensor, "__bool__", lambda t: reads.append(t.shape) or real_bool(t))
+    stats = marl_torchrl.update(net, loss, opt, data, cfg, torch.Generator().manual_seed(0))
+    assert data.batch_size[0] > 2 * cfg.batch_size and all(map(math.isfinite, stats.values()))
+    assert reads == []
 
 
 def test_resume_trains_only_the_missing_steps(tmp_path):
