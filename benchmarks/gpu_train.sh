@@ -57,13 +57,14 @@ timeout 60 python3 benchmarks/bench_train.py --device "$DEVICE" --num-worlds "$W
   --seconds "$SEC" --only ours_torchrl --out "$OUT/train_gpu_mb4.json" 2>&1 | grep -v Warning | tail -2
 
 echo "== 4. from scratch, seeds $SEEDS at once $(date +%T)"
+trainers=()
 for s in $SEEDS; do
   timeout $((TRAIN_SECONDS * 3 + 40)) python3 -m training.cli train --preset gpu --device "$DEVICE" --seed "$s" \
     --num-worlds "$WORLDS" --total-timesteps "$STEPS" --checkpoint-every $((STEPS / 8 + 1)) \
     --runs-dir "$OUT/runs" --run-name "gpu_sa_$s" --no-progress >"$OUT/train_$s.log" 2>&1 &
+  trainers+=($!)
 done
-wait_for_training() { for j in $(jobs -p); do [ "$(cat /proc/"$j"/comm 2>/dev/null)" = nvidia-smi ] || wait "$j"; done; }
-wait_for_training
+wait "${trainers[@]}"  # the trainers only: the nvidia-smi logger runs to the end
 for s in $SEEDS; do tail -2 "$OUT/train_$s.log"; done
 tar czf "$OUT/runs.tgz" -C "$OUT" runs && rm -rf "$OUT/runs" "$OUT"/train_?.log
 

@@ -118,8 +118,9 @@ def softmax_hfa(
         and B * H * Lq > 0
         and fused_applies(q.device.type, q.dtype, A, d_h, Lk, needs_grad, tf32)
     )
-    if fused and triton_kernels() is not None:
-        return triton_kernels().softmax_hfa2(q, k, v, keep, causal)
+    kernels = triton_kernels() if fused else None
+    if kernels is not None:
+        return kernels.softmax_hfa2(q, k, v, keep, causal)
     q = q * d_h**-0.5  # prod_a of 1/sqrt(d_h), applied to the small tensor
     values = math.prod(v.unbind(2))  # (B, H, L, d_h): Hadamard product of the A value matrices
     if B * H * Lq * Lk == 0:  # no query or no key: zeros of the right shape, still in the graph

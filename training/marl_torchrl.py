@@ -255,6 +255,7 @@ def train(
     if device.type == "cuda":
         # torch picked cuDNN's fused attention for this policy's bf16 SDPA, and it failed in backward
         # at minibatches of 65,536 agents (torch 2.11, H100); flash and memory-efficient attention run.
+        # The switch is process-wide: it stays off after training returns.
         torch.backends.cuda.enable_cudnn_sdp(False)
     loss = make_loss(net, cfg).to(device)  # its clip bounds and coefficients are buffers
     opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, eps=1e-5)
