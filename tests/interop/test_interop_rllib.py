@@ -60,9 +60,9 @@ def test_ppo_shared_policy_two_env_runners_beats_random(local_ray):
     algo = config.build_algo()
     try:
         assert algo.env_runner_group.num_remote_env_runners() == 2
-        for _ in range(6):
+        for _ in range(10):  # enough that the margin over random holds with CI's other workers running
             result = algo.train()
-        assert result["env_runners"]["num_env_steps_sampled_lifetime"] >= 6 * 384
+        assert result["env_runners"]["num_env_steps_sampled_lifetime"] >= 10 * 384
         module = algo.get_module("shared")
     finally:
         algo.stop()
