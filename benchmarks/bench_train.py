@@ -7,6 +7,8 @@ Configurations (agent-steps/s over whole collect + update iterations, after one 
   2 blocks, self + 7 nearest), the presets' critic
   (``--critic``, default shared: one encoder for both heads) and precision (``--precision``,
   default bf16 on CUDA, fp32 on the CPU).
+- ``ours_torchrl_graphs`` (CUDA): the same with ``--cuda-graphs``, each full PPO minibatch step
+  replayed as one CUDA graph.
 - ``ours_torchrl_central`` (with ``--central``): the same with MAPPO's central critic (its own
   encoder over every agent) in fp32, the recipe before the shared encoder.
 - ``ours_sb3`` (CPU): ``hyperagents train --backend sb3`` at its defaults, with L = 2..24 and
@@ -113,7 +115,7 @@ def measure_torchrl(
     steps, secs = last["steps"] - clock["steps0"], last["seconds"] - clock["sec0"]
     out = {"agent_steps": steps, "seconds": secs, "agent_steps_per_s": steps / secs, "num_worlds": num_worlds}
     out |= {"batch_size": cfg.batch_size, "n_steps": cfg.n_steps, "n_epochs": cfg.n_epochs}
-    out |= {"critic": cfg.critic, "precision": cfg.precision}
+    out |= {"critic": cfg.critic, "precision": cfg.precision, "cuda_graphs": cfg.cuda_graphs}
     out["parameters"] = sum(p.numel() for p in net.parameters())
     timed = state["history"][1:] or state["history"]  # the warm-up iteration left out
     out["phase_seconds"] = {  # mean seconds per iteration spent in each phase
@@ -282,6 +284,10 @@ def main() -> None:
     configs = {
         "ours_torchrl": lambda: measure_torchrl(args.seconds, device, worlds, args.batch_size, **recipe)
     }
+    if cuda:
+        configs["ours_torchrl_graphs"] = lambda: measure_torchrl(
+            args.seconds, device, worlds, args.batch_size, cuda_graphs=True, **recipe
+        )
     if args.central:
         configs["ours_torchrl_central"] = lambda: measure_torchrl(
             args.seconds, device, worlds, args.batch_size, critic="central", precision="fp32"

@@ -1,28 +1,30 @@
 #!/usr/bin/env bash
-# One GPU session for the batched trainer and the attention kernels: 374 s on one H100 (2026-11-26,
-# TRAIN_SECONDS=35), the steps that matter most first (each has its own timeout, so a slow one cannot eat
-# the rest):
-#   1. the CUDA tests of the attention kernels (the fused Triton HFA among them);
+# One GPU session for the batched trainer and the attention kernels, the steps that matter most first
+# (each under its own timeout, so a slow one cannot eat the rest; about 9 minutes in all):
+#   1. the CUDA tests: the attention kernels (the fused Triton HFA among them) and the trainer's
+#      CUDA-graph update against the eager one;
 #   2. the attention library's long-context tables: HFA beside SA and torch SDPA as modules, and the
-#      bare kernels (fused Triton HFA, its torch blockwise kernel, SDPA) in fp32, tf32 and bf16;
+#      bare kernels (fused Triton HFA, its torch blockwise kernel, SDPA) in fp32, tf32x3, tf32, bf16;
 #   3. throughput with learning included (bench_train.py): ours (the gpu preset: shared encoder,
-#      bf16) beside the central-critic fp32 recipe and TorchRL MAPPO on VMAS, at WORLDS worlds;
-#   4. three seeds of the gpu preset from scratch (no teacher, no touch features), trained at once
-#      on the one GPU, each for about TRAIN_SECONDS of its solo rate's agent-steps; the runs come
-#      back as runs.tgz for `hyperagents ood` on any machine;
-#   5. throughput again at BIG_WORLDS worlds, ours beside VMAS MAPPO of our size (3 and 5 also time
-#      ours with 4x larger minibatches).
+#      bf16), the same with --cuda-graphs, the central-critic fp32 recipe and TorchRL MAPPO on VMAS,
+#      at WORLDS worlds, and ours with 4x larger minibatches;
+#   4. three seeds of the CPU recipe (the scratch-cpu preset: 64 worlds, minibatches of 1,024) from
+#      scratch on the GPU with --cuda-graphs, trained at once for up to TRAIN_SECONDS each; the runs
+#      come back as runs.tgz for `hyperagents ood` on any machine;
+#   5. throughput again at BIG_WORLDS worlds, ours with and without CUDA graphs beside VMAS MAPPO of
+#      our size.
 # Run from the repository root; results go to $OUT (default out/): one log, JSON files, runs.tgz.
 # Missing Python packages can be carried as wheels in .whl/ (installed to /tmp/site first).
 set -u
 OUT=${OUT:-out}
-TRAIN_SECONDS=${TRAIN_SECONDS:-45}
+TRAIN_SECONDS=${TRAIN_SECONDS:-170}
 SEC=${SEC:-8}
 WORLDS=${WORLDS:-4096}
 BIG_WORLDS=${BIG_WORLDS:-16384}
 BATCH=${BATCH:-16384}
 DEVICE=${DEVICE:-cuda}  # cpu: a dry run of the whole script at tiny sizes
 SEEDS=${SEEDS:-0 1 2}
+GRAPHS=$([ "${DEVICE%%:*}" = cuda ] && echo --cuda-graphs)  # CUDA only: the CPU dry run trains eagerly
 mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu.log") 2>&1
 if [ -d .whl ] && [ -z "${NO_WHEELS:-}" ]; then
@@ -37,39 +39,37 @@ python3 -c "import torch, torchrl, tensordict; print('torch', torch.__version__,
 python3 -c "import triton; print('triton', triton.__version__)" || true
 
 echo "== 1. CUDA tests $(date +%T)"
-timeout 120 python3 -m pytest -q -p no:cacheprovider tests/policies/test_attention_cuda.py tests/policies/test_hfa_triton.py 2>&1 | tail -15
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/policies/test_attention_cuda.py tests/policies/test_hfa_triton.py \
+  tests/marl/test_torchrl_backend.py -k "cuda or triton or fused" 2>&1 | tail -15
 
 echo "== 2. attention at long context on $DEVICE $(date +%T)"
 cp benchmarks/results/attention.json "$OUT/attention.json"
-timeout 150 python3 benchmarks/bench_attention.py --device "$DEVICE" --suite gpu --tables long hfa_kernels ${QUICK:+--quick} \
-  --out "$OUT/attention.json" --readme /tmp/README_attention.md 2>&1 | tail -12
+timeout 120 python3 benchmarks/bench_attention.py --device "$DEVICE" --suite gpu --tables long hfa_kernels ${QUICK:+--quick} \
+  --out "$OUT/attention.json" --readme /tmp/README_attention.md 2>&1 | tail -14
 
 echo "== 3. throughput at $WORLDS worlds $(date +%T)"
-timeout 170 python3 benchmarks/bench_train.py --device "$DEVICE" --num-worlds "$WORLDS" --batch-size "$BATCH" \
+timeout 150 python3 benchmarks/bench_train.py --device "$DEVICE" --num-worlds "$WORLDS" --batch-size "$BATCH" \
   --seconds "$SEC" --central --out "$OUT/train_gpu.json" 2>&1 | grep -v Warning | tail -12
 python3 -c "import json; [print(k, v.get('phase_seconds')) for k, v in json.load(open('$OUT/train_gpu.json'))['best'].items()]" || true
-RATE=$(python3 -c "import json; print(int(json.load(open('$OUT/train_gpu.json'))['best']['ours_torchrl']['agent_steps_per_s']))" \
-  2>/dev/null || echo 300000)
-STEPS=$((RATE * TRAIN_SECONDS / 1000 * 1000))
-[ "$STEPS" -ge 100000 ] || STEPS=100000
-echo "rate $RATE agent-steps/s -> $STEPS agent-steps per seed"
-timeout 60 python3 benchmarks/bench_train.py --device "$DEVICE" --num-worlds "$WORLDS" --batch-size $((BATCH * 4)) \
-  --seconds "$SEC" --only ours_torchrl --out "$OUT/train_gpu_mb4.json" 2>&1 | grep -v Warning | tail -2
+timeout 50 python3 benchmarks/bench_train.py --device "$DEVICE" --num-worlds "$WORLDS" --batch-size $((BATCH * 4)) \
+  --seconds "$SEC" --only ours_torchrl ours_torchrl_graphs --out "$OUT/train_gpu_mb4.json" 2>&1 | grep -v Warning | tail -3
 
-echo "== 4. from scratch, seeds $SEEDS at once $(date +%T)"
+echo "== 4. the CPU recipe from scratch with CUDA graphs, seeds $SEEDS at once $(date +%T)"
 trainers=()
 for s in $SEEDS; do
-  timeout $((TRAIN_SECONDS * 3 + 40)) python3 -m training.cli train --preset gpu --device "$DEVICE" --seed "$s" \
-    --num-worlds "$WORLDS" --total-timesteps "$STEPS" --checkpoint-every $((STEPS / 8 + 1)) \
-    --runs-dir "$OUT/runs" --run-name "gpu_sa_$s" --no-progress >"$OUT/train_$s.log" 2>&1 &
+  timeout "$TRAIN_SECONDS" python3 -m training.cli train --preset scratch-cpu --device "$DEVICE" $GRAPHS \
+    --seed "$s" ${STEPS:+--total-timesteps "$STEPS"} --checkpoint-every 250000 \
+    --runs-dir "$OUT/runs" --run-name "gpu_scratch_sa_$s" --no-progress >"$OUT/train_$s.log" 2>&1 &
   trainers+=($!)
 done
 wait "${trainers[@]}"  # the trainers only: the nvidia-smi logger runs to the end
-for s in $SEEDS; do tail -2 "$OUT/train_$s.log"; done
+for s in $SEEDS; do tail -2 "$OUT/train_$s.log"; python3 -c "import json; m = json.load(open('$OUT/runs/gpu_scratch_sa_$s/metrics.json')); \
+print('seed $s', m['num_timesteps'], 'agent-steps in', round(m['train_seconds']), 's')" || true; done
 tar czf "$OUT/runs.tgz" -C "$OUT" runs && rm -rf "$OUT/runs" "$OUT"/train_?.log
 
 echo "== 5. throughput at $BIG_WORLDS worlds $(date +%T)"
-timeout 150 python3 benchmarks/bench_train.py --device "$DEVICE" --num-worlds "$BIG_WORLDS" --batch-size $((BATCH * 4)) \
-  --seconds "$SEC" --only ours_torchrl vmas_torchrl_mappo_equal --out "$OUT/train_gpu_big.json" 2>&1 | grep -v Warning | tail -6
-python3 -c "import json; print(json.load(open('$OUT/train_gpu_big.json'))['best']['ours_torchrl'].get('phase_seconds'))" || true
+timeout 120 python3 benchmarks/bench_train.py --device "$DEVICE" --num-worlds "$BIG_WORLDS" --batch-size $((BATCH * 4)) \
+  --seconds "$SEC" --only ours_torchrl ours_torchrl_graphs vmas_torchrl_mappo_equal --out "$OUT/train_gpu_big.json" \
+  2>&1 | grep -v Warning | tail -6
+python3 -c "import json; [print(k, v.get('phase_seconds')) for k, v in json.load(open('$OUT/train_gpu_big.json'))['best'].items()]" || true
 echo "== done $(date +%T)"

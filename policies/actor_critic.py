@@ -286,7 +286,10 @@ class TokenActorCritic(nn.Module):
                 f"tokens must have F = {self.num_features} features, got shape {tuple(tokens.shape)}"
             )
         dtype = self.compute_dtype
-        with torch.autocast(tokens.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        # No cast cache: each weight is cast once per pass anyway, and a CUDA graph capture must
+        # not keep casts made outside it.
+        cast = dict(dtype=dtype or torch.bfloat16, enabled=dtype is not None, cache_enabled=False)
+        with torch.autocast(tokens.device.type, **cast):
             x = encoder(tokens.reshape(-1, L * F), checked=checked)  # (M, d)
         return (x if dtype is None else x.float()), lead
 

@@ -168,6 +168,9 @@ class TrainConfig:
     encoder sees what the actor sees) or shared (one encoder, the actor's, feeds both heads)"""
     precision: Literal["fp32", "bf16"] = "fp32"
     """torchrl backend: bf16 autocasts the attention encoders (heads, losses and weights stay fp32)"""
+    cuda_graphs: bool = False
+    """torchrl backend on CUDA: replay each full PPO minibatch step (forward, backward, Adam) as one
+    CUDA graph, removing the per-kernel launch cost that bounds the update on a GPU"""
 
     # Policy
     family: Literal["sa", "hfa", "ha", "mlp"] = "sa"
@@ -362,6 +365,11 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(
             f"device={cfg.device!r} needs --backend torchrl (the {cfg.backend} backend runs on the CPU)"
         )
+    if cfg.cuda_graphs and not (cfg.backend == "torchrl" and cfg.device.startswith("cuda")):
+        raise ValueError(
+            f"cuda_graphs needs --backend torchrl with --device cuda (got backend={cfg.backend!r}, "
+            f"device={cfg.device!r})"
+        )
     check_training_task(cfg)
     check_rllib_options(cfg)
 
@@ -490,6 +498,7 @@ TRAIN_MAY_CHANGE = (
     "total_timesteps",
     "device",
     "precision",
+    "cuda_graphs",
     "num_env_runners",  # how many processes sample, and where Ray runs
     "address",
     "checkpoint_every",

@@ -205,6 +205,48 @@ def samples(rollout: TensorDict, net: TokenActorCritic, cfg) -> TensorDict:
     return flat
 
 
+def minibatch_step(net: TokenActorCritic, loss: ClipPPOLoss, opt: torch.optim.Optimizer):
+    """One PPO gradient step on a minibatch TensorDict (m,): forward, backward, clip, Adam.
+
+    It returns ``TensorDict(parts=(3,))`` (objective, critic, entropy losses, detached) and reads
+    nothing back from the device, so the same function runs eagerly or replays as one CUDA graph
+    (:func:`graphed_step`).
+    """
+    params = [p for group in opt.param_groups for p in group["params"]]
+
+    def step(batch: TensorDict) -> TensorDict:
+        if net.shared:
+            # (m, d), once for both heads; the rollout checked these observations, so nothing is
+            # read back here (a GPU never waits for the host)
+            hidden = net.encode(batch.get("observation"), checked=False)
+            batch = batch.copy().set("hidden", hidden)  # the caller's minibatch stays as it was
+        out = loss(batch)
+        parts = torch.stack([out["loss_objective"], out["loss_critic"], out["loss_entropy"]])
+        opt.zero_grad(set_to_none=True)
+        parts.sum().backward()
+        torch.nn.utils.clip_grad_norm_(params, 0.5)
+        opt.step()
+        return TensorDict(parts=parts.detach())
+
+    return step
+
+
+def graphed_step(net: TokenActorCritic, loss: ClipPPOLoss, opt: torch.optim.Optimizer):
+    """:func:`minibatch_step` captured as one CUDA graph by tensordict's ``CudaGraphModule``: after
+    one eager warm-up call it replays forward, backward, clipping and Adam with a single launch,
+    where the eager step launches hundreds of small kernels (the measured bound of the update on a
+    GPU). A graph keeps its shapes, so it takes full minibatches only, and the optimizer must be
+    capturable with a tensor learning rate (:func:`make_optimizer`)."""
+    import warnings
+
+    from tensordict.nn import CudaGraphModule
+
+    with warnings.catch_warnings():
+        # it takes TensorDicts out of torch's pytree registry, which nothing here relies on
+        warnings.filterwarnings("ignore", message="Tensordict is registered in PyTree")
+        return CudaGraphModule(minibatch_step(net, loss, opt), warmup=2, in_keys=[], out_keys=[])
+
+
 def update(
     net: TokenActorCritic,
     loss: ClipPPOLoss,
@@ -212,31 +254,56 @@ def update(
     data: TensorDict,
     cfg,
     gen: torch.Generator,
+    graph=None,
 ) -> dict:
-    """``n_epochs`` passes of minibatch PPO over ``data``; mean losses of the last epoch."""
+    """``n_epochs`` passes of minibatch PPO over ``data``; mean losses of the last epoch.
+
+    ``graph`` (from :func:`graphed_step`, kept across updates) runs the full minibatches; the
+    last, shorter one of an epoch runs eagerly.
+    """
     M = data.batch_size[0]
-    params = [p for group in opt.param_groups for p in group["params"]]
+    eager = minibatch_step(net, loss, opt)
+    device = next(net.parameters()).device
     stats: dict[str, float] = {}
     for _ in range(cfg.n_epochs):
-        order = torch.randperm(M, generator=gen).to(params[0].device)
-        sums = torch.zeros(3, device=params[0].device)  # summed on the device: no sync per minibatch
+        order = torch.randperm(M, generator=gen).to(device)
+        sums = torch.zeros(3, device=device)  # summed on the device: no sync per minibatch
         batches = 0
         for idx in order.split(cfg.batch_size):
-            batch = data[idx]
-            if net.shared:
-                # (m, d), once for both heads; the rollout checked these observations, so the
-                # minibatch step reads nothing back from the device (a GPU never waits for the host)
-                batch.set("hidden", net.encode(batch.get("observation"), checked=False))
-            out = loss(batch)
-            parts = torch.stack([out["loss_objective"], out["loss_critic"], out["loss_entropy"]])
-            opt.zero_grad(set_to_none=True)
-            parts.sum().backward()
-            torch.nn.utils.clip_grad_norm_(params, 0.5)
-            opt.step()
-            sums += parts.detach()
+            full = graph is not None and len(idx) == cfg.batch_size
+            sums += (graph if full else eager)(data[idx]).get("parts")
             batches += 1
         stats = dict(zip(("objective", "critic", "entropy"), (sums / max(batches, 1)).tolist(), strict=True))
     return stats
+
+
+def make_optimizer(net: TokenActorCritic, cfg, device: torch.device, saved: dict | None = None):
+    """Adam over ``net``, resumed from ``saved`` (an optimizer state dict) when given.
+
+    For CUDA graphs (``cfg.cuda_graphs``) it is capturable, its step counts live on the device and
+    its learning rate is a device tensor that :func:`set_learning_rate` fills in place, since a
+    graph replays the value it captured. A run may switch either way on resume.
+    """
+    graphs = bool(getattr(cfg, "cuda_graphs", False))
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, eps=1e-5, capturable=graphs)
+    if saved is not None:
+        opt.load_state_dict(saved)  # also restores the saved run's capturable flag and lr type
+    for group in opt.param_groups:
+        group["capturable"] = graphs
+        lr = float(group["lr"])
+        group["lr"] = torch.tensor(lr, device=device) if graphs else lr
+    for per_param in opt.state.values():
+        if "step" in per_param:
+            per_param["step"] = per_param["step"].to(device if graphs else "cpu", torch.float32)
+    return opt
+
+
+def set_learning_rate(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
 
 
 # ---------------------------------------------------------------- the loop
@@ -258,11 +325,11 @@ def train(
         # The switch is process-wide: it stays off after training returns.
         torch.backends.cuda.enable_cudnn_sdp(False)
     loss = make_loss(net, cfg).to(device)  # its clip bounds and coefficients are buffers
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, eps=1e-5)
     state = state or {"steps": 0, "seconds": 0.0, "history": []}
     if "opt" in state:
         net.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
+    opt = make_optimizer(net, cfg, device, state.get("opt"))
+    graph = graphed_step(net, loss, opt) if getattr(cfg, "cuda_graphs", False) else None
     # A fresh env stream for every (seed, steps done): a resumed run continues reproducibly.
     env = CrossingEnv(**task_kwargs(cfg), device=device, seed=cfg.seed + state["steps"])
     torch.manual_seed(cfg.seed + state["steps"])
@@ -272,15 +339,14 @@ def train(
     while state["steps"] < cfg.total_timesteps:
         start = time.perf_counter()
         frac = state["steps"] / cfg.total_timesteps
-        for group in opt.param_groups:
-            group["lr"] = _schedule(cfg.learning_rate, cfg.learning_rate_final, frac)
+        set_learning_rate(opt, _schedule(cfg.learning_rate, cfg.learning_rate_final, frac))
         loss.entropy_coeff.fill_(_schedule(cfg.ent_coef, cfg.ent_coef_final, frac))
         rollout, td = collect(env, td, net, cfg.n_steps)
         finished, returns = _episode_stats(rollout, returns)
         clock = [start, _synced(device)]  # phase ends: rollout, GAE (critic passes), PPO update
         data = samples(rollout, net, cfg)
         clock.append(_synced(device))
-        stats = update(net, loss, opt, data, cfg, gen)
+        stats = update(net, loss, opt, data, cfg, gen, graph)
         clock.append(_synced(device))
         seconds = clock[-1] - start
         agent_steps = int(rollout.get(("agents", "mask")).sum())

@@ -132,6 +132,82 @@ def test_minibatch_steps_read_nothing_back_from_the_device(tmp_path, monkeypatch
     assert reads == []
 
 
+def _shared_setup(tmp_path, device="cpu", **kw):
+    """A shared-encoder net, its loss and a rollout's samples, all on ``device``."""
+    cfg = tiny_cfg(tmp_path, critic="shared", neighbours=3, batch_size=64, device=device, **kw)
+    torch.manual_seed(0)
+    net = marl_torchrl.build_net(cfg, FEATURE_SETS[cfg.features]).to(device)
+    env = CrossingEnv(**marl_torchrl.task_kwargs(cfg), device=torch.device(device), seed=0)
+    data = marl_torchrl.samples(marl_torchrl.collect(env, env.reset(), net, cfg.n_steps)[0], net, cfg)
+    return cfg, net, marl_torchrl.make_loss(net, cfg).to(device), data
+
+
+def test_graph_step_takes_the_full_minibatches_and_changes_nothing(tmp_path):
+    """The update hands full minibatches to the CUDA-graph step and runs the short last one
+    eagerly; on the CPU CudaGraphModule passes through, so both updates must agree exactly."""
+    params = []
+    for graphed in (False, True):
+        cfg, net, loss, data = _shared_setup(tmp_path)
+        opt = marl_torchrl.make_optimizer(net, cfg, torch.device("cpu"))
+        sizes = []
+        graph = None
+        if graphed:
+            with pytest.warns(UserWarning, match="without CUDA"):
+                inner = marl_torchrl.graphed_step(net, loss, opt)
+            graph = lambda batch, inner=inner: sizes.append(batch.batch_size[0]) or inner(batch)  # noqa: E731
+        stats = marl_torchrl.update(net, loss, opt, data, cfg, torch.Generator().manual_seed(0), graph)
+        assert all(map(math.isfinite, stats.values()))
+        params.append([p.detach().clone() for p in net.parameters()])
+    M = data.batch_size[0]
+    assert M % cfg.batch_size, "the test needs a short last minibatch"
+    assert sizes == [cfg.batch_size] * (M // cfg.batch_size * cfg.n_epochs)
+    assert all(torch.equal(a, b) for a, b in zip(*params, strict=True))
+
+
+def test_optimizer_of_a_graph_run_resumes_eagerly(tmp_path):
+    """A CUDA-graph run saves a capturable Adam with a tensor learning rate; resumed without graphs
+    the optimizer is plain again and keeps its moments."""
+    cfg, net, loss, data = _shared_setup(tmp_path)
+    opt = marl_torchrl.make_optimizer(net, cfg, torch.device("cpu"))
+    marl_torchrl.update(net, loss, opt, data, cfg, torch.Generator().manual_seed(0))
+    saved = opt.state_dict()
+    for group in saved["param_groups"]:  # as a graph run's checkpoint holds it, on the CPU
+        group |= {"capturable": True, "lr": torch.tensor(group["lr"])}
+    resumed = marl_torchrl.make_optimizer(net, cfg, torch.device("cpu"), saved)
+    group = resumed.param_groups[0]
+    assert group["capturable"] is False and group["lr"] == pytest.approx(cfg.learning_rate)
+    assert isinstance(group["lr"], float)
+    first = resumed.state[next(net.parameters())]
+    assert torch.equal(first["exp_avg"], opt.state[next(net.parameters())]["exp_avg"])
+    marl_torchrl.set_learning_rate(resumed, 1e-4)
+    marl_torchrl.update(net, loss, resumed, data, cfg, torch.Generator().manual_seed(1))
+    assert resumed.param_groups[0]["lr"] == 1e-4 and first["step"].device.type == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graph_update_equals_the_eager_update(tmp_path):
+    params, graph = [], None
+    for graphs in (False, True):
+        cfg, net, loss, data = _shared_setup(tmp_path, "cuda", cuda_graphs=graphs)
+        opt = marl_torchrl.make_optimizer(net, cfg, torch.device("cuda"))
+        graph = marl_torchrl.graphed_step(net, loss, opt) if graphs else None
+        for lr in (1e-3, 5e-4):  # the learning rate changes between updates, as scheduled
+            marl_torchrl.set_learning_rate(opt, lr)
+            marl_torchrl.update(net, loss, opt, data, cfg, torch.Generator().manual_seed(0), graph)
+        params.append([p.detach().clone() for p in net.parameters()])
+    assert graph.counter >= 2  # captured, so the later full minibatches were replays
+    for a, b in zip(*params, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graph_run_trains_and_resumes_without_graphs(tmp_path):
+    kw = dict(critic="shared", neighbours=3, batch_size=64, device="cuda")
+    first = marl.main(tiny_cfg(tmp_path, total_timesteps=2000, cuda_graphs=True, **kw))
+    second = marl.main(tiny_cfg(tmp_path, total_timesteps=4000, **kw))
+    assert second["resumed_from"] == first["num_timesteps"] and second["finished"]
+
+
 def test_resume_trains_only_the_missing_steps(tmp_path):
     first = marl.main(tiny_cfg(tmp_path, total_timesteps=2000))
     second = marl.main(tiny_cfg(tmp_path, total_timesteps=5000))
@@ -188,6 +264,8 @@ def test_backend_options_are_checked(tmp_path):
         marl.check_config(tiny_cfg(tmp_path, backend="sb3", device="cuda"))
     with pytest.raises(ValueError, match="device"):
         check_device("tpu")
+    with pytest.raises(ValueError, match="cuda_graphs"):
+        marl.check_config(tiny_cfg(tmp_path, cuda_graphs=True))  # on the CPU
 
 
 @pytest.mark.parametrize("critic", ["central", "local", "shared"])
