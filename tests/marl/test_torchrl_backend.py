@@ -145,16 +145,18 @@ def _shared_setup(tmp_path, device="cpu", **kw):
 def test_graph_step_takes_the_full_minibatches_and_changes_nothing(tmp_path):
     """The update hands full minibatches to the CUDA-graph step and runs the short last one
     eagerly; on the CPU CudaGraphModule passes through, so both updates must agree exactly."""
-    params = []
+    params, sizes = [], []
+
+    def recorded(step):
+        return lambda batch: sizes.append(batch.batch_size[0]) or step(batch)
+
     for graphed in (False, True):
         cfg, net, loss, data = _shared_setup(tmp_path)
         opt = marl_torchrl.make_optimizer(net, cfg, torch.device("cpu"))
-        sizes = []
         graph = None
         if graphed:
             with pytest.warns(UserWarning, match="without CUDA"):
-                inner = marl_torchrl.graphed_step(net, loss, opt)
-            graph = lambda batch, inner=inner: sizes.append(batch.batch_size[0]) or inner(batch)  # noqa: E731
+                graph = recorded(marl_torchrl.graphed_step(net, loss, opt))
         stats = marl_torchrl.update(net, loss, opt, data, cfg, torch.Generator().manual_seed(0), graph)
         assert all(map(math.isfinite, stats.values()))
         params.append([p.detach().clone() for p in net.parameters()])
