@@ -334,19 +334,19 @@ def bench_long(
     return rows
 
 
-def fused_hfa(q, k, v, causal: bool):
+def fused_hfa(q, k, v, causal: bool, fp32_dots: str | None = None):
     """The fused Triton kernel on CUDA whatever the precision (softmax_hfa picks it only where it
-    measured faster), softmax_hfa's own choice elsewhere."""
+    measured faster; ``fp32_dots`` its products of fp32 inputs), softmax_hfa's own choice elsewhere."""
     kernels = triton_kernels() if q.is_cuda else None
     if kernels is None:
         return softmax_hfa(q, k, v, None, causal)
-    return kernels.softmax_hfa2(q, k, v, None, causal)
+    return kernels.softmax_hfa2(q, k, v, None, causal, fp32_dots)
 
 
-def hfa_kernel_step(q, k, v, causal: bool, block=None):
+def hfa_kernel_step(q, k, v, causal: bool, block=None, fp32_dots=None):
     for t in (q, k, v):
         t.grad = None
-    out = softmax_hfa(q, k, v, None, causal, block) if block else fused_hfa(q, k, v, causal)
+    out = softmax_hfa(q, k, v, None, causal, block) if block else fused_hfa(q, k, v, causal, fp32_dots)
     out.square().mean().backward()
 
 
@@ -354,11 +354,17 @@ def bench_hfa_kernels(lengths: list[int], B: int, d: int, H: int, causal: bool, 
     """The bare kernels, forward + backward: torch SDPA on (B, H, L, d / H) against softmax HFA
     A = 2 on (B, H, 2, L, d / 2H) (the same bytes of q, k, v), by its default path (the fused Triton
     kernel on CUDA where Triton imports) and by its torch blockwise kernel, per precision:
-    fp32, fp32 with TF32 matmuls allowed (torch's allow_tf32 flag), bf16."""
+    fp32, fp32 with TF32 matmuls allowed (torch's allow_tf32 flag), bf16, and on CUDA tf32x3: fp32
+    inputs, the fused kernel multiplying by three TF32 products, SDPA in strict fp32."""
     rows = []
     flag = torch.backends.cuda.matmul.allow_tf32
+    precisions = (
+        ("fp32", "tf32x3", "tf32", "bf16")
+        if triton_kernels() and DEVICE.type == "cuda"
+        else ("fp32", "tf32", "bf16")
+    )
     for L in lengths:
-        for precision in ("fp32", "tf32", "bf16"):
+        for precision in precisions:
             torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
             dtype = torch.bfloat16 if precision == "bf16" else torch.float32
             gen = torch.Generator(device=DEVICE).manual_seed(0)
@@ -370,17 +376,18 @@ def bench_hfa_kernels(lengths: list[int], B: int, d: int, H: int, causal: bool, 
                 for shape in ((B, H, L, d // H), (B, H, 2, L, d // (2 * H)))
             )
             block = block_sizes(B * H, L, L, 2, hfa[0])
+            dots = "tf32x3" if precision == "tf32x3" else None
             steps = {
                 "sdpa": partial(sdpa_step, *sdpa, causal),
-                "hfa": partial(hfa_kernel_step, *hfa, causal),
+                "hfa": partial(hfa_kernel_step, *hfa, causal, None, dots),
                 "hfa_torch": partial(hfa_kernel_step, *hfa, causal, block),
             }
-            if precision == "bf16":  # the torch blockwise kernel takes bf16 only under autocast
+            if precision in ("bf16", "tf32x3"):  # bf16: only under autocast; tf32x3: the fp32 row's
                 del steps["hfa_torch"]
             row = {"L": L, "B": B, "d": d, "H": H, "causal": causal, "precision": precision}
             with torch.no_grad():  # the fused path's output against the float64 blockwise kernel's
                 exact = softmax_hfa(*(t.double() for t in hfa), None, causal, block)
-                row["rel_diff"] = relative(fused_hfa(*hfa, causal).double(), exact)
+                row["rel_diff"] = relative(fused_hfa(*hfa, causal, dots).double(), exact)
             for name, t in interleaved(steps, reps).items():
                 row[f"{name}_ms"] = t * 1e3
                 row[f"{name}_peak_MiB"] = peak_bytes(steps[name]) / 2**20
@@ -988,8 +995,10 @@ NOTES = {
     "policies/hfa_triton.py on CUDA (in every precision, also where softmax_hfa itself does not pick "
     "it), by softmax_hfa's own choice elsewhere; `hfa_torch`: its torch blockwise kernel, forced. "
     "Peak memory: bytes allocated during the step above the inputs. `tf32`: fp32 inputs with "
-    "torch.backends.cuda.matmul.allow_tf32 set, which the fused kernel follows. `rel_diff`: relative "
-    "difference of `hfa`'s output from the float64 blockwise kernel's.",
+    "torch.backends.cuda.matmul.allow_tf32 set, which the fused kernel follows; `tf32x3`: fp32 inputs "
+    "without it, the fused kernel told to multiply by three TF32 products (softmax_hfa2's fp32_dots), "
+    "SDPA in strict fp32. `rel_diff`: relative difference of `hfa`'s output from the float64 blockwise "
+    "kernel's.",
     "ha_kernels": "`key pairs` (policies/ha_pairs.py) is what order 3 runs on the CPU; `query chunks` the "
     "kernel it replaced there, still the default on CUDA and for other orders. `over_pairs`: time over "
     "the key-pair kernel's, measured taking turns; `rel_diff`: relative difference of the two outputs. "

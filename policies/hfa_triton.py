@@ -196,23 +196,37 @@ def _backward_q(
 
 # Triton's interpreter (TRITON_INTERPRET=1, the CPU tests) cannot time configurations: one fixed.
 INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
-_forward_tuned = _forward
+# Backward holds about twice forward's tiles; with fp32 products ("ieee", no tensor cores) the
+# 64 x 64 tiles spilled registers (311 ms against forward's 4.4 on one H100), so smaller tiles are
+# among its choices. Each backward kernel overwrites its outputs, so trial runs are harmless.
+BACKWARD_CONFIGS = [
+    triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
+    for m, n, w, s in [(64, 64, 4, 2), (32, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 2), (32, 32, 2, 1)]
+]
+TUNE_KEY = ["Lq", "Lk", "BLOCK_D", "causal", "PREC"]
+_forward_tuned, _backward_kv_tuned, _backward_q_tuned = _forward, _backward_kv, _backward_q
 if not INTERPRETING:
-    _forward_tuned = triton.autotune(CONFIGS, key=["Lq", "Lk", "BLOCK_D", "causal"])(_forward)
+    _forward_tuned = triton.autotune(CONFIGS, key=TUNE_KEY)(_forward)
+    _backward_kv_tuned = triton.autotune(BACKWARD_CONFIGS, key=TUNE_KEY)(_backward_kv)
+    _backward_q_tuned = triton.autotune(BACKWARD_CONFIGS, key=TUNE_KEY)(_backward_q)
 FIXED = dict(BLOCK_M=64, BLOCK_N=64) if INTERPRETING else {}
-BACKWARD_BLOCKS = dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2)
+FP32_DOTS = ("ieee", "tf32", "tf32x3")
 
 
-def _precision(t: Tensor) -> str:
-    """fp32 inputs get fp32 products unless the user allowed TF32 for matmuls, as torch does."""
-    if t.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
-        return "tf32"
-    return "ieee"  # bf16 and fp16 products are exact in fp32 accumulators anyway
+def _precision(t: Tensor, fp32_dots: str | None) -> str:
+    """The products of fp32 inputs: ``fp32_dots`` when given, else fp32 unless the user allowed TF32
+    for matmuls, as torch does. tf32x3 sums three TF32 products (a high and a low part of each
+    factor) for about fp32's accuracy on tensor cores."""
+    if t.dtype != torch.float32:
+        return "ieee"  # bf16 and fp16 products are exact in fp32 accumulators anyway; float64 too
+    if fp32_dots is not None:
+        return fp32_dots
+    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
 
 
 class _FusedHFA2(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, keep, causal):
+    def forward(ctx, q, k, v, keep, causal, fp32_dots):
         B, H, _, Lq, D = q.shape
         Lk = k.shape[3]
         o = q.new_empty(B, H, Lq, D)
@@ -223,7 +237,7 @@ class _FusedHFA2(torch.autograd.Function):
         meta = dict(
             causal=causal,
             HAS_KEEP=has_keep,
-            PREC=_precision(q),
+            PREC=_precision(q, fp32_dots),
             ACC=tl.float64 if acc == torch.float64 else tl.float32,
             BLOCK_D=max(16, triton.next_power_of_2(D)),
         )
@@ -245,15 +259,21 @@ class _FusedHFA2(torch.autograd.Function):
         dk, dv = (torch.empty(k.shape, device=k.device, dtype=k.dtype) for _ in range(2))
         args = (q, k, v, keep, do, lse, delta)
         sizes = (H, Lq, Lk, D, 1.0 / D, *ctx.strides)
-        bm, bn = BACKWARD_BLOCKS["BLOCK_M"], BACKWARD_BLOCKS["BLOCK_N"]
-        _backward_kv[(B * H, triton.cdiv(Lk, bn))](*args, dk, dv, *sizes, **ctx.meta, **BACKWARD_BLOCKS)
-        _backward_q[(B * H, triton.cdiv(Lq, bm))](*args, dq, *sizes, **ctx.meta, **BACKWARD_BLOCKS)
-        return dq, dk, dv, None, None
+        by_keys = lambda cfg: (B * H, triton.cdiv(Lk, cfg["BLOCK_N"]))  # noqa: E731
+        by_queries = lambda cfg: (B * H, triton.cdiv(Lq, cfg["BLOCK_M"]))  # noqa: E731
+        _backward_kv_tuned[by_keys](*args, dk, dv, *sizes, **ctx.meta, **FIXED)
+        _backward_q_tuned[by_queries](*args, dq, *sizes, **ctx.meta, **FIXED)
+        return dq, dk, dv, None, None, None
 
 
-def softmax_hfa2(q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None, causal: bool) -> Tensor:
+def softmax_hfa2(
+    q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None, causal: bool, fp32_dots: str | None = None
+) -> Tensor:
     """q (B, H, 2, L_q, d_h), k and v (B, H, 2, L, d_h), unscaled, any strides with a last one of 1;
-    keep (B, L) bool or None. Returns (B, H, L_q, d_h): `softmax_hfa` with A = 2."""
+    keep (B, L) bool or None. Returns (B, H, L_q, d_h): `softmax_hfa` with A = 2. ``fp32_dots``
+    (one of FP32_DOTS) sets how fp32 inputs are multiplied; None follows torch's allow_tf32."""
+    if fp32_dots is not None and fp32_dots not in FP32_DOTS:
+        raise ValueError(f"fp32_dots must be None or one of {FP32_DOTS}, got {fp32_dots!r}")
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     keep = None if keep is None else keep.to(torch.int8).contiguous()
-    return _FusedHFA2.apply(q, k, v, keep, bool(causal))
+    return _FusedHFA2.apply(q, k, v, keep, bool(causal), fp32_dots)

@@ -38,9 +38,11 @@ def test_hfa_blockwise_equals_reference_with_gradients(causal, block):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("dots", ["ieee", "tf32x3"])
 @pytest.mark.parametrize("causal", [False, True])
-def test_hfa_fused_kernel_equals_reference_with_gradients(causal):
-    """The Triton kernel compiled, strict fp32 with gradients, against the float64 reference."""
+def test_hfa_fused_kernel_equals_reference_with_gradients(causal, dots):
+    """The Triton kernel compiled, fp32 with gradients (fp32 products, or three TF32 ones), against
+    the float64 reference."""
     hfa_triton = pytest.importorskip("policies.hfa_triton")
     B, H, A, L, d_h = 2, 2, 2, FUSED_MIN_KEYS + 44, 16
     mask = torch.rand(B, L, device=DEV) > 0.3
@@ -51,7 +53,7 @@ def test_hfa_fused_kernel_equals_reference_with_gradients(causal):
         q, k, v = (rand(B, H, A, L, d_h, seed=s) for s in range(3))
         q, k, v = (t.float().requires_grad_() if fast else t.requires_grad_() for t in (q, k, v))
         if fast:
-            out = hfa_triton.softmax_hfa2(q, k, v, mask, causal)
+            out = hfa_triton.softmax_hfa2(q, k, v, mask, causal, dots)
         else:
             out = softmax_hfa_reference(q, k, v, key_mask(mask, causal))[0]
         (out * real).square().sum().backward()

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 
 def interpreter_runs() -> bool:
@@ -32,9 +33,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 CHECK = """
 import json, sys, torch
+from policies import hfa_triton
 from policies.hfa import softmax_hfa_reference
-from policies.hfa_triton import softmax_hfa2
-B, H, L, d_h, causal, pad, empty = json.loads(sys.argv[1])
+B, H, L, d_h, causal, pad, empty, blocks, dots = json.loads(sys.argv[1])
+hfa_triton.FIXED = dict(BLOCK_M=blocks[0], BLOCK_N=blocks[1])  # one of the tuner's tile shapes
 gen = torch.Generator().manual_seed(0)
 # as the module hands them over: permuted views of one (B, L, 3 H 2 d_h) projection, not contiguous
 qkv = torch.randn(B, L, 3 * H * 2 * d_h, generator=gen, dtype=torch.float64).requires_grad_()
@@ -44,7 +46,8 @@ keep[:, 0] = not empty  # empty: world 0 may see no key at all when causal (quer
 allowed = keep[:, None, :] & (torch.ones(L, L, dtype=torch.bool).tril() if causal else True)
 # a row that sees no key is NaN in the reference: let it see every key there (its weight w is 0)
 ref = softmax_hfa_reference(q, k, v, allowed | ~allowed.any(-1, keepdim=True))[0]
-out = softmax_hfa2(q, k, v, keep if pad or empty else None, causal)
+args = [t.float() if dots else t for t in (q, k, v)]  # dots: fp32 inputs with those products
+out = hfa_triton.softmax_hfa2(*args, keep if pad or empty else None, causal, dots).double()
 seen = (allowed.any(-1) & keep)[:, None, :, None]  # real queries that see some key
 w = torch.randn(ref.shape, generator=gen, dtype=torch.float64) * seen
 grads = [torch.autograd.grad((t * w).sum(), qkv) for t in (out, ref)]
@@ -68,13 +71,31 @@ def run(case):
 @pytest.mark.parametrize(
     "case",
     [
-        (2, 2, 37, 16, False, False, False),  # L not a multiple of the 64-wide blocks
-        (2, 2, 130, 16, True, False, False),  # causal over three query and key blocks
-        (2, 1, 70, 12, False, True, False),  # d_h not a power of 2; padded keys
-        (1, 3, 65, 32, True, True, True),  # a query that sees no key outputs 0, gradients finite
+        (2, 2, 37, 16, False, False, False, (64, 64)),  # L not a multiple of the 64-wide blocks
+        (2, 2, 130, 16, True, False, False, (64, 64)),  # causal over three query and key blocks
+        (2, 1, 70, 12, False, True, False, (64, 64)),  # d_h not a power of 2; padded keys
+        (1, 3, 65, 32, True, True, True, (64, 64)),  # a query that sees no key outputs 0, gradients finite
+        (2, 2, 130, 16, True, True, False, (32, 64)),  # causal with key blocks wider than query blocks
+        (2, 2, 130, 16, True, True, False, (64, 32)),  # and narrower
     ],
 )
 def test_fused_hfa_equals_reference(case):
-    err = run(case)
+    err = run([*case, None])
     assert err["finite"]
     assert err["out"] < 1e-12 and err["grad"] < 1e-12, err
+
+
+@pytest.mark.parametrize("dots", ["ieee", "tf32x3"])
+def test_fused_hfa_fp32_products_are_passed_through(dots):
+    """fp32 inputs with explicit products (the interpreter multiplies in fp32 whatever is asked; a
+    GPU run measures tf32x3's error in bench_attention.py's kernel table)."""
+    err = run([2, 2, 70, 16, True, True, False, (64, 64), dots])
+    assert err["finite"] and err["out"] < 1e-5 and err["grad"] < 1e-4, err
+
+
+def test_fp32_dots_is_checked():
+    from policies import hfa_triton
+
+    x = torch.zeros(1, 1, 2, 4, 16)
+    with pytest.raises(ValueError, match="fp32_dots"):
+        hfa_triton.softmax_hfa2(x, x, x, None, True, "tf16")
