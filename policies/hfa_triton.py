@@ -201,7 +201,7 @@ INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 # among its choices. Each backward kernel overwrites its outputs, so trial runs are harmless.
 BACKWARD_CONFIGS = [
     triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
-    for m, n, w, s in [(64, 64, 4, 2), (32, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 2), (32, 32, 2, 1)]
+    for m, n, w, s in [(64, 64, 4, 2), (32, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 2)]
 ]
 TUNE_KEY = ["Lq", "Lk", "BLOCK_D", "causal", "PREC"]
 _forward_tuned, _backward_kv_tuned, _backward_q_tuned = _forward, _backward_kv, _backward_q
