@@ -78,11 +78,9 @@ Shapes: B worlds, L agent slots (L_max), N grid size, R radius, F token features
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 
-from envs.checks import check_int, parse_count
+from envs.checks import check_int, check_real, parse_count
 from envs.experts import (
     POLICIES,
     cautious_policy,
@@ -124,21 +122,13 @@ STEP_COST = 0.05
 
 
 def check_count_power(count_power) -> float:
-    """``count_power`` as a float if it is a real number in [0, 8], else TypeError / ValueError."""
-    if isinstance(count_power, bool) or not isinstance(count_power, numbers.Real):
-        raise TypeError(f"count_power must be a real number in [0, 8], got {count_power!r}")
-    if not 0 <= count_power <= 8:  # also refuses nan; beyond 8 every world would hold `low` agents
-        raise ValueError(f"count_power must be in [0, 8], got {count_power!r}")
-    return float(count_power)
+    """``count_power`` as a float in [0, 8] (beyond 8 every world would hold `low` agents)."""
+    return check_real("count_power", count_power, 0.0, 8.0)
 
 
 def check_contact_cost(contact_cost) -> float:
-    """``contact_cost`` as a float if it is a finite real number >= 0, else TypeError / ValueError."""
-    if isinstance(contact_cost, bool) or not isinstance(contact_cost, numbers.Real):
-        raise TypeError(f"contact_cost must be a real number >= 0, got {contact_cost!r}")
-    if not 0 <= contact_cost < float("inf"):  # also refuses nan
-        raise ValueError(f"contact_cost must be a finite number >= 0, got {contact_cost!r}")
-    return float(contact_cost)
+    """``contact_cost`` as a finite float >= 0."""
+    return check_real("contact_cost", contact_cost)
 
 
 def check_start_width_low(start_width_low, start_width: int) -> int | None:

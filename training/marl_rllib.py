@@ -265,9 +265,7 @@ def check_config(cfg: RLlibConfig) -> None:
     if len(cfg.num_agents) not in (1, 2):
         raise ValueError(f"num_agents must be one count or low high, got {cfg.num_agents}")
     for name in ("iterations", "train_batch_size", "minibatch_size", "num_epochs", "width", "heads"):
-        value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        check_int(name, getattr(cfg, name), 1)
     if cfg.num_cpus is not None:
         check_int("num_cpus", cfg.num_cpus, 1)
     if cfg.num_env_runners < 0:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from envs.checks import check_int
 from training.fit import FitConfig, load_run
 from viz.overlay import MODES, SCENARIOS
 from viz.viewer import (
@@ -98,8 +99,7 @@ def build_viewer(cfg: ViewConfig) -> Viewer:
     if cfg.mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {cfg.mode!r}")
     positive("fps", cfg.fps)
-    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {cfg.seed!r}")
+    check_int("seed", cfg.seed, 0)
     if cfg.steps is not None and cfg.steps != 0:
         positive("steps", cfg.steps)
     if cfg.record is not None:

@@ -39,7 +39,7 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str]:
         (["demo", "--num-agents", "0", "--skip-fit", "--frame-every", "0"], "num_agents"),
         (["fit", "--train-agents", "0"], "train_agents must be >= 1"),
         (["train", "--width", "0"], "width must be an int >= 1"),
-        (["train", "--count-power", "-1"], r"count_power must be in \[0, 8\], got -1.0"),
+        (["train", "--count-power", "-1"], r"count_power must be a number in \[0, 8\], got -1"),
         (["train", "--lane-tokens", "-1"], "lane_tokens must be an int >= 0"),
         (["train", "--start-width-low", "17"], r"start_width_low must be in \[1, start_width=16\], got 17"),
         (
@@ -125,7 +125,7 @@ def view_runs(tmp_path_factory):
         ("sa", ["--num-agents", "401"], r"num_agents must be an int in \[1, 400\], got 401"),
         ("sa", ["--factor", "3"], "factor picks one of an HFA run's score factors; .* sa-linear run without"),
         ("hfa", ["--factor", "3"], r"factor must be an int in \[1, 2\], got 3"),
-        ("sa", ["--seed", "-1"], "seed must be a non-negative int, got -1"),
+        ("sa", ["--seed", "-1"], "seed must be an int >= 0, got -1"),
         ("lm", [], "is a `hyperagents lm` run, not a `hyperagents fit` run"),
     ],
 )
