@@ -233,7 +233,7 @@ def minibatch_step(net: TokenActorCritic, loss: ClipPPOLoss, opt: torch.optim.Op
 
 def graphed_step(net: TokenActorCritic, loss: ClipPPOLoss, opt: torch.optim.Optimizer):
     """:func:`minibatch_step` captured as one CUDA graph by tensordict's ``CudaGraphModule``: after
-    one eager warm-up call it replays forward, backward, clipping and Adam with a single launch,
+    eager warm-up calls it replays forward, backward, clipping and Adam with a single launch,
     where the eager step launches hundreds of small kernels (the measured bound of the update on a
     GPU). A graph keeps its shapes, so it takes full minibatches only, and the optimizer must be
     capturable with a tensor learning rate (:func:`make_optimizer`)."""
@@ -244,7 +244,12 @@ def graphed_step(net: TokenActorCritic, loss: ClipPPOLoss, opt: torch.optim.Opti
     with warnings.catch_warnings():
         # it takes TensorDicts out of torch's pytree registry, which nothing here relies on
         warnings.filterwarnings("ignore", message="Tensordict is registered in PyTree")
-        return CudaGraphModule(minibatch_step(net, loss, opt), warmup=2, in_keys=[], out_keys=[])
+        return CudaGraphModule(minibatch_step(net, loss, opt), warmup=GRAPH_WARMUP, in_keys=[], out_keys=[])
+
+
+# The third call captures, after two eager steps on a side stream (torch warms up before a capture so
+# that lazy state, Adam's moments and library handles, exists outside the graph).
+GRAPH_WARMUP = 3
 
 
 def update(
