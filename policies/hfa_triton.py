@@ -196,9 +196,10 @@ def _backward_q(
 
 # Triton's interpreter (TRITON_INTERPRET=1, the CPU tests) cannot time configurations: one fixed.
 INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
-# Backward holds about twice forward's tiles; with fp32 products ("ieee", no tensor cores) the
-# 64 x 64 tiles spilled registers (311 ms against forward's 4.4 on one H100), so smaller tiles are
-# among its choices. Each backward kernel overwrites its outputs, so trial runs are harmless.
+# Backward holds about twice forward's tiles. With fp32 products ("ieee", no tensor cores) and fixed
+# 64 x 64 tiles it took 311 ms against forward's 4.4 on one H100, which looks like registers
+# spilling, so smaller tiles are among its choices. Each backward kernel overwrites its outputs, so
+# the tuner's trial runs are harmless.
 BACKWARD_CONFIGS = [
     triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
     for m, n, w, s in [(64, 64, 4, 2), (32, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 2)]
