@@ -234,9 +234,10 @@ def minibatch_step(net: TokenActorCritic, loss: ClipPPOLoss, opt: torch.optim.Op
 def graphed_step(net: TokenActorCritic, loss: ClipPPOLoss, opt: torch.optim.Optimizer):
     """:func:`minibatch_step` captured as one CUDA graph by tensordict's ``CudaGraphModule``: after
     eager warm-up calls it replays forward, backward, clipping and Adam with a single launch,
-    where the eager step launches hundreds of small kernels (the measured bound of the update on a
-    GPU). A graph keeps its shapes, so it takes full minibatches only, and the optimizer must be
-    capturable with a tensor learning rate (:func:`make_optimizer`)."""
+    where the eager step launches its small kernels one by one from Python (per-minibatch overhead
+    bounds the update on a GPU: docs/torchrl.md). A graph keeps its shapes, so it takes full
+    minibatches only, and the optimizer must be capturable with a tensor learning rate
+    (:func:`make_optimizer`)."""
     import warnings
 
     from tensordict.nn import CudaGraphModule
