@@ -9,7 +9,7 @@
 #      bf16), the same with --cuda-graphs, the central-critic fp32 recipe and TorchRL MAPPO on VMAS,
 #      at WORLDS worlds, and ours with 4x larger minibatches;
 #   4. three seeds of the CPU recipe (the scratch-cpu preset: 64 worlds, minibatches of 1,024) from
-#      scratch on the GPU with --cuda-graphs, trained at once for up to TRAIN_SECONDS each; the runs
+#      scratch on the GPU with --cuda-graphs, trained at once for up to TRAIN_SECONDS (180) each; the runs
 #      come back as runs.tgz for `hyperagents ood` on any machine;
 #   5. throughput again at BIG_WORLDS worlds, ours with and without CUDA graphs beside VMAS MAPPO of
 #      our size.
@@ -17,7 +17,7 @@
 # Missing Python packages can be carried as wheels in .whl/ (installed to /tmp/site first).
 set -u
 OUT=${OUT:-out}
-TRAIN_SECONDS=${TRAIN_SECONDS:-150}
+TRAIN_SECONDS=${TRAIN_SECONDS:-180}
 SEC=${SEC:-6}
 WORLDS=${WORLDS:-4096}
 BIG_WORLDS=${BIG_WORLDS:-16384}
