@@ -290,7 +290,7 @@ def make_optimizer(net: TokenActorCritic, cfg, device: torch.device, saved: dict
     its learning rate is a device tensor that :func:`set_learning_rate` fills in place, since a
     graph replays the value it captured. A run may switch either way on resume.
     """
-    graphs = bool(getattr(cfg, "cuda_graphs", False))
+    graphs = cfg.cuda_graphs
     opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, eps=1e-5, capturable=graphs)
     if saved is not None:
         opt.load_state_dict(saved)  # also restores the saved run's capturable flag and lr type
@@ -335,7 +335,7 @@ def train(
     if "opt" in state:
         net.load_state_dict(state["net"])
     opt = make_optimizer(net, cfg, device, state.get("opt"))
-    graph = graphed_step(net, loss, opt) if getattr(cfg, "cuda_graphs", False) else None
+    graph = graphed_step(net, loss, opt) if cfg.cuda_graphs else None
     # A fresh env stream for every (seed, steps done): a resumed run continues reproducibly.
     env = CrossingEnv(**task_kwargs(cfg), device=device, seed=cfg.seed + state["steps"])
     torch.manual_seed(cfg.seed + state["steps"])

@@ -116,22 +116,6 @@ def test_each_iteration_times_its_phases(tmp_path):
         assert sum(phases) == pytest.approx(record["seconds"] - before["seconds"], abs=2e-3)
 
 
-def test_minibatch_steps_read_nothing_back_from_the_device(tmp_path, monkeypatch):
-    """On a GPU every bool() of a tensor waits for the queued kernels: the PPO minibatch loop has
-    none (the epoch's loss sums are read once, by tolist)."""
-    cfg = tiny_cfg(tmp_path, critic="shared", neighbours=3, batch_size=64, n_epochs=2)
-    net = marl_torchrl.build_net(cfg, FEATURE_SETS[cfg.features])
-    env = CrossingEnv(**marl_torchrl.task_kwargs(cfg), device=torch.device("cpu"), seed=0)
-    data = marl_torchrl.samples(marl_torchrl.collect(env, env.reset(), net, cfg.n_steps)[0], net, cfg)
-    loss, opt = marl_torchrl.make_loss(net, cfg), torch.optim.Adam(net.parameters())
-    reads = []
-    real_bool = torch.Tensor.__bool__
-    monkeypatch.setattr(torch.Tensor, "__bool__", lambda t: reads.append(t.shape) or real_bool(t))
-    stats = marl_torchrl.update(net, loss, opt, data, cfg, torch.Generator().manual_seed(0))
-    assert data.batch_size[0] > 2 * cfg.batch_size and all(map(math.isfinite, stats.values()))
-    assert reads == []
-
-
 def _shared_setup(tmp_path, device="cpu", **kw):
     """A shared-encoder net, its loss and a rollout's samples, all on ``device``."""
     cfg = tiny_cfg(tmp_path, critic="shared", neighbours=3, batch_size=64, device=device, **kw)
@@ -140,6 +124,19 @@ def _shared_setup(tmp_path, device="cpu", **kw):
     env = CrossingEnv(**marl_torchrl.task_kwargs(cfg), device=torch.device(device), seed=0)
     data = marl_torchrl.samples(marl_torchrl.collect(env, env.reset(), net, cfg.n_steps)[0], net, cfg)
     return cfg, net, marl_torchrl.make_loss(net, cfg).to(device), data
+
+
+def test_minibatch_steps_read_nothing_back_from_the_device(tmp_path, monkeypatch):
+    """On a GPU every bool() of a tensor waits for the queued kernels: the PPO minibatch loop has
+    none (the epoch's loss sums are read once, by tolist)."""
+    cfg, net, loss, data = _shared_setup(tmp_path)
+    opt = torch.optim.Adam(net.parameters())
+    reads = []
+    real_bool = torch.Tensor.__bool__
+    monkeypatch.setattr(torch.Tensor, "__bool__", lambda t: reads.append(t.shape) or real_bool(t))
+    stats = marl_torchrl.update(net, loss, opt, data, cfg, torch.Generator().manual_seed(0))
+    assert data.batch_size[0] > 2 * cfg.batch_size and all(map(math.isfinite, stats.values()))
+    assert reads == []
 
 
 def test_graph_step_takes_the_full_minibatches_and_changes_nothing(tmp_path):
