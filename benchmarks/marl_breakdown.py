@@ -4,6 +4,11 @@ The reward is -0.05 (1 - dx) per unparked step minus one per new distinct partne
 splits exactly into the two: per step the partner count is round(-r) (step costs are at most 0.1).
 Scripted baselines and trained runs play the same starts (seeded as ``hyperagents ood`` does).
 
+Beside the split, where the step costs come from: the share of RIGHT among the moving agents'
+actions at the first step and over the open crossing (the steps before any agent can reach the
+wall, N - 1 - start_width of them, where everyone moving right in lock-step meets nobody), and
+the mean x at the end of the agents that never parked (how far back they waited).
+
     /work/venv/bin/python benchmarks/marl_breakdown.py --counts 8 64 \\
         --runs runs/crossing_v__hfa__0 runs/crossing_dagger__hfa__1
 """
@@ -15,7 +20,7 @@ import json
 
 import torch
 
-from envs.crossing import POLICIES, Crossing
+from envs.crossing import POLICIES, RIGHT, Crossing
 from training.ood import load_runs, policy_actor
 
 
@@ -27,16 +32,30 @@ def breakdown(env: Crossing, actor, start_seed: int, act_seed: int) -> dict:
     gen = torch.Generator().manual_seed(act_seed)
     partners = torch.zeros(env.B, env.L)
     steps = torch.zeros(env.B, env.L)
-    while not env.done.all():
-        r = env.step(actor(env, gen))  # (B, L)
+    open_steps = env.N - 1 - env.start_width
+    right = torch.zeros(2)  # RIGHT moves at t = 0, in the open crossing
+    moves = torch.zeros(2)
+    for t in range(env.T):
+        actions = actor(env, gen)  # (B, L)
+        moving = env.mask & ~env.parked
+        for k, counted in enumerate((t == 0, t < open_steps)):
+            if counted:
+                right[k] += ((actions == RIGHT) & moving).sum()
+                moves[k] += moving.sum()
+        r = env.step(actions)  # (B, L)
         c = torch.round(-r)  # new distinct partners this step
         partners += c
         steps += -r - c
     n = env.mask.sum()
+    waiting = env.mask & ~env.parked
     return {
         "collisions": float(partners.sum() / n),
         "step_cost": float(steps.sum() / n),
         "return": float(-(partners + steps).sum() / n),
+        "right_first_step": float(right[0] / moves[0]),
+        "right_open_crossing": float(right[1] / moves[1]),
+        "parked": float(env.parked[env.mask].float().mean()),
+        "waiting_x": float(env.world.positions[..., 0][waiting].float().mean()) if waiting.any() else None,
     }
 
 
@@ -60,9 +79,11 @@ def main() -> None:
         for name, actor in actors.items():
             row = breakdown(env, actor, args.seed + 1000 * L, args.seed)
             table.setdefault(L, {})[name] = row
+            waiting_x = "none" if row["waiting_x"] is None else f"{row['waiting_x']:.1f}"
             print(
                 f"L={L:3d} {name:40s} collisions {row['collisions']:7.3f}  step cost {row['step_cost']:6.3f}"
-                f"  return {row['return']:7.3f}",
+                f"  return {row['return']:7.3f}  RIGHT at t=0 {row['right_first_step']:.2f}, open crossing"
+                f" {row['right_open_crossing']:.2f}  parked {row['parked']:.2f}  waiting x {waiting_x}",
                 flush=True,
             )
     if args.json:
