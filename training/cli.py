@@ -4,7 +4,8 @@
 settings (``training/marl.py`` PRESETS), and ``--backend sb3`` or ``--backend rllib`` over that
 backend's own defaults (``BACKEND_DEFAULTS``): a flag given sets its field, in any position.
 
-Bad input never ends in a traceback: a ValueError, TypeError or FileNotFoundError from a command,
+Bad input never ends in a traceback: a flag tyro cannot parse (an unknown option, a value of the
+wrong type or outside a choice), a ValueError, TypeError or FileNotFoundError from a command,
 or settings too large for this machine's memory, print one line, ``hyperagents <command>: error:
 ...``, and exit with status 2; a run folder that
 cannot be used now (busy, no valid checkpoint) or an optional engine that is not installed (Ray
@@ -15,6 +16,8 @@ the traceback instead.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import sys
@@ -68,6 +71,43 @@ def flag_value(argv: list[str], flag: str) -> str | None:
     return value
 
 
+def box_message(text: str) -> str:
+    """tyro's usage-error box as one line: its message sections, without the box, the argument's
+    help text and the pointer to --help."""
+    sections, lines = [], []
+    for raw in text.splitlines()[1:]:  # the first line is the box's title bar
+        line = raw.strip().strip("│╭╮╰╯").strip()
+        if not line or set(line) <= set("─-"):  # a rule between sections (ASCII off a terminal)
+            sections.append(" ".join(lines))
+            lines = []
+        else:
+            lines.append(line)
+    sections.append(" ".join(lines))
+    keep = [s for s in sections if s and not s.startswith(("Argument helptext", "For full helptext"))]
+    return re.sub(r"\s+", " ", "; ".join(keep)).strip() or text.strip().splitlines()[0]
+
+
+def tyro_parse(command: str, call):
+    """``call()``, a tyro parse; a usage error, which tyro draws as a box of many lines, becomes one
+    line on stderr and exit status 2, as every other bad input does. --help passes through."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            cfg = call()
+    except SystemExit as exit_:
+        if exit_.code in (0, None) or not captured.getvalue().strip():
+            sys.stderr.write(captured.getvalue())
+            raise
+        prog = "hyperagents" if command == "hyperagents" else f"hyperagents {command}"
+        print(f"{prog}: error: {box_message(captured.getvalue())} (see {prog} --help)", file=sys.stderr)
+        raise SystemExit(2) from None
+    except BaseException:
+        sys.stderr.write(captured.getvalue())
+        raise
+    sys.stderr.write(captured.getvalue())  # anything tyro wrote on a good parse (warnings)
+    return cfg
+
+
 def parse(argv: list[str] | None) -> object:
     """The config of the command ``argv`` names; a train preset or backend sets the defaults of the
     other flags (``marl.preset_config``)."""
@@ -76,8 +116,12 @@ def parse(argv: list[str] | None) -> object:
         preset, backend = flag_value(args[1:], "--preset"), flag_value(args[1:], "--backend")
         if preset is not None or backend is not None:
             return parse_train(args[1:], preset, backend)
-    return tyro.extras.subcommand_cli_from_dict(
-        {name: cls for name, (cls, _) in COMMANDS.items()}, args=args, description=__doc__
+    command = args[0] if args and args[0] in COMMANDS else "hyperagents"
+    return tyro_parse(
+        command,
+        lambda: tyro.extras.subcommand_cli_from_dict(
+            {name: cls for name, (cls, _) in COMMANDS.items()}, args=args, description=__doc__
+        ),
     )
 
 
@@ -88,7 +132,9 @@ def parse_train(args: list[str], preset: str | None, backend: str | None) -> mar
     except ValueError as err:
         print(f"hyperagents train: error: {first_line(err)}", file=sys.stderr)
         raise SystemExit(2) from None
-    return tyro.cli(marl.TrainConfig, default=default, args=args, prog="hyperagents train")
+    return tyro_parse(
+        "train", lambda: tyro.cli(marl.TrainConfig, default=default, args=args, prog="hyperagents train")
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

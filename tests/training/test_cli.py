@@ -160,6 +160,46 @@ def test_a_train_preset_sets_the_recipe_and_flags_given_override_it_in_any_posit
     assert best == marl.preset_config("best", seed=3, learning_rate=1e-3)  # the same in Python
 
 
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (
+            ["train", "--width", "abc"],
+            r"Error parsing --width: invalid literal .* 'abc' \(see hyperagents train --help\)$",
+        ),
+        (
+            ["train", "--preset", "gpu", "--precision", "fp16"],
+            r"invalid choice 'fp16' for argument '--precision'",
+        ),
+        (["train", "--bogus", "1"], "Unrecognized options: --bogus, 1"),
+        (["fit", "--steps"], "Missing value for argument '--steps'"),
+        (["ood", "--counts", "x"], "Error parsing --counts"),
+        (["lm", "--precision", "fp8"], r"Expected one of \('fp32', 'bf16'\)"),
+    ],
+)
+def test_a_flag_tyro_cannot_parse_is_one_line_and_exit_2(argv, match, capsys):
+    code, line = run_cli(argv, capsys)
+    assert code == 2 and re.search(match, line), line
+    assert not set(line) & set("│╭╰─")  # none of the box tyro draws
+
+
+def test_an_unknown_command_is_one_line_naming_the_commands(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["trian"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(
+        "hyperagents: error: Unrecognized options: trian; Available subcommands: demo,"
+    )
+
+
+def test_help_is_printed_whole_and_exits_0(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and "--neighbour-dx-weight" in out and len(out.splitlines()) > 50
+
+
 def test_an_unknown_train_preset_is_one_line_and_exit_2(capsys):
     code, line = run_cli(["train", "--preset", "fastest"], capsys)
     assert code == 2 and "preset must be one of" in line
