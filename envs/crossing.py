@@ -29,6 +29,11 @@ an agent parked at the wall costs the pusher about what waiting for the rest of 
 and a policy trained on its own reward pushes in. 2 charges each agent the whole cost, its
 partner's loss included. Evaluation uses the task's reward, 1.
 
+``lateral_cost`` (default 0) adds that much for every UP or DOWN move, for training. An agent that
+slides along a queue meets the agents in the lanes it slides through, where one that stays meets
+nobody, yet the task charges both 0.05; a lateral cost makes staying the cheaper way to wait and
+leaves a sidestep that avoids a contact far cheaper than the contact. Evaluation uses the task's 0.
+
 Agent counts vary per world: L_max slots, the first ``count[b]`` real (``mask``), the rest padded.
 
 Observation of agent i: a token set (L_max, F), self first, then the other slots in index order,
@@ -131,6 +136,11 @@ def check_contact_cost(contact_cost) -> float:
     return check_real("contact_cost", contact_cost)
 
 
+def check_lateral_cost(lateral_cost) -> float:
+    """``lateral_cost`` as a finite float >= 0."""
+    return check_real("lateral_cost", lateral_cost)
+
+
 def check_start_width_low(start_width_low, start_width: int) -> int | None:
     """``start_width_low`` if it is None or an int in [1, start_width], else TypeError / ValueError."""
     if start_width_low is not None:
@@ -184,6 +194,7 @@ class Crossing:
             the samples of a world of 2; 1 gives every count the same share of agent samples; 2
             gives every doubling of L (2-4, 4-8, ...) the same share.
         contact_cost: what each new partner costs in the reward (1 is the task; see module doc).
+        lateral_cost: what each UP or DOWN move costs on top of the step cost (0 is the task).
         two_way: the odd slots start at the right wall and head left (see module doc).
     """
 
@@ -201,6 +212,7 @@ class Crossing:
         count_power: float = 0.0,
         start_width_low: int | None = None,
         contact_cost: float = 1.0,
+        lateral_cost: float = 0.0,
         two_way: bool = False,
     ):
         self.low, self.high = parse_count(num_agents)
@@ -214,6 +226,7 @@ class Crossing:
             raise ValueError(f"start_width must be <= grid_size={grid_size}, got {start_width}")
         self.start_width_low = check_start_width_low(start_width_low, start_width)
         self.contact_cost = check_contact_cost(contact_cost)
+        self.lateral_cost = check_lateral_cost(lateral_cost)
         self.two_way = check_two_way(two_way, self.features, start_width, grid_size, radius)
         self.world = World(num_worlds, self.high, grid_size, radius, device=device)
         self.B, self.L, self.N, self.R = num_worlds, self.high, grid_size, radius
@@ -340,6 +353,8 @@ class Crossing:
             -STEP_COST * (1 - forward).float() * (~was_parked).float()
             - self.contact_cost * contacts.count().float()
         )
+        if self.lateral_cost:  # dy is 0 for parked agents: their actions became STAY
+            reward = reward - self.lateral_cost * (dy != 0).float()
         goal = torch.where(self.heading > 0, self.N - 1, 0)  # (B, L) x of each agent's far wall
         self.parked |= (self.world.positions[..., 0] == goal) & self.mask
         return reward * self.mask

@@ -18,8 +18,9 @@ implementation: dynamics, rewards, parking and observations are the batched task
 ``infos[agent]``: ``"position"`` (x, y) and ``"parked"`` (reached the right wall; it stays
 collidable and keeps receiving rewards). Arguments are :class:`~envs.crossing.Crossing`'s:
 ``num_agents=8, grid_size=64, radius=1, max_steps=96, start_width=16, features="base",
-count_power=0.0, start_width_low=None, contact_cost=1.0, two_way=False`` (two-way traffic: the
-odd agents head left, each acting in its own frame), plus ``render_mode=None``.
+count_power=0.0, start_width_low=None, contact_cost=1.0, lateral_cost=0.0, two_way=False``
+(two-way traffic: the odd agents head left, each acting in its own frame), plus
+``render_mode=None``.
 
 Version history:
 - v0: initial release.
@@ -56,6 +57,7 @@ class CrossingParallelEnv(ParallelEnv):
         count_power: float = 0.0,
         start_width_low: int | None = None,
         contact_cost: float = 1.0,
+        lateral_cost: float = 0.0,
         two_way: bool = False,
         render_mode: str | None = None,
     ):
@@ -74,6 +76,7 @@ class CrossingParallelEnv(ParallelEnv):
             count_power=count_power,
             start_width_low=start_width_low,
             contact_cost=contact_cost,
+            lateral_cost=lateral_cost,
             two_way=two_way,
             seed=0,
         )

@@ -63,6 +63,7 @@ from envs.crossing import (
     check_contact_cost,
     check_count_power,
     check_features,
+    check_lateral_cost,
     check_start_width_low,
     check_two_way,
 )
@@ -92,7 +93,7 @@ SB3_DEFAULTS = dict(
 )
 BACKEND_DEFAULTS = {"torchrl": {}, "sb3": SB3_DEFAULTS, "rllib": SB3_DEFAULTS}
 # Task options for training only, with the task's own value (what evaluation always uses).
-TRAINING_ONLY = {"start_width_low": None, "contact_cost": 1.0}
+TRAINING_ONLY = {"start_width_low": None, "contact_cost": 1.0, "lateral_cost": 0.0}
 
 # Recipes people use, by name: `hyperagents train --preset NAME` takes these as its defaults, and
 # any flag given sets its field over them. "best" is docs/marl.md's recipe (the best policies so
@@ -220,6 +221,9 @@ class TrainConfig:
     """training reward per new contact (evaluation uses the task's 1): 2 charges each agent its
     partner's loss too, the contact's whole cost to the team; 3 and 4 also lean towards waiting in
     crowds (docs/torchrl.md; see envs/crossing.py)"""
+    lateral_cost: float = 0.0
+    """training reward per UP or DOWN move on top of the step cost (evaluation uses the task's 0):
+    staying becomes the cheaper way to wait than sliding along a queue (see envs/crossing.py)"""
     features: Literal["base", "touch", "time", "heading"] = "base"
     """observation feature set: "base" (offsets, velocities, flags), "touch" (base plus, per
     neighbour, whether each action would touch it now or after its next move right), "time" (base
@@ -403,6 +407,7 @@ def check_training_task(cfg: TrainConfig) -> None:
     """The options that change only the training task (evaluation keeps the task's own)."""
     check_start_width_low(cfg.start_width_low, cfg.start_width)
     check_contact_cost(cfg.contact_cost)
+    check_lateral_cost(cfg.lateral_cost)
     for name, task_value in TRAINING_ONLY.items():
         if cfg.backend == "rllib" and getattr(cfg, name) != task_value:
             raise ValueError(f"{name} needs --backend torchrl or sb3 (the rllib env keeps the task's)")

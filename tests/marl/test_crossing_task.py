@@ -233,6 +233,9 @@ def test_priority_planner_matches_greedy_when_nobody_is_near():
         (dict(contact_cost=-1.0), "contact_cost must be a finite number >= 0", ValueError),
         (dict(contact_cost=float("nan")), "contact_cost", ValueError),
         (dict(contact_cost="2"), "contact_cost must be a finite number >= 0, got str", TypeError),
+        (dict(lateral_cost=-0.1), "lateral_cost must be a finite number >= 0, got -0.1", ValueError),
+        (dict(lateral_cost=float("inf")), "lateral_cost", ValueError),
+        (dict(lateral_cost=None), "lateral_cost", TypeError),
     ],
 )
 def test_bad_arguments_raise(kwargs, name, error):
@@ -359,3 +362,24 @@ def test_contact_cost_scales_only_the_contact_term_and_reaches_training_only():
     assert "contact_cost" not in task_kwargs(preset_config(None, backend="sb3"))  # SB3 keeps the task's
     one_world = {k: v for k, v in task_kwargs(cfg).items() if k != "num_worlds"}
     assert crossing_v0.parallel_env(**one_world).task.contact_cost == 2.0  # PettingZoo
+
+
+def test_lateral_cost_charges_up_and_down_moves_only_and_reaches_training_only():
+    gen = torch.Generator().manual_seed(3)
+    task = Crossing(num_worlds=8, num_agents=(6, 12), seed=4)
+    shaped = Crossing(num_worlds=8, num_agents=(6, 12), seed=4, lateral_cost=0.25)
+    task.reset(), shaped.reset()
+    lateral = 0
+    for _ in range(80):  # long enough for agents to park: a parked agent's UP is replaced by STAY
+        a = torch.randint(0, 5, (8, 12), generator=gen)
+        a[:, ::2] = RIGHT
+        moving = ((a == UP) | (a == DOWN)) & task.mask & ~task.parked
+        r_task, r_shaped = task.step(a), shaped.step(a)
+        torch.testing.assert_close(r_shaped, r_task - 0.25 * moving.float())
+        lateral += int(moving.sum())
+    assert lateral > 0 and task.parked.any()
+    cfg = preset_config(None, lateral_cost=0.05)
+    assert make_task(cfg).lateral_cost == 0.05 and CrossingEnv(**task_kwargs(cfg)).task.lateral_cost == 0.05
+    assert "lateral_cost" not in task_kwargs(preset_config(None))  # the task's own 0
+    one_world = {k: v for k, v in task_kwargs(cfg).items() if k != "num_worlds"}
+    assert crossing_v0.parallel_env(**one_world).task.lateral_cost == 0.05  # PettingZoo
