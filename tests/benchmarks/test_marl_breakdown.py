@@ -32,3 +32,14 @@ def test_move_counts_and_waiting_position(load_script):
     env.seed(3)
     env.reset()  # the starts breakdown() used: staying agents end where they began
     assert stay["waiting_x"] == pytest.approx(float(env.positions[..., 0][env.mask].float().mean()))
+
+
+def test_figure_of_position_and_moves_over_time(load_script, tmp_path):
+    mb = load_script("marl_breakdown")
+    env = Crossing(num_worlds=4, num_agents=6, grid_size=16, max_steps=24, start_width=4)
+    table = {L: {n: mb.breakdown(env, POLICIES[n], 3, 0) for n in ("move_right", "priority")} for L in (6,)}
+    row = table[6]["move_right"]
+    assert len(row["right_by_step"]) == 24 and len(row["mean_x_by_step"]) == 25
+    assert row["right_by_step"][0] == 1.0 and row["mean_x_by_step"][-1] == 15.0  # all parked at x = N - 1
+    mb.figure(table, tmp_path / "moves.png")
+    assert (tmp_path / "moves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
