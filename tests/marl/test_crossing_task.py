@@ -342,11 +342,26 @@ def test_time_features_are_base_plus_the_fraction_of_the_episode_left():
         env.step(torch.randint(0, 5, (env.B, env.L), generator=gen))
 
 
+def shaped_pair(**shaping) -> tuple[Crossing, Crossing]:
+    """The task and the same worlds with a training-only reward option, both reset."""
+    task = Crossing(num_worlds=8, num_agents=(6, 12), seed=4)
+    shaped = Crossing(num_worlds=8, num_agents=(6, 12), seed=4, **shaping)
+    task.reset(), shaped.reset()
+    return task, shaped
+
+
+def assert_reaches_every_training_task(name: str, value: float) -> None:
+    """``--name value`` reaches the torchrl and SB3 task and the PettingZoo face."""
+    cfg = preset_config(None, **{name: value})
+    assert getattr(make_task(cfg), name) == value
+    assert getattr(CrossingEnv(**task_kwargs(cfg)).task, name) == value
+    one_world = {k: v for k, v in task_kwargs(cfg).items() if k != "num_worlds"}
+    assert getattr(crossing_v0.parallel_env(**one_world).task, name) == value
+
+
 def test_contact_cost_scales_only_the_contact_term_and_reaches_training_only():
     gen = torch.Generator().manual_seed(2)
-    one = Crossing(num_worlds=8, num_agents=(6, 12), seed=4)
-    two = Crossing(num_worlds=8, num_agents=(6, 12), seed=4, contact_cost=2.0)
-    one.reset(), two.reset()
+    one, two = shaped_pair(contact_cost=2.0)
     touched = 0
     for _ in range(30):
         a = torch.randint(0, 5, (8, 12), generator=gen)
@@ -356,19 +371,14 @@ def test_contact_cost_scales_only_the_contact_term_and_reaches_training_only():
         torch.testing.assert_close(r2, r1 - new)  # the step costs stay, each contact costs 2
         touched += int(new.sum())
     assert touched > 0
-    cfg = preset_config(None, contact_cost=2.0)
-    assert make_task(cfg).contact_cost == 2.0 and CrossingEnv(**task_kwargs(cfg)).task.contact_cost == 2.0
+    assert_reaches_every_training_task("contact_cost", 2.0)
     assert task_kwargs(preset_config(None))["contact_cost"] == 4.0  # the torchrl recipe's
     assert "contact_cost" not in task_kwargs(preset_config(None, backend="sb3"))  # SB3 keeps the task's
-    one_world = {k: v for k, v in task_kwargs(cfg).items() if k != "num_worlds"}
-    assert crossing_v0.parallel_env(**one_world).task.contact_cost == 2.0  # PettingZoo
 
 
 def test_lateral_cost_charges_up_and_down_moves_only_and_reaches_training_only():
     gen = torch.Generator().manual_seed(3)
-    task = Crossing(num_worlds=8, num_agents=(6, 12), seed=4)
-    shaped = Crossing(num_worlds=8, num_agents=(6, 12), seed=4, lateral_cost=0.25)
-    task.reset(), shaped.reset()
+    task, shaped = shaped_pair(lateral_cost=0.25)
     lateral = 0
     for _ in range(80):  # long enough for agents to park: a parked agent's UP is replaced by STAY
         a = torch.randint(0, 5, (8, 12), generator=gen)
@@ -378,8 +388,5 @@ def test_lateral_cost_charges_up_and_down_moves_only_and_reaches_training_only()
         torch.testing.assert_close(r_shaped, r_task - 0.25 * moving.float())
         lateral += int(moving.sum())
     assert lateral > 0 and task.parked.any()
-    cfg = preset_config(None, lateral_cost=0.05)
-    assert make_task(cfg).lateral_cost == 0.05 and CrossingEnv(**task_kwargs(cfg)).task.lateral_cost == 0.05
+    assert_reaches_every_training_task("lateral_cost", 0.05)
     assert "lateral_cost" not in task_kwargs(preset_config(None))  # the task's own 0
-    one_world = {k: v for k, v in task_kwargs(cfg).items() if k != "num_worlds"}
-    assert crossing_v0.parallel_env(**one_world).task.lateral_cost == 0.05  # PettingZoo
