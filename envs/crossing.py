@@ -33,6 +33,7 @@ partner's loss included. Evaluation uses the task's reward, 1.
 slides along a queue meets the agents in the lanes it slides through, where one that stays meets
 nobody, yet the task charges both 0.05; a lateral cost makes staying the cheaper way to wait and
 leaves a sidestep that avoids a contact far cheaper than the contact. Evaluation uses the task's 0.
+Trained policies did not take up staying for it (docs/torchrl.md); it stays an option to try.
 
 Agent counts vary per world: L_max slots, the first ``count[b]`` real (``mask``), the rest padded.
 

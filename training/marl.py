@@ -223,7 +223,8 @@ class TrainConfig:
     crowds (docs/torchrl.md; see envs/crossing.py)"""
     lateral_cost: float = 0.0
     """training reward per UP or DOWN move on top of the step cost (evaluation uses the task's 0):
-    staying becomes the cheaper way to wait than sliding along a queue (see envs/crossing.py)"""
+    staying becomes the cheaper way to wait than sliding along a queue, though trained policies
+    did not take it up (docs/torchrl.md; see envs/crossing.py)"""
     features: Literal["base", "touch", "time", "heading"] = "base"
     """observation feature set: "base" (offsets, velocities, flags), "touch" (base plus, per
     neighbour, whether each action would touch it now or after its next move right), "time" (base
