@@ -79,6 +79,20 @@ vx_j mirrored (x_j as (N-1-x_j)/N). MOVE_RIGHT is then "everyone moves forward".
 the velocity features tell them apart once they have moved (docs/two_way.md measures both). The
 scripted avoiders (``envs/experts.py``) play either task.
 
+Predator-prey (``predator_prey=True``): the labelled scenario of ``envs/scenarios.py`` as a
+learning task for the prey. The odd slots are *hunters* that keep the scenario's scripted policy:
+slots 1, 5, 9, ... play UP forever (wrapping around the cylinder, each sweeping its own column),
+slots 3, 7, 11, ... play RIGHT and park at the wall. Hunters start at x uniform in
+[start_width + 2R, N - start_width), clear of the prey's start strip; the even slots are the prey
+and learn the crossing task, except that touching another prey is free (same species, as in the
+scenario) and each new distinct hunter costs 1. Hunters earn nothing and are no learner's sample:
+``learners`` (real prey) replaces ``mask`` wherever returns are averaged or actions matter, and a
+hunter's action is replaced by its scripted one. A right hunter always parks before any prey does
+(it starts closer to the wall and both move at most one cell), and an up hunter's column is at
+least start_width > 2R from the wall, so once every prey is parked nobody can touch anyone who
+earns. ``"labels"`` appends the scenario's labels of slot j: [hunter_j, hunter_j moves up]. Without
+them a prey tells a hunter only by its motion, and a right hunter from a prey not at all.
+
 Shapes: B worlds, L agent slots (L_max), N grid size, R radius, F token features.
 """
 
@@ -123,6 +137,7 @@ FEATURE_SETS = {
     "touch": NUM_FEATURES + 2 * NUM_ACTIONS,
     "time": NUM_FEATURES + 1,
     "heading": NUM_FEATURES + 1,
+    "labels": NUM_FEATURES + 2,
 }
 STEP_COST = 0.05
 
@@ -167,6 +182,28 @@ def check_two_way(two_way, features: str, start_width: int, grid_size: int, radi
     return two_way
 
 
+def check_predator_prey(
+    predator_prey, two_way: bool, features: str, start_width: int, grid_size: int, radius: int
+) -> bool:
+    """``predator_prey`` if it is a bool the task can honour, else TypeError / ValueError."""
+    if not isinstance(predator_prey, bool):
+        raise TypeError(f"predator_prey must be a bool, got {predator_prey!r}")
+    if not predator_prey:
+        return False
+    if two_way:
+        raise ValueError("predator_prey and two_way are separate tasks: set at most one")
+    if features == "touch":  # its per-action tests charge every partner; prey touch prey for free
+        raise ValueError("predator_prey needs features 'base', 'time', 'heading' or 'labels', got 'touch'")
+    if start_width <= 2 * radius or grid_size < 2 * start_width + 2 * radius + 1:
+        # hunters start in [start_width + 2R, N - start_width), and an up hunter's column must stay
+        # out of reach of the prey parked at the wall
+        raise ValueError(
+            f"predator_prey needs 2 radius < start_width <= (grid_size - 2 radius - 1) / 2 = "
+            f"{(grid_size - 2 * radius - 1) // 2}, got start_width {start_width}"
+        )
+    return True
+
+
 def check_features(features) -> str:
     """``features`` if it names a feature set, else ValueError listing them."""
     if not isinstance(features, str) or features not in FEATURE_SETS:
@@ -197,6 +234,7 @@ class Crossing:
         contact_cost: what each new partner costs in the reward (1 is the task; see module doc).
         lateral_cost: what each UP or DOWN move costs on top of the step cost (0 is the task).
         two_way: the odd slots start at the right wall and head left (see module doc).
+        predator_prey: the odd slots are scripted hunters the even slots must avoid (module doc).
     """
 
     def __init__(
@@ -215,6 +253,7 @@ class Crossing:
         contact_cost: float = 1.0,
         lateral_cost: float = 0.0,
         two_way: bool = False,
+        predator_prey: bool = False,
     ):
         self.low, self.high = parse_count(num_agents)
         self.count_power = check_count_power(count_power)
@@ -229,6 +268,9 @@ class Crossing:
         self.contact_cost = check_contact_cost(contact_cost)
         self.lateral_cost = check_lateral_cost(lateral_cost)
         self.two_way = check_two_way(two_way, self.features, start_width, grid_size, radius)
+        self.predator_prey = check_predator_prey(
+            predator_prey, self.two_way, self.features, start_width, grid_size, radius
+        )
         self.world = World(num_worlds, self.high, grid_size, radius, device=device)
         self.B, self.L, self.N, self.R = num_worlds, self.high, grid_size, radius
         self.T, self.start_width = max_steps, start_width
@@ -240,6 +282,9 @@ class Crossing:
         slots = torch.arange(self.L, device=self.device)
         odd = (slots % 2 == 1) & two_way
         self.heading = torch.where(odd, -1, 1).expand(self.B, -1)  # (B, L): +1 right, -1 left
+        hunter = (slots % 2 == 1) & predator_prey
+        self.hunter = hunter.expand(self.B, -1)  # (B, L) scripted hunters (predator_prey)
+        self.hunter_up = (hunter & (slots % 4 == 1)).expand(self.B, -1)  # the hunters that play UP
         # Cells within 2R of the origin: an agent placed at c blocks c + these offsets.
         r = torch.arange(-2 * radius, 2 * radius + 1)
         ox, oy = torch.meshgrid(r, r, indexing="ij")
@@ -255,6 +300,21 @@ class Crossing:
     def mask(self) -> torch.Tensor:
         """(B, L) bool, True for real agents."""
         return self.world.mask
+
+    @property
+    def learners(self) -> torch.Tensor:
+        """(B, L) bool: the real agents that act and earn, every real agent but the hunters."""
+        return self.world.mask & ~self.hunter
+
+    @property
+    def active(self) -> torch.Tensor:
+        """(B, L) bool: learners not yet parked, whose actions still matter."""
+        return self.learners & ~self.parked
+
+    @property
+    def threat(self) -> torch.Tensor:
+        """(B, L) bool: the real agents whose touch costs a learner (predator_prey: the hunters)."""
+        return self.world.mask & (self.hunter if self.predator_prey else True)
 
     @property
     def positions(self) -> torch.Tensor:
@@ -320,6 +380,11 @@ class Crossing:
         if self.two_way:  # the left-heading slots start mirrored at the right wall
             left = (self.heading[0] < 0).cpu()
             pos[:, left, 0] = N - 1 - pos[:, left, 0]
+        if self.predator_prey:  # hunters keep their start lanes and move into their own zone
+            hunters = self.hunter[0].cpu()
+            low = W + 2 * self.R
+            x = torch.randint(low, N - W, (num_worlds, int(hunters.sum())), generator=self.gen)
+            pos[:, hunters, 0] = x
         return pos * mask.unsqueeze(-1), mask
 
     def reset(self, worlds: torch.Tensor | None = None, positions=None, mask=None) -> None:
@@ -340,7 +405,10 @@ class Crossing:
             want = (self.B, self.L)
             raise ValueError(f"actions must have shape (B, L) = {want}, got {tuple(actions.shape)}")
         was_parked = self.parked.clone()
-        actions = torch.where(was_parked, torch.full_like(actions, STAY), actions.long())
+        actions = actions.long()
+        if self.predator_prey:  # hunters play their scripted moves
+            actions = torch.where(self.hunter_up, UP, torch.where(self.hunter, RIGHT, actions))
+        actions = torch.where(was_parked, torch.full_like(actions, STAY), actions)
         if self.two_way:
             actions = self.world_actions(actions)
         before = self.world.positions.clone()
@@ -350,15 +418,21 @@ class Crossing:
         dy = circular_delta(before[..., 1], after[..., 1], self.N)
         self.velocity = torch.stack([dx, dy], -1) * self.mask.unsqueeze(-1)
         forward = dx * self.heading
+        if self.predator_prey:  # only a hunter's touch costs a prey
+            hunter_partner = torch.gather(self.hunter, 1, contacts.partner.flatten(1)).view_as(
+                contacts.partner
+            )
+            partners = (contacts.new & hunter_partner).sum(-1)
+        else:
+            partners = contacts.count()
         reward = (
-            -STEP_COST * (1 - forward).float() * (~was_parked).float()
-            - self.contact_cost * contacts.count().float()
+            -STEP_COST * (1 - forward).float() * (~was_parked).float() - self.contact_cost * partners.float()
         )
         if self.lateral_cost:  # dy is 0 for parked agents: their actions became STAY
             reward = reward - self.lateral_cost * (dy != 0).float()
         goal = torch.where(self.heading > 0, self.N - 1, 0)  # (B, L) x of each agent's far wall
         self.parked |= (self.world.positions[..., 0] == goal) & self.mask
-        return reward * self.mask
+        return reward * self.learners
 
     def world_actions(self, actions: torch.Tensor) -> torch.Tensor:
         """Own-frame actions (B, L, ...) -> the world's: a left-heading agent's RIGHT is the world's
@@ -412,6 +486,9 @@ class Crossing:
         elif features == "heading":
             label = (self.heading.unsqueeze(2) * self.heading.unsqueeze(1)).float()  # (B, L_i, L_j)
             feats = torch.cat([feats, label.unsqueeze(-1)], -1)
+        elif features == "labels":
+            label = torch.stack([self.hunter, self.hunter_up], -1).float()  # (B, L_j, 2)
+            feats = torch.cat([feats, label.unsqueeze(1).expand(-1, L, -1, -1)], -1)
         elif features == "time":
             left = (1.0 - w.steps.float() / self.T).view(self.B, 1, 1, 1).expand(-1, L, L, 1)
             feats = torch.cat([feats, left], -1)
@@ -435,10 +512,12 @@ class Crossing:
         return torch.cat([now, then], -1).masked_fill(eye, False).float()
 
     def cells_ahead(self) -> torch.Tensor:
-        """(B, L, 2) each agent's cell after one more move forward (its own cell if parked): the
-        guess of the others' next cells that the "touch" features and the scripted avoiders share."""
+        """(B, L, 2) each agent's cell after one more move forward (its own cell if parked; an up
+        hunter's cell one lane up): the guess of the others' next cells that the "touch" features
+        and the scripted avoiders share, exact for the hunters."""
         pos = self.world.positions
         nxt = pos.clone()
         ahead = (pos[..., 0] + self.heading).clamp(0, self.N - 1)
-        nxt[..., 0] = torch.where(self.parked, pos[..., 0], ahead)
+        nxt[..., 0] = torch.where(self.parked | self.hunter_up, pos[..., 0], ahead)
+        nxt[..., 1] = torch.where(self.hunter_up, torch.remainder(pos[..., 1] + 1, self.N), pos[..., 1])
         return nxt

@@ -18,9 +18,10 @@ implementation: dynamics, rewards, parking and observations are the batched task
 ``infos[agent]``: ``"position"`` (x, y) and ``"parked"`` (reached the right wall; it stays
 collidable and keeps receiving rewards). Arguments are :class:`~envs.crossing.Crossing`'s:
 ``num_agents=8, grid_size=64, radius=1, max_steps=96, start_width=16, features="base",
-count_power=0.0, start_width_low=None, contact_cost=1.0, lateral_cost=0.0, two_way=False``
-(two-way traffic: the odd agents head left, each acting in its own frame), plus
-``render_mode=None``.
+count_power=0.0, start_width_low=None, contact_cost=1.0, lateral_cost=0.0, two_way=False,
+predator_prey=False`` (two-way traffic: the odd agents head left, each acting in its own frame;
+predator-prey: the odd slots are scripted hunters, part of the world but not PettingZoo agents, so
+the agents are the prey ``agent_0``, ``agent_2``, ...), plus ``render_mode=None``.
 
 Version history:
 - v0: initial release.
@@ -59,6 +60,7 @@ class CrossingParallelEnv(ParallelEnv):
         contact_cost: float = 1.0,
         lateral_cost: float = 0.0,
         two_way: bool = False,
+        predator_prey: bool = False,
         render_mode: str | None = None,
     ):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -78,10 +80,13 @@ class CrossingParallelEnv(ParallelEnv):
             contact_cost=contact_cost,
             lateral_cost=lateral_cost,
             two_way=two_way,
+            predator_prey=predator_prey,
             seed=0,
         )
         self.render_mode = render_mode
-        self.possible_agents = [f"agent_{i}" for i in range(self.task.L)]
+        learner_slots = (~self.task.hunter[0]).nonzero().squeeze(-1).tolist()
+        self._slot = {f"agent_{i}": i for i in learner_slots}  # agent name -> world slot
+        self.possible_agents = list(self._slot)
         self.agents: list[str] = []
         self._live = False
         self._renderer = None
@@ -98,8 +103,7 @@ class CrossingParallelEnv(ParallelEnv):
         if seed is not None:
             self.task.seed(check_int("seed", seed, 0))
         self.task.reset()
-        count = int(self.task.mask[0].sum())
-        self.agents = self.possible_agents[:count]
+        self.agents = self._live_agents()
         self._live = True
         if self.render_mode == "human":
             self.render()
@@ -114,10 +118,10 @@ class CrossingParallelEnv(ParallelEnv):
                 raise ValueError(f"actions has {agent!r}, which is not in env.agents {self.agents}")
             if not is_int(a) or not 0 <= a < NUM_ACTIONS:
                 raise ValueError(f"actions[{agent!r}] must be an int in [0, {NUM_ACTIONS}), got {a!r}")
-            act[0, self.possible_agents.index(agent)] = int(a)
+            act[0, self._slot[agent]] = int(a)
         reward = self.task.step(act)[0]
         done = bool(self.task.done[0])
-        rewards = {a: float(reward[i]) for i, a in enumerate(self.agents)}
+        rewards = {a: float(reward[self._slot[a]]) for a in self.agents}
         obs, infos = self._observations(), self._infos()
         truncations = dict.fromkeys(self.agents, done)
         terminations = dict.fromkeys(self.agents, False)
@@ -127,15 +131,20 @@ class CrossingParallelEnv(ParallelEnv):
             self.render()
         return obs, rewards, terminations, truncations, infos
 
+    def _live_agents(self) -> list[str]:
+        """The agents of this episode: the learners among its real slots."""
+        learners = self.task.learners[0]
+        return [a for a, i in self._slot.items() if learners[i]]
+
     def _observations(self) -> dict:
         obs = self.task.observations()[0].numpy()  # (L, L, F)
-        return {a: obs[i] for i, a in enumerate(self.possible_agents[: int(self.task.mask[0].sum())])}
+        return {a: obs[self._slot[a]] for a in self._live_agents()}
 
     def _infos(self) -> dict:
         pos, parked = self.task.positions[0], self.task.parked[0]
         return {
             a: {"position": (int(pos[i, 0]), int(pos[i, 1])), "parked": bool(parked[i])}
-            for i, a in enumerate(self.possible_agents[: int(self.task.mask[0].sum())])
+            for a, i in ((a, self._slot[a]) for a in self._live_agents())
         }
 
     def render(self):

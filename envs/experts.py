@@ -2,8 +2,8 @@
 
 Each policy maps a :class:`envs.crossing.Crossing` (and an optional torch.Generator) to (B, L)
 long actions. They read the world only through its public API (``World.positions``, ``mask``,
-``touching``, ``cells_after``) and the task's ``parked``, ``heading``, ``cells_ahead()`` and
-``world_actions()``:
+``touching``, ``cells_after``) and the task's ``parked``, ``heading``, ``threat``, ``active``,
+``cells_ahead()`` and ``world_actions()``:
 
 - ``move_right``: everyone plays RIGHT (the paper's policy);
 - ``greedy``: a lane-seeking avoider that assumes the others keep moving right;
@@ -15,7 +15,9 @@ They are the teachers of the DAgger warm start (``training/imitate.py``) and the
 ``hyperagents ood``. Like a policy, they answer in each agent's own frame, where its heading is
 "right" (the two-way task's left-heading agents have RIGHT and LEFT swapped in the world; see
 ``envs/crossing.py``): they test cells with the world action each answer becomes, and a lane is
-blocked by the agents parked at the wall the agent heads for.
+blocked by the agents parked at the wall the agent heads for. In the predator-prey task they avoid
+only the hunters (``threat``), whose next cells ``cells_ahead()`` knows exactly, and answer only
+for the prey (the task plays the hunters' scripted moves).
 Shapes: B worlds, L agent slots, N grid size, R radius.
 """
 
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from envs.world import DOWN, NUM_ACTIONS, RIGHT, STAY, UP, circular_delta
+from envs.world import DOWN, LEFT, NUM_ACTIONS, RIGHT, STAY, UP, circular_delta
 
 if TYPE_CHECKING:  # crossing.py re-exports these policies, so it cannot be imported here at run time
     from envs.crossing import Crossing
@@ -49,10 +51,10 @@ def _lane_plan(env: Crossing) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     the agent's own lane is open (or no lane is, and it may as well head for the wall);
     ``first`` is the sidestep (UP or DOWN) towards the nearest open lane, ``second`` the other."""
     w, N, R = env.world, env.N, env.R
-    pos, mask, parked = w.positions, w.mask, env.parked  # (B, L, 2), (B, L), (B, L)
+    pos, parked = w.positions, env.parked  # (B, L, 2), (B, L)
     lanes = torch.arange(N, device=env.device)
     near = circular_delta(lanes.view(1, N, 1), pos[:, None, :, 1], N).abs() <= 2 * R  # (B, N, L)
-    still = (parked & mask).unsqueeze(1)  # (B, 1, L)
+    still = (parked & env.threat).unsqueeze(1)  # (B, 1, L)
     right = (env.heading > 0).unsqueeze(1)
     blocked_r, blocked_l = (near & still & right).any(-1), (near & still & ~right).any(-1)  # (B, N) each
     # Distance to the nearest open lane going up (+y) and down (-y), per agent: (B, L).
@@ -98,8 +100,8 @@ def cautious_policy(env: Crossing, gen: torch.Generator | None = None) -> torch.
 
 def _avoid(env: Crossing, fallback: int) -> torch.Tensor:
     w = env.world
-    pos, mask = w.positions, w.mask  # (B, L, 2), (B, L)
-    others = mask.unsqueeze(1) & mask.unsqueeze(2) & ~torch.eye(env.L, dtype=torch.bool, device=env.device)
+    pos, threat = w.positions, env.threat  # (B, L, 2), (B, L)
+    others = threat.unsqueeze(1) & ~torch.eye(env.L, dtype=torch.bool, device=env.device)  # (B, L_i, L_j)
     nxt = env.cells_ahead()
 
     def unsafe(action: int) -> torch.Tensor:  # (B, L) bool
@@ -115,6 +117,9 @@ def _avoid(env: Crossing, fallback: int) -> torch.Tensor:
     act = torch.where(~un_stay, STAY, fallback)
     act = torch.where(~un_second, second, act)
     act = torch.where(~un_first, first, act)
+    if env.predator_prey:  # in an open lane, let a hunter pass before sidestepping (see priority)
+        act = torch.where(lane_open & ~unsafe(LEFT), LEFT, act)
+        act = torch.where(lane_open & ~un_stay, STAY, act)
     act = torch.where(~un_right & lane_open, RIGHT, act)
     return act.long()
 
@@ -132,31 +137,40 @@ def priority_policy(env: Crossing, gen: torch.Generator | None = None) -> torch.
     for k, and any move k takes avoids the earlier agents' final cells and the later agents'
     current cells, which the later agents either keep (STAY) or leave for cells that avoid k's.
     Unlike greedy it needs no guess of the others' moves, so it also holds in crowds, where
-    greedy's "the others move right" guess fails. The loop runs over the L priority ranks
-    (each step tensorised over the B worlds), not over pairs: a rank needs the ranks before it.
+    greedy's "the others move right" guess fails. In the predator-prey task only the prey decide and
+    only the hunters count, at the cells they move to next: the guarantee then needs a hunter never
+    to step onto a prey, which nothing stops, so there it only avoids what it can. The loop runs over
+    the L priority ranks (each step tensorised over the B worlds), not over pairs: a rank needs the
+    ranks before it.
     """
     w, N, B, L = env.world, env.N, env.B, env.L
-    pos, mask, parked = w.positions, w.mask, env.parked  # (B, L, 2), (B, L), (B, L)
+    pos, mask, threat = w.positions, w.mask, env.threat  # (B, L, 2), (B, L), (B, L)
     lane_open, first, second = _lane_plan(env)
-    prefs = torch.stack([torch.full_like(first, RIGHT), first, second], -1)  # (B, L, 3), best first
-    allowed = torch.stack([lane_open, torch.ones_like(lane_open), torch.ones_like(lane_open)], -1)
-    cand = w.cells_after(env.world_actions(prefs))  # (B, L, 3, 2) candidate cells
+    # Best first. In an open lane a prey waits (STAY) or backs off (LEFT) to let a hunter pass before it
+    # sidesteps: sidestepping an up hunter that comes from below runs ahead of it up the lane for as
+    # long as it sweeps.
+    wait = lane_open & env.predator_prey
+    prefs = torch.stack([torch.full_like(first, m) for m in (RIGHT, STAY, LEFT)] + [first, second], -1)
+    yes = torch.ones_like(lane_open)
+    allowed = torch.stack([lane_open, wait, wait, yes, yes], -1)  # (B, L, 5)
+    cand = w.cells_after(env.world_actions(prefs))  # (B, L, 5, 2) candidate cells
     progress = torch.where(env.heading > 0, pos[..., 0], N - 1 - pos[..., 0])  # (B, L)
     key = torch.where(mask, -progress * N + pos[..., 1], N * N)  # padded slots rank last
     order = key.argsort(-1)  # (B, L): slot of each rank
-    final = pos.clone()  # decided agents' final cells, the others' current cells
+    # decided agents' final cells, the others' current cells; a hunter's is where its script takes it
+    final = torch.where(env.hunter.unsqueeze(-1), env.cells_ahead(), pos)
     act = torch.full((B, L), STAY, dtype=torch.long, device=env.device)
     b = torch.arange(B, device=env.device)
     for r in range(L):
         i = order[:, r]  # (B,) the slot deciding now in every world
-        others = mask.clone()
+        others = threat.clone()
         others[b, i] = False
-        hit = w.touching(cand[b, i].unsqueeze(2), final.unsqueeze(1)) & others.unsqueeze(1)  # (B, 3, L)
-        ok = ~hit.any(-1) & allowed[b, i] & (mask[b, i] & ~parked[b, i]).unsqueeze(-1)  # (B, 3)
+        hit = w.touching(cand[b, i].unsqueeze(2), final.unsqueeze(1)) & others.unsqueeze(1)  # (B, 5, L)
+        ok = ~hit.any(-1) & allowed[b, i] & env.active[b, i].unsqueeze(-1)  # (B, 5)
         pick = ok.float().argmax(-1)  # first allowed preference (0 when none: masked below)
         moves = ok.any(-1)
         act[b, i] = torch.where(moves, prefs[b, i, pick], STAY)
-        final[b, i] = torch.where(moves.unsqueeze(-1), cand[b, i, pick], pos[b, i])
+        final[b, i] = torch.where(moves.unsqueeze(-1), cand[b, i, pick], final[b, i])
     return act
 
 

@@ -4,8 +4,8 @@ Exposed the way TorchRL exposes VMAS (``torchrl.envs.VmasEnv``): the batch is th
 the agents form one group, ``"agents"``, whose entries carry an extra L (agent slot) dimension::
 
     ("agents", "observation")  (B, L, L, F) float   agent i's token set, self first (envs/crossing.py)
-    ("agents", "mask")         (B, L) bool           real agents; padded slots act and earn nothing
-    ("agents", "active")       (B, L) bool           real and not yet parked: its action still matters
+    ("agents", "mask")         (B, L) bool           learners: real agents but predator_prey's hunters
+    ("agents", "active")       (B, L) bool           learners not yet parked: its action still matters
     ("agents", "action")       (B, L) long           stay, right, left, up, down
     ("agents", "reward")       (B, L, 1) float       0 on padded slots
     "done", "terminated", "truncated"  (B, 1) bool   episodes end by truncation only, after T steps
@@ -38,7 +38,8 @@ class CrossingEnv(EnvBase):
         num_worlds: B, the env's batch size.
         num_agents: agents per world, an int or a (low, high) range sampled per world at reset.
         device: where the worlds and every tensor of the env live.
-        **task_kwargs: grid_size, radius, max_steps, start_width, seed, features.
+        **task_kwargs: grid_size, radius, max_steps, start_width, seed, features, two_way,
+            predator_prey (whose hunters are in the observations but no learner: not in ``mask``).
     """
 
     group = "agents"
@@ -80,8 +81,8 @@ class CrossingEnv(EnvBase):
         done = task.done.unsqueeze(-1)  # (B, 1)
         agents = TensorDict(
             observation=task.observations(),
-            mask=task.mask.clone(),
-            active=task.mask & ~task.parked,
+            mask=task.learners,
+            active=task.active,
             batch_size=(task.B, task.L),
             device=self.device,
         )

@@ -64,6 +64,7 @@ from envs.crossing import (
     check_count_power,
     check_features,
     check_lateral_cost,
+    check_predator_prey,
     check_start_width_low,
     check_two_way,
 )
@@ -225,15 +226,21 @@ class TrainConfig:
     """training reward per UP or DOWN move on top of the step cost (evaluation uses the task's 0):
     staying becomes the cheaper way to wait than sliding along a queue, though trained policies
     did not take it up (docs/torchrl.md; see envs/crossing.py)"""
-    features: Literal["base", "touch", "time", "heading"] = "base"
+    features: Literal["base", "touch", "time", "heading", "labels"] = "base"
     """observation feature set: "base" (offsets, velocities, flags), "touch" (base plus, per
     neighbour, whether each action would touch it now or after its next move right), "time" (base
     plus the fraction of the episode left) or "heading" (base plus the label 1 for a neighbour
-    heading the viewer's way, -1 for one coming at it: --two-way's); see envs/crossing.py"""
+    heading the viewer's way, -1 for one coming at it: --two-way's) or "labels" (base plus
+    --predator-prey's labels: hunter, hunter moving up); see envs/crossing.py"""
     two_way: bool = False
     """two-way traffic: the odd agents start at the right wall and head left, each acting and
     seeing in its own frame, with the label of --features heading to tell who comes at whom (ood
     plays a run on its own task); see envs/crossing.py"""
+    predator_prey: bool = False
+    """the predator-prey task (torchrl backend): the odd agents are hunters on the scenario's scripted
+    moves (sweeping up, or right to the wall) and the even agents learn to cross without touching
+    them, with --features labels to tell hunters from prey (ood plays a run on its own task); see
+    envs/crossing.py"""
 
     # Run
     total_timesteps: int = 6_000_000
@@ -324,6 +331,16 @@ def preset_config(preset: str | None = None, **fields) -> TrainConfig:
     return TrainConfig(**{**BACKEND_DEFAULTS[backend], **recipe, "preset": preset, **fields})
 
 
+def check_task(cfg: TrainConfig) -> None:
+    """The task's fields: features, two-way and predator-prey settings the task can honour."""
+    check_features(cfg.features)
+    shape = (cfg.start_width, cfg.grid_size, cfg.radius)
+    check_two_way(cfg.two_way, cfg.features, *shape)
+    check_predator_prey(cfg.predator_prey, cfg.two_way, cfg.features, *shape)
+    if cfg.predator_prey and cfg.backend != "torchrl":  # SB3's rollout buffer has no per-agent mask
+        raise ValueError(f"predator_prey needs backend 'torchrl', got {cfg.backend!r}")
+
+
 def check_config(cfg: TrainConfig) -> None:
     """Raise ValueError naming the bad field."""
     if cfg.preset is not None and cfg.preset not in PRESETS:
@@ -332,8 +349,7 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"family must be one of {ALL_FAMILIES}, got {cfg.family!r}")
     parse_count(tuple(cfg.num_agents), "num_agents")
     check_count_power(cfg.count_power)
-    check_features(cfg.features)
-    check_two_way(cfg.two_way, cfg.features, cfg.start_width, cfg.grid_size, cfg.radius)
+    check_task(cfg)
     runs.validate_name(cfg.name, "run_name")
     if cfg.imitate_num_agents is not None:
         parse_count(tuple(cfg.imitate_num_agents), "imitate_num_agents")
@@ -471,8 +487,8 @@ def task_kwargs(cfg: TrainConfig) -> dict:
     keys = ("num_worlds", "grid_size", "radius", "max_steps", "start_width", "features", "count_power")
     # passed only where they differ from the task's own, so a default task is built as before
     extra = {k: getattr(cfg, k) for k, v in TRAINING_ONLY.items() if getattr(cfg, k) != v}
-    two_way = {"two_way": True} if cfg.two_way else {}
-    return {"num_agents": tuple(cfg.num_agents), **{k: getattr(cfg, k) for k in keys}, **extra, **two_way}
+    tasks = {k: True for k in ("two_way", "predator_prey") if getattr(cfg, k)}
+    return {"num_agents": tuple(cfg.num_agents), **{k: getattr(cfg, k) for k in keys}, **extra, **tasks}
 
 
 def make_task(cfg: TrainConfig, seed: int | None = None, num_agents=None) -> Crossing:

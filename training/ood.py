@@ -43,7 +43,7 @@ from envs.checks import check_int
 from envs.crossing import POLICIES, STAY, Crossing
 from training import runs
 
-TASK_KEYS = ("grid_size", "radius", "max_steps", "start_width", "two_way")
+TASK_KEYS = ("grid_size", "radius", "max_steps", "start_width", "two_way", "predator_prey")
 
 
 @dataclass
@@ -167,7 +167,7 @@ def policy_actor(model, deterministic: bool, chunk: int, features: str = "base")
             )
 
     def act(env: Crossing, gen: torch.Generator | None = None) -> torch.Tensor:
-        active = (env.mask & ~env.parked).reshape(-1)  # (B*L,)
+        active = env.active.reshape(-1)  # (B*L,)
         obs = env.observations(features).reshape(env.B * env.L, -1)[active]  # (M, L*F)
         actions = torch.full((env.B * env.L,), STAY, dtype=torch.long, device=env.device)
         if not active.any():
@@ -183,17 +183,18 @@ def policy_actor(model, deterministic: bool, chunk: int, features: str = "base")
 def play(env: Crossing, actor: Callable, start_seed: int, act_seed: int) -> np.ndarray:
     """One batch of episodes from the starts of ``start_seed``; (B,) mean return per world.
 
-    Stops early once every real agent of every world is parked: nobody moves after that, so no
-    new collision (and no reward) can happen before the time limit.
+    Stops early once every learner of every world is parked: no new collision (and no reward) can
+    happen before the time limit after that (the predator-prey hunters cannot reach them; see
+    ``envs/crossing.py``). A world's score averages its learners (predator-prey: its prey).
     """
     env.seed(start_seed)
     env.reset()
     gen = torch.Generator().manual_seed(act_seed)
     torch.manual_seed(act_seed)  # SB3 samples actions from torch's global generator
     total = torch.zeros(env.B, env.L, device=env.device)
-    while not env.done.all() and not (env.parked | ~env.mask).all():
+    while not env.done.all() and not (env.parked | ~env.learners).all():
         total += env.step(actor(env, gen))
-    return (total.sum(1) / env.mask.sum(1)).cpu().numpy()
+    return (total.sum(1) / env.learners.sum(1)).cpu().numpy()
 
 
 def load_runs(
@@ -241,7 +242,7 @@ def load_runs(
                 model=model,
                 steps=steps,
                 path=str(path),
-                task={"two_way": False} | {k: cfg[k] for k in TASK_KEYS if k in cfg},
+                task={"two_way": False, "predator_prey": False} | {k: cfg[k] for k in TASK_KEYS if k in cfg},
                 features=cfg.get("features", "base"),  # runs from before the option: "base"
             )
         )
