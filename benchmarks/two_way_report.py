@@ -1,8 +1,8 @@
-"""The two-way crossing comparison: do SA / HFA / HA beat the nearest-k MLP at unseen agent counts?
+"""The labelled-task comparison: do SA / HFA / HA beat the nearest-k MLP at unseen agent counts?
 
-Reads one ``hyperagents ood`` output over runs of several families on the two-way task (every run
-played on the same starts), and writes the table for docs/two_way.md, a figure of gain against
-agent count, and ``--json`` with every figure in them.
+Reads one ``hyperagents ood`` output over runs of several families on one task (every run played
+on the same starts), and writes the table for docs/two_way.md or docs/predator_prey.md, a figure
+of gain against agent count, and ``--json`` with every figure in them.
 
     hyperagents ood --run runs/tw/* --counts 2 4 8 16 24 32 48 64 --episodes 100 --out-dir runs/tw_ood
     python benchmarks/two_way_report.py runs/tw_ood --train-high 24 \\
@@ -118,7 +118,9 @@ def table(report: dict, train_high: int, algos: list[str]) -> str:
     return "\n".join(lines)
 
 
-def figure(report: dict, train_high: int, path: Path, variants: tuple[str, ...] = ()) -> None:
+def figure(
+    report: dict, train_high: int, path: Path, variants: tuple[str, ...] = (), task: str = "Two-way crossing"
+) -> None:
     """Left: each family's gain and the scripted avoiders'. Right: each attention family's gain
     minus the MLP's, with the paired 95% CI (the gains' own CIs are in the table: at small L, where
     everyone-forward meets few agents, a relative gain's CI spans most of the plot)."""
@@ -161,7 +163,7 @@ def figure(report: dict, train_high: int, path: Path, variants: tuple[str, ...] 
                 label=f"{algo} (scripted)",
             )
     for a, ylabel, title in (
-        (ax, "gain over everyone-forward", "Two-way crossing: gain against agent count"),
+        (ax, "gain over everyone-forward", f"{task}: gain against agent count"),
         (
             diff,
             "gain minus the nearest-6 MLP's (95% CI)",
@@ -189,6 +191,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--figure", type=Path, default=None)
     parser.add_argument("--figure-variants", nargs="*", default=[], help="variants drawn in the figure too")
+    parser.add_argument("--task", default="Two-way crossing", help="the task's name in the figure's title")
     parser.add_argument(
         "--variant",
         action="append",
@@ -211,7 +214,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"train_high": args.train_high, "gains": report}, indent=1) + "\n")
     if args.figure:
-        figure(report, args.train_high, args.figure, tuple(args.figure_variants))
+        figure(report, args.train_high, args.figure, tuple(args.figure_variants), args.task)
 
 
 if __name__ == "__main__":

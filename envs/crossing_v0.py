@@ -39,6 +39,7 @@ from pettingzoo.utils.conversions import parallel_to_aec
 
 from envs.checks import check_int, is_int
 from envs.crossing import NUM_ACTIONS, STAY, Crossing
+from envs.scenarios import PredatorPrey
 from envs.world import ResetNeeded
 
 
@@ -156,7 +157,12 @@ class CrossingParallelEnv(ParallelEnv):
             self._renderer = Renderer(
                 self.task.N, self.task.R, mode=self.render_mode, fps=self.metadata["render_fps"]
             )
-        return self._renderer.draw(self.task.world)
+        if not self.task.predator_prey:
+            return self._renderer.draw(self.task.world)
+        # the scenario's colours: species (0 hunter, 1 prey) x policy (0 right, 1 up); prey "right"
+        species, policy = (~self.task.hunter).long(), self.task.hunter_up.long()
+        labels = torch.stack([species, policy], -1)  # (1, L, 2)
+        return self._renderer.draw(self.task.world, labels=labels, scenario=PredatorPrey())
 
     def close(self):
         if self._renderer is not None:
