@@ -36,11 +36,15 @@ def frames(run: str, num_agents: int, seed: int, every: int) -> list:
         scenario = PredatorPrey()
     renderer = Renderer(env.N, env.R, mode="rgb_array")
     total = torch.zeros(1, env.L)
-    out = [renderer.draw(env.world, labels=labels, scenario=scenario, returns=total[0, env.learners[0]])]
+
+    def draw():  # the status line's mean return is the learners' (predator-prey: the prey's)
+        return renderer.draw(env.world, labels=labels, scenario=scenario, returns=total[0, env.learners[0]])
+
+    out = [draw()]
     while not env.done.all():
         total += env.step(actor(env))
         if int(env.steps[0]) % every == 0:
-            out.append(renderer.draw(env.world, labels=labels, scenario=scenario, returns=total[0, env.learners[0]]))
+            out.append(draw())
     renderer.close()
     return out
 
