@@ -64,7 +64,8 @@ def main() -> None:
     args = parser.parse_args()
     result = measure(args.counts, args.policies, args.episodes)
     if args.json:
-        args.json.write_text(json.dumps({"reach": 4.0, "episodes": args.episodes, "view": result}, indent=1) + "\n")
+        record = {"reach": 4.0, "episodes": args.episodes, "view": result}
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":
