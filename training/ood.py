@@ -443,7 +443,11 @@ def main(cfg: OODConfig) -> dict:
     results = load_merged(tuple(cfg.merge)) if cfg.merge else evaluate(cfg, trained)
     summary = summarise(results, cfg.reps)
     (out_dir / "ood.json").write_text(json.dumps(marl_eval_json(results)))
-    record = {"config": asdict(cfg), "summary": {str(L): s for L, s in summary.items()}}
+    config = asdict(cfg)
+    if cfg.merge:  # what the merged evaluations used; ood.json keeps neither their seed nor action mode
+        episodes = next(iter(results.values()))["move_right"][0][1].size
+        config |= {"counts": list(results), "episodes": int(episodes), "seed": None, "deterministic": None}
+    record = {"config": config, "summary": {str(L): s for L, s in summary.items()}}
     (out_dir / "ood_summary.json").write_text(json.dumps(record, indent=1))
     plot(summary, out_dir / "ood.png")
     (out_dir / "ood_table.md").write_text(markdown_table(summary))

@@ -95,6 +95,8 @@ def test_ood_writes_marl_eval_json_and_png(tmp_path):
         OODConfig(merge=(str(tmp_path / "o" / "ood.json"),), out_dir=str(tmp_path / "m"), reps=200)
     )
     assert merged[5]["sa"]["mean"] == pytest.approx(summary[5]["sa"]["mean"])
+    config = json.loads((tmp_path / "m" / "ood_summary.json").read_text())["config"]
+    assert config["counts"] == [2, 5] and config["episodes"] == 4  # the merged data's, not the defaults
 
 
 @pytest.mark.parametrize(
