@@ -19,7 +19,6 @@ import torch
 
 from envs.crossing import Crossing
 from envs.render import Renderer
-from envs.scenarios import PredatorPrey
 from training import ood
 
 
@@ -30,10 +29,7 @@ def frames(run: str, num_agents: int, seed: int, every: int) -> list:
     env.seed(seed + 1000 * num_agents)  # the starts of hyperagents ood at this count
     env.reset()
     actor = ood.policy_actor(loaded["model"], True, 512, loaded["features"])
-    labels, scenario = None, None
-    if env.predator_prey:  # species (0 hunter, 1 prey) x policy (0 right, 1 up), as the scenario
-        labels = torch.stack([(~env.hunter).long(), env.hunter_up.long()], -1)
-        scenario = PredatorPrey()
+    labels, scenario = env.scenario_labels()
     renderer = Renderer(env.N, env.R, mode="rgb_array")
     total = torch.zeros(1, env.L)
 

@@ -109,6 +109,7 @@ from envs.experts import (
     priority_policy,
     random_policy,
 )
+from envs.scenarios import HUNTER, POLICY_RIGHT, POLICY_UP, PREY, PredatorPrey
 from envs.world import DOWN, LEFT, NUM_ACTIONS, RIGHT, STAY, UP, World, circular_delta
 
 __all__ = [
@@ -315,6 +316,16 @@ class Crossing:
     def threat(self) -> torch.Tensor:
         """(B, L) bool: the real agents whose touch costs a learner (predator_prey: the hunters)."""
         return self.world.mask & (self.hunter if self.predator_prey else True)
+
+    def scenario_labels(self) -> tuple[torch.Tensor | None, PredatorPrey | None]:
+        """(labels (B, L, 2) long, scenario) in ``envs.scenarios.PredatorPrey``'s encoding (species 0
+        hunter / 1 prey, policy 0 right / 1 up, the prey counted as "right"), so a renderer draws the
+        task in the scenario's colours; (None, None) for the other tasks."""
+        if not self.predator_prey:
+            return None, None
+        species = torch.where(self.hunter, HUNTER, PREY)
+        policy = torch.where(self.hunter_up, POLICY_UP, POLICY_RIGHT)
+        return torch.stack([species, policy], -1), PredatorPrey()
 
     @property
     def positions(self) -> torch.Tensor:

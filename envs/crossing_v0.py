@@ -39,7 +39,6 @@ from pettingzoo.utils.conversions import parallel_to_aec
 
 from envs.checks import check_int, is_int
 from envs.crossing import NUM_ACTIONS, STAY, Crossing
-from envs.scenarios import PredatorPrey
 from envs.world import ResetNeeded
 
 
@@ -104,7 +103,8 @@ class CrossingParallelEnv(ParallelEnv):
         if seed is not None:
             self.task.seed(check_int("seed", seed, 0))
         self.task.reset()
-        self.agents = self._live_agents()
+        learners = self.task.learners[0]  # the learners among this episode's real slots
+        self.agents = [a for a, i in self._slot.items() if learners[i]]
         self._live = True
         if self.render_mode == "human":
             self.render()
@@ -132,20 +132,16 @@ class CrossingParallelEnv(ParallelEnv):
             self.render()
         return obs, rewards, terminations, truncations, infos
 
-    def _live_agents(self) -> list[str]:
-        """The agents of this episode: the learners among its real slots."""
-        learners = self.task.learners[0]
-        return [a for a, i in self._slot.items() if learners[i]]
-
     def _observations(self) -> dict:
+        """Each agent of the episode (``self.agents``, set at reset) its token set."""
         obs = self.task.observations()[0].numpy()  # (L, L, F)
-        return {a: obs[self._slot[a]] for a in self._live_agents()}
+        return {a: obs[self._slot[a]] for a in self.agents}
 
     def _infos(self) -> dict:
         pos, parked = self.task.positions[0], self.task.parked[0]
         return {
             a: {"position": (int(pos[i, 0]), int(pos[i, 1])), "parked": bool(parked[i])}
-            for a, i in ((a, self._slot[a]) for a in self._live_agents())
+            for a, i in ((a, self._slot[a]) for a in self.agents)
         }
 
     def render(self):
@@ -157,12 +153,8 @@ class CrossingParallelEnv(ParallelEnv):
             self._renderer = Renderer(
                 self.task.N, self.task.R, mode=self.render_mode, fps=self.metadata["render_fps"]
             )
-        if not self.task.predator_prey:
-            return self._renderer.draw(self.task.world)
-        # the scenario's colours: species (0 hunter, 1 prey) x policy (0 right, 1 up); prey "right"
-        species, policy = (~self.task.hunter).long(), self.task.hunter_up.long()
-        labels = torch.stack([species, policy], -1)  # (1, L, 2)
-        return self._renderer.draw(self.task.world, labels=labels, scenario=PredatorPrey())
+        labels, scenario = self.task.scenario_labels()  # predator-prey: the scenario's colours
+        return self._renderer.draw(self.task.world, labels=labels, scenario=scenario)
 
     def close(self):
         if self._renderer is not None:

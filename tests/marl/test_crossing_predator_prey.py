@@ -160,3 +160,14 @@ def test_the_pettingzoo_face_has_the_prey_as_its_agents():
     assert torch.equal(torch.as_tensor(obs["agent_2"]), pz.task.observations()[0, 2])
     _, rewards, *_ = pz.step(dict.fromkeys(pz.agents, RIGHT))
     assert set(rewards) == set(pz.agents)
+
+
+def test_scenario_labels_use_the_scenarios_encoding():
+    from envs.scenarios import HUNTER, POLICY_UP, PREY
+
+    env = Crossing(num_worlds=2, num_agents=6, seed=0, **TASK)
+    labels, scenario = env.scenario_labels()
+    assert scenario.name == "predator_prey" and labels.shape == (2, 6, 2)
+    assert labels[0, :, 0].tolist() == [PREY, HUNTER] * 3
+    assert labels[0, :, 1].tolist() == [0, POLICY_UP, 0, 0, 0, POLICY_UP]
+    assert Crossing(num_worlds=1, num_agents=2).scenario_labels() == (None, None)
