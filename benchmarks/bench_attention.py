@@ -1012,8 +1012,9 @@ NOTES = {
     "long": "Modules include their projections (SA: W_QKV and W_O; HFA the same, W_O d / A wide); `sdpa` is "
     "torch.nn.functional.scaled_dot_product_attention alone on (B, H, L, d / H) inputs. Peak memory "
     "of forward + backward. HFA runs a blockwise kernel: no (B, H, L, L) tensor, O(L) kept for backward. "
-    "The CUDA rows of 2026-11-26 ran the fused Triton kernel in strict fp32 with gradients, its slow "
-    "case (see the kernel table); softmax_hfa now sends that case to the torch blockwise kernel.",
+    "The CUDA rows of 2026-11-27 ran HFA's torch blockwise kernel, softmax_hfa's choice in strict fp32 "
+    "with gradients then; it now runs the fused Triton kernel there on three TF32 products (the kernel "
+    "table's tf32x3 row), not yet measured as a module.",
     "lm_step": "Sizes of training/lm.py's presets at context 128 (cpu: width 64, 2 layers; gpu: width 256, "
     "4 layers; 4 heads, batch 32). `ha exact` is the O(L^3) softmax; `ha taylor` the degree-2 "
     "feature map (LMConfig.ha_approx='taylor'), linear in L. `over_sa`: step time over SA's at the same "
