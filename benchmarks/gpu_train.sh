@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # One GPU session for the batched trainer and the attention kernels, the steps that matter most first
-# (each under its own timeout, so a slow one cannot eat the rest; about 9 minutes in all, within one
-# 10-minute device call; step 4 runs only with SKIP= set empty, 3 minutes more):
+# (each under its own timeout, so a slow one cannot eat the rest; about 10 minutes in all, one 10-minute
+# device call; step 4 runs only with SKIP= set empty, 3 minutes more):
 #   1. the CUDA tests: the attention kernels (the fused Triton HFA among them) and the trainer's
 #      CUDA-graph update against the eager one;
 #   2. the attention library's long-context tables: HFA beside SA and torch SDPA as modules, and the
 #      bare kernels (fused Triton HFA, its torch blockwise kernel, SDPA) in fp32, tf32x3, tf32, bf16;
 #   3. throughput with learning included (bench_train.py): ours (the gpu preset: shared encoder,
-#      bf16), the same with --cuda-graphs, the central-critic fp32 recipe and TorchRL MAPPO on VMAS,
-#      at WORLDS worlds, and ours with 4x larger minibatches;
+#      bf16), the same with --cuda-graphs (CENTRAL=1: the central-critic fp32 recipe too) and
+#      TorchRL MAPPO on VMAS, at WORLDS worlds, and ours with 4x larger minibatches;
 #   4. three seeds of the CPU recipe (the scratch-cpu preset: 64 worlds, minibatches of 1,024) from
 #      scratch on the GPU with --cuda-graphs, trained at once for up to TRAIN_SECONDS (180) each; the runs
 #      come back as runs.tgz for `hyperagents ood` on any machine;
 #   5. throughput again at BIG_WORLDS worlds, ours with and without CUDA graphs beside VMAS MAPPO of
-#      our size.
+#      our size;
+#   6. the world alone on the GPU beside VMAS and the dense/grid crossover (bench_env.py --device cuda),
+#      last since a run past the call's limit still returns what $OUT holds.
 # Run from the repository root; results go to $OUT (default out/): one log, JSON files, runs.tgz.
 # Missing Python packages can be carried as wheels in .whl/ (installed to /tmp/site first).
 set -u
@@ -42,7 +44,7 @@ python3 -c "import triton; print('triton', triton.__version__)" || true
 
 echo "== 1. CUDA tests $(date +%T)"
 # the trainer's graph tests first, then the kernels' (Triton's autotuning makes those take minutes)
-timeout 240 python3 -m pytest -q -p no:cacheprovider tests/marl/test_torchrl_backend.py tests/policies/test_hfa_triton.py \
+timeout 180 python3 -m pytest -q -p no:cacheprovider tests/marl/test_torchrl_backend.py tests/policies/test_hfa_triton.py \
   tests/policies/test_attention_cuda.py -k "cuda or triton or fused" 2>&1 | tail -15
 
 echo "== 2. attention at long context on $DEVICE $(date +%T)"
@@ -52,7 +54,7 @@ timeout 150 python3 benchmarks/bench_attention.py --device "$DEVICE" --suite gpu
 
 echo "== 3. throughput at $WORLDS worlds $(date +%T)"
 timeout 150 python3 benchmarks/bench_train.py --device "$DEVICE" --num-worlds "$WORLDS" --batch-size "$BATCH" \
-  --seconds "$SEC" --central --out "$OUT/train_gpu.json" 2>&1 | grep -v Warning | tail -12
+  --seconds "$SEC" ${CENTRAL:+--central} --out "$OUT/train_gpu.json" 2>&1 | grep -v Warning | tail -12
 python3 -c "import json; [print(k, v.get('phase_seconds')) for k, v in json.load(open('$OUT/train_gpu.json'))['best'].items()]" || true
 timeout 50 python3 benchmarks/bench_train.py --device "$DEVICE" --num-worlds "$WORLDS" --batch-size $((BATCH * 4)) \
   --seconds "$SEC" --only ours_torchrl ours_torchrl_graphs --out "$OUT/train_gpu_mb4.json" 2>&1 | grep -v Warning | tail -3
@@ -77,4 +79,7 @@ timeout 120 python3 benchmarks/bench_train.py --device "$DEVICE" --num-worlds "$
   --seconds "$SEC" --only ours_torchrl ours_torchrl_graphs vmas_torchrl_mappo_equal --out "$OUT/train_gpu_big.json" \
   2>&1 | grep -v Warning | tail -6
 python3 -c "import json; [print(k, v.get('phase_seconds')) for k, v in json.load(open('$OUT/train_gpu_big.json'))['best'].items()]" || true
+
+echo "== 6. the world on $DEVICE $(date +%T)"
+timeout 120 python3 benchmarks/bench_env.py --device "$DEVICE" ${QUICK:+--quick} --out "$OUT/env_cuda.json" 2>&1 | tail -12
 echo "== done $(date +%T)"
