@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One GPU session for the batched trainer and the attention kernels, the steps that matter most first
 # (each under its own timeout, so a slow one cannot eat the rest; about 10 minutes in all, one 10-minute
-# device call; step 4 runs only with SKIP= set empty, 3 minutes more):
+# device call; SKIP="N ..." leaves steps out, and step 4 runs only with SKIP= set empty, 3 minutes more):
 #   1. the CUDA tests: the attention kernels (the fused Triton HFA among them) and the trainer's
 #      CUDA-graph update against the eager one;
 #   2. the attention library's long-context tables: HFA beside SA and torch SDPA as modules, and the
@@ -27,7 +27,8 @@ BIG_WORLDS=${BIG_WORLDS:-16384}
 BATCH=${BATCH:-16384}
 DEVICE=${DEVICE:-cuda}  # cpu: a dry run of the whole script at tiny sizes
 SEEDS=${SEEDS:-0 1 2}
-SKIP=${SKIP-4}  # step numbers to leave out; SKIP= runs step 4 too (3 more minutes)
+SKIP=${SKIP-4}  # step numbers to leave out, e.g. SKIP="2 4"; SKIP= runs step 4 too (3 more minutes)
+want() { [[ " $SKIP " != *" $1 "* ]] || { echo skipped; false; }; }
 GRAPHS=$([ "${DEVICE%%:*}" = cuda ] && echo --cuda-graphs)  # CUDA only: the CPU dry run trains eagerly
 mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu.log") 2>&1
@@ -43,24 +44,30 @@ python3 -c "import torch, torchrl, tensordict; print('torch', torch.__version__,
 python3 -c "import triton; print('triton', triton.__version__)" || true
 
 echo "== 1. CUDA tests $(date +%T)"
+want 1 && {
 # the trainer's graph tests first, then the kernels' (Triton's autotuning makes those take minutes)
 timeout 180 python3 -m pytest -q -p no:cacheprovider tests/marl/test_torchrl_backend.py tests/policies/test_hfa_triton.py \
   tests/policies/test_attention_cuda.py -k "cuda or triton or fused" 2>&1 | tail -15
+}
 
 echo "== 2. attention at long context on $DEVICE $(date +%T)"
+want 2 && {
 cp benchmarks/results/attention.json "$OUT/attention.json"
 timeout 150 python3 benchmarks/bench_attention.py --device "$DEVICE" --suite gpu --tables long hfa_kernels ${QUICK:+--quick} \
   --out "$OUT/attention.json" --readme /tmp/README_attention.md 2>&1 | tail -14
+}
 
 echo "== 3. throughput at $WORLDS worlds $(date +%T)"
+want 3 && {
 timeout 150 python3 benchmarks/bench_train.py --device "$DEVICE" --num-worlds "$WORLDS" --batch-size "$BATCH" \
   --seconds "$SEC" ${CENTRAL:+--central} --out "$OUT/train_gpu.json" 2>&1 | grep -v Warning | tail -12
 python3 -c "import json; [print(k, v.get('phase_seconds')) for k, v in json.load(open('$OUT/train_gpu.json'))['best'].items()]" || true
-timeout 50 python3 benchmarks/bench_train.py --device "$DEVICE" --num-worlds "$WORLDS" --batch-size $((BATCH * 4)) \
+timeout 80 python3 benchmarks/bench_train.py --device "$DEVICE" --num-worlds "$WORLDS" --batch-size $((BATCH * 4)) \
   --seconds "$SEC" --only ours_torchrl ours_torchrl_graphs --out "$OUT/train_gpu_mb4.json" 2>&1 | grep -v Warning | tail -3
+}
 
 echo "== 4. the CPU recipe from scratch with CUDA graphs, seeds $SEEDS at once $(date +%T)"
-if [[ " $SKIP " == *" 4 "* ]]; then echo skipped; else
+if want 4; then
   trainers=()
   for s in $SEEDS; do
     timeout "$TRAIN_SECONDS" python3 -m training.cli train --preset scratch-cpu --device "$DEVICE" $GRAPHS \
@@ -75,11 +82,13 @@ if [[ " $SKIP " == *" 4 "* ]]; then echo skipped; else
 fi
 
 echo "== 5. throughput at $BIG_WORLDS worlds $(date +%T)"
+want 5 && {
 timeout 120 python3 benchmarks/bench_train.py --device "$DEVICE" --num-worlds "$BIG_WORLDS" --batch-size $((BATCH * 4)) \
   --seconds "$SEC" --only ours_torchrl ours_torchrl_graphs vmas_torchrl_mappo_equal --out "$OUT/train_gpu_big.json" \
   2>&1 | grep -v Warning | tail -6
 python3 -c "import json; [print(k, v.get('phase_seconds')) for k, v in json.load(open('$OUT/train_gpu_big.json'))['best'].items()]" || true
+}
 
 echo "== 6. the world on $DEVICE $(date +%T)"
-timeout 120 python3 benchmarks/bench_env.py --device "$DEVICE" ${QUICK:+--quick} --out "$OUT/env_cuda.json" 2>&1 | tail -12
+want 6 && timeout 120 python3 benchmarks/bench_env.py --device "$DEVICE" ${QUICK:+--quick} --out "$OUT/env_cuda.json" 2>&1 | tail -12
 echo "== done $(date +%T)"
