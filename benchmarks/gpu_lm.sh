@@ -18,7 +18,7 @@ export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1
 nvidia-smi -L || true
 echo "== lm_compare --preset gpu on $DEVICE $(date +%T)"
 # shellcheck disable=SC2086  # SEEDS is a list
-timeout 570 python3 benchmarks/lm_compare.py --preset gpu --device "$DEVICE" --seeds $SEEDS \
+timeout 585 python3 benchmarks/lm_compare.py --preset gpu --device "$DEVICE" --seeds $SEEDS \
   ${STEPS:+--steps "$STEPS"} ${EVAL_WINDOWS:+--eval-windows "$EVAL_WINDOWS"} \
   --runs-dir /tmp/lm_runs --out "$OUT/lm_gpu.json" --table "$OUT/README_lm_gpu.md" 2>&1 | grep -v "^outputs:"
 echo "== done $(date +%T)"
