@@ -89,7 +89,7 @@ def measure_torchrl(
     kw = {"total_timesteps": 10**12} | kw
     cfg = torchrl_cfg(num_worlds, batch, device.type, **kw)
     net = marl_torchrl.build_net(cfg, 10)
-    clock = {"start": None, "steps0": 0, "evals": [], "next_eval": every, "timed": 0}
+    clock = {"start": None, "steps0": 0, "evals": [], "next_eval": every}
     # Worlds start together and an episode lasts at most `cycle` rollouts, so resets come in waves
     # (each one samples new starts): a window of whole cycles meets them as often as training does.
     cycle = math.ceil(cfg.max_steps / cfg.n_steps)
@@ -102,7 +102,6 @@ def measure_torchrl(
                 record["seconds"],
             )
             return False
-        clock["timed"] += 1
         if to_gain is not None and record["seconds"] >= clock["next_eval"]:
             clock["next_eval"] += every
             net.eval()
@@ -113,14 +112,14 @@ def measure_torchrl(
                 f"  ours_torchrl {record['seconds']:.0f}s {record['steps']} steps gain {g:+.3f}", flush=True
             )
             return g >= to_gain or record["seconds"] >= budget
-        whole = clock["timed"] % cycle == 0
+        whole = (len(state["history"]) - 1) % cycle == 0  # iterations timed, the warm-up left out
         return to_gain is None and whole and record["seconds"] - clock["sec0"] >= seconds
 
     state = marl_torchrl.train(cfg, net, device, on_iteration=on_iteration)
     last = state["history"][-1]
     steps, secs = last["steps"] - clock["steps0"], last["seconds"] - clock["sec0"]
     out = {"agent_steps": steps, "seconds": secs, "agent_steps_per_s": steps / secs, "num_worlds": num_worlds}
-    out |= {"iterations": clock["timed"], "episode_cycle": cycle}
+    out |= {"iterations": len(state["history"]) - 1, "episode_cycle": cycle}
     out |= {"batch_size": cfg.batch_size, "n_steps": cfg.n_steps, "n_epochs": cfg.n_epochs}
     out |= {"critic": cfg.critic, "precision": cfg.precision, "cuda_graphs": cfg.cuda_graphs}
     out["parameters"] = sum(p.numel() for p in net.parameters())
