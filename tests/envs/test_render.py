@@ -63,17 +63,19 @@ def _legend_row(frame: np.ndarray) -> np.ndarray:
 
 
 def test_labelled_scenarios_draw_a_colour_legend_and_pairwise_none():
-    from envs.render import LABEL_PALETTES, legend_entries
+    from envs.render import LABEL_PALETTES, colors_for, legend_entries
 
     for scenario in ("predator_prey", "alliances"):
         env = parallel_env(num_agents=6, grid_size=40, radius=1, scenario=scenario, render_mode="rgb_array")
         env.reset(seed=0)
         frame = env.render()
         row = _legend_row(frame)
+        drawn = set(colors_for(env.labels[0], scenario))
         entries = legend_entries(scenario, env.scenario.label_sizes)
         assert [c for c, _ in entries] == LABEL_PALETTES[scenario][: len(entries)]
-        for color, _ in entries:  # every colour's disc is in the legend row
-            assert (row == color).all(-1).any(), (scenario, color)
+        for color, _ in entries:  # a colour is in the legend row iff some agent's disc has it
+            assert (row == color).all(-1).any() == (color in drawn), (scenario, color)
+        assert drawn
         # without the legend that row is plain background
         plain = env._renderer.draw(env.world, env.labels, scenario=env.scenario, legend=False)
         assert not np.array_equal(row, _legend_row(plain))
@@ -93,3 +95,23 @@ def test_legend_names_species_and_policy_and_shares_colours_between_many_allianc
     assert colors_for(labels, "predator_prey") == [c for c, _ in legend_entries("predator_prey")]
     many = legend_entries("alliances", (7,))
     assert [name for _, name in many][:3] == ["alliances 0, 5", "alliances 1, 6", "alliance 2"]
+
+
+def test_legend_lists_only_the_kinds_on_screen():
+    from envs.crossing import Crossing
+    from envs.render import LABEL_PALETTES, Renderer, legend_entries
+
+    # the learning predator-prey task: hunters of both scripts and prey that learn, none moving up
+    env = Crossing(num_worlds=1, num_agents=8, predator_prey=True)
+    env.reset()
+    labels, scenario = env.scenario_labels()
+    frame = Renderer(env.N, env.R, mode="rgb_array").draw(env.world, labels=labels, scenario=scenario)
+    row = _legend_row(frame)
+    prey_up = LABEL_PALETTES["predator_prey"][3]
+    assert not (row == prey_up).all(-1).any()
+    for color in LABEL_PALETTES["predator_prey"][:3]:
+        assert (row == color).all(-1).any(), color
+    names = [name for _, name in legend_entries("predator_prey", (2, 2), present={0, 2})]
+    assert names == ["hunter, right", "prey, right"]
+    alliances = [name for _, name in legend_entries("alliances", (7,), present={1, 2})]
+    assert alliances == ["alliances 1, 6", "alliance 2"]
