@@ -11,6 +11,8 @@ of gain against agent count, and ``--json`` with every figure in them.
 Gains are over MOVE_RIGHT (every agent forward), as in ``hyperagents ood``. "vs mlp" is the
 family's gain minus the MLP's, seeds pooled, with a 95% CI from resampling the shared starts in
 pairs: start-to-start noise only. The per-seed gains beside it show the seed-to-seed spread.
+"hfa - sa" and "ha - sa" ask a finer question, where the seeds' spread is most of the noise: their
+CIs resample the seeds of each family as well as the starts.
 """
 
 from __future__ import annotations
@@ -53,9 +55,11 @@ def add_variant(returns: dict, label: str, other: dict) -> None:
         returns[L][label] = algos[trained[0]]
 
 
-def boot(ret: np.ndarray, ref: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """(reps,) gain of ret (S, E) over ref (E,) on each resampled set of starts idx (reps, E)."""
-    return (ret[:, idx].mean(axis=(0, 2)) - ref[idx].mean(1)) / abs(ref.mean())
+def boot(ret: np.ndarray, ref: np.ndarray, idx: np.ndarray, seeds: np.ndarray | None = None) -> np.ndarray:
+    """(reps,) gain of ret (S, E) over ref (E,) on each resampled set of starts idx (reps, E), and
+    of seeds (reps, S) if given (else every seed each time)."""
+    picked = ret[:, idx].transpose(1, 0, 2) if seeds is None else ret[seeds[:, :, None], idx[:, None, :]]
+    return (picked.mean(axis=(1, 2)) - ref[idx].mean(1)) / abs(ref.mean())
 
 
 def twin_mlp(algo: str) -> str:
@@ -64,9 +68,10 @@ def twin_mlp(algo: str) -> str:
 
 
 def compare(returns: dict, reps: int, seed: int = 0) -> dict:
-    """{L: {algo: gain, ci, per_seed, [vs_mlp, vs_mlp_ci], [vs_twin_mlp, vs_twin_mlp_ci]}}: gains
-    over move_right, and paired CIs of the difference to the MLP and, for a variant, to the MLP
-    variant of the same suffix (trained with the same budget)."""
+    """{L: {algo: gain, ci, per_seed, [vs_mlp, vs_mlp_ci], [vs_twin_mlp, vs_twin_mlp_ci], [vs_sa,
+    vs_sa_ci]}}: gains over move_right, and paired CIs of the difference to the MLP, for a variant
+    to the MLP variant of the same suffix (trained with the same budget), and for HFA and HA to SA
+    (the paper's question: does the hyper-attention beat plain attention?)."""
     rng = np.random.default_rng(seed)
     out: dict = {}
     for L, algos in sorted(returns.items()):
@@ -85,12 +90,19 @@ def compare(returns: dict, reps: int, seed: int = 0) -> dict:
                 ci=[float(v) for v in np.percentile(every[algo], [2.5, 97.5])],
                 per_seed=[float((r.mean() - ref.mean()) / scale) for r in ret],
             )
-            for key, mlp in (("vs_mlp", "mlp"), ("vs_twin_mlp", twin_mlp(algo))):
-                if algo not in BASELINES and algo != "mlp" and mlp in algos and mlp != algo:
-                    row[key] = row["gain"] - float((algos[mlp].mean() - ref.mean()) / scale)
+            for key, other in (("vs_mlp", "mlp"), ("vs_twin_mlp", twin_mlp(algo))):
+                if algo not in BASELINES and algo != "mlp" and other in algos and other != algo:
+                    row[key] = row["gain"] - float((algos[other].mean() - ref.mean()) / scale)
                     row[f"{key}_ci"] = [
-                        float(v) for v in np.percentile(every[algo] - every[mlp], [2.5, 97.5])
+                        float(v) for v in np.percentile(every[algo] - every[other], [2.5, 97.5])
                     ]
+            if algo in ("hfa", "ha") and "sa" in algos:
+                gap = [
+                    boot(algos[a], ref, idx, rng.integers(0, len(algos[a]), (reps, len(algos[a]))))
+                    for a in (algo, "sa")
+                ]
+                row["vs_sa"] = row["gain"] - float((algos["sa"].mean() - ref.mean()) / scale)
+                row["vs_sa_ci"] = [float(v) for v in np.percentile(gap[0] - gap[1], [2.5, 97.5])]
             out[L][algo] = row
     return out
 
@@ -110,11 +122,28 @@ def table(report: dict, train_high: int, algos: list[str]) -> str:
                 f"{r['gain']:+.2f} [{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}]"
                 + (f" ({seeds})" if a in learned else "")
             )
-        for a in versus:
-            lo, hi = row[a]["vs_mlp_ci"]
-            mark = "**" if lo > 0 or hi < 0 else ""
-            cells.append(f"{mark}{row[a]['vs_mlp']:+.2f}{mark} [{lo:+.2f}, {hi:+.2f}]")
+        cells += [difference(row[a], "vs_mlp") for a in versus]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def difference(row: dict, key: str) -> str:
+    """One paired difference and its 95% CI, in bold where the CI excludes 0."""
+    lo, hi = row[f"{key}_ci"]
+    mark = "**" if lo > 0 or hi < 0 else ""
+    return f"{mark}{row[key]:+.2f}{mark} [{lo:+.2f}, {hi:+.2f}]"
+
+
+def versus_sa(report: dict, train_high: int) -> str:
+    """Markdown: HFA's and HA's gain minus SA's, paired over the shared starts; '' without them."""
+    first = next(iter(report.values()))
+    algos = [a for a in ("hfa", "ha") if "vs_sa" in first.get(a, {})]
+    if not algos:
+        return ""
+    lines = ["| L | " + " | ".join(f"{a} - sa" for a in algos) + " |", "|" + "---|" * (1 + len(algos))]
+    for L, row in report.items():
+        cells = [f"{L}" + (" (unseen)" if L > train_high else "")]
+        lines.append("| " + " | ".join(cells + [difference(row[a], "vs_sa") for a in algos]) + " |")
     return "\n".join(lines)
 
 
@@ -207,6 +236,9 @@ def main() -> None:
     report = compare(returns, args.reps)
     present = next(iter(report.values()))
     print(table(report, args.train_high, [a for a in (*FAMILIES, *SCRIPTED) if a in present]))
+    if against_sa := versus_sa(report, args.train_high):
+        print()
+        print(against_sa)
     variants = [spec.partition("=")[0] for spec in args.variant]
     if variants:
         print()

@@ -66,3 +66,23 @@ def test_a_variant_joins_only_on_the_same_starts(load_script, tmp_path):
     assert (tmp_path / "f.png").stat().st_size > 0
     with pytest.raises(ValueError, match="not the main output's starts"):
         report_mod.add_variant(report_mod.load(main), "x", report_mod.load(other))
+
+
+def test_hyper_attention_against_sa_counts_the_seeds_spread(load_script, tmp_path):
+    report_mod = load_script("two_way_report")
+    rng = np.random.default_rng(1)
+    ref = -2.0 + 0.1 * rng.standard_normal(200)
+    sa = np.stack([ref * 0.5, ref * 0.3])  # gains +0.5, +0.7
+    hfa = np.stack([ref * 0.45, ref * 0.25])  # +0.55, +0.75: 0.05 above SA, seeds 0.2 apart
+    ha = np.stack([ref * 0.05, ref * 0.05])  # +0.95, +0.95: above both SA seeds
+    write_ood(tmp_path, {32: {"move_right": ref[None], "sa": sa, "hfa": hfa, "ha": ha}})
+    row = report_mod.compare(report_mod.load(tmp_path), reps=2000)[32]
+    assert row["hfa"]["vs_sa"] == pytest.approx(0.05) and row["ha"]["vs_sa"] == pytest.approx(0.35)
+    lo, hi = row["hfa"]["vs_sa_ci"]
+    assert lo < 0 < hi and hi - lo > 0.2  # two seeds each 0.2 apart: no claim from 0.05
+    assert row["ha"]["vs_sa_ci"][0] > 0.1
+    assert "vs_sa" not in row["sa"]
+    text = report_mod.versus_sa(report_mod.compare(report_mod.load(tmp_path), reps=200), 24)
+    assert (
+        text.splitlines()[0] == "| L | hfa - sa | ha - sa |" and "32 (unseen)" in text and "**+0.35**" in text
+    )
