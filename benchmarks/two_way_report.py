@@ -135,7 +135,7 @@ def difference(row: dict, key: str) -> str:
 
 
 def versus_sa(report: dict, train_high: int) -> str:
-    """Markdown: HFA's and HA's gain minus SA's, paired over the shared starts; '' without them."""
+    """Markdown: HFA's and HA's gain minus SA's, CIs over seeds and starts; '' without them."""
     first = next(iter(report.values()))
     algos = [a for a in ("hfa", "ha") if "vs_sa" in first.get(a, {})]
     if not algos:

@@ -87,8 +87,8 @@ def legend_entries(
         return []
     names = LABEL_NAMES.get(scenario_name)
     if names is not None:
-        entries = list(enumerate(zip(palette, names, strict=True)))
-        return [entry for k, entry in entries if present is None or k in present]
+        named = enumerate(zip(palette, names, strict=True))
+        return [entry for k, entry in named if present is None or k in present]
     count = label_sizes[0] if label_sizes else len(palette)
     entries = []
     for k in range(min(count, len(palette))):
