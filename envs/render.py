@@ -73,28 +73,27 @@ def colors_for(labels: torch.Tensor, scenario_name: str | None) -> list[tuple[in
 
 
 def legend_entries(
-    scenario_name: str | None, label_sizes: tuple[int, ...] = (), present: set[int] | None = None
+    scenario_name: str | None, label_sizes: tuple[int, ...] = (), present: set[tuple] | None = None
 ) -> list[tuple[tuple, str]]:
     """(colour, meaning) per colour of a labelled scenario; [] for pairwise (and unknowns).
 
     ``label_sizes`` is the scenario's: with more alliances than colours, colours repeat and one
-    entry names every alliance that shares it. ``present``, the palette indices of the agents on
-    screen, keeps only their entries, so a task with fewer kinds (the learning predator-prey task
-    has no prey moving up) lists no colour that is never drawn.
+    entry names every alliance that shares it. ``present``, the colours of the agents on screen,
+    keeps only their entries, so a task with fewer kinds (the learning predator-prey task has no
+    prey moving up) lists no colour that is never drawn.
     """
     palette = LABEL_PALETTES.get(scenario_name or "")
     if palette is None:
         return []
     names = LABEL_NAMES.get(scenario_name)
     if names is not None:
-        named = enumerate(zip(palette, names, strict=True))
-        return [entry for k, entry in named if present is None or k in present]
+        return [(c, n) for c, n in zip(palette, names, strict=True) if present is None or c in present]
     count = label_sizes[0] if label_sizes else len(palette)
     entries = []
     for k in range(min(count, len(palette))):
         ids = list(range(k, count, len(palette)))
         word = "alliance " if len(ids) == 1 else "alliances "
-        if present is None or k in present:
+        if present is None or palette[k] in present:
             entries.append((palette[k], word + ", ".join(map(str, ids))))
     return entries
 
@@ -212,12 +211,8 @@ class Renderer:
         self.screen.set_clip(old_clip)
         self._draw_hud(world, mask, returns)
         if legend and scenario is not None:
-            name = getattr(scenario, "name", None)
-            palette = LABEL_PALETTES.get(name or "")
-            shown = None  # the colours of the agents drawn: palette indices, as colors_for takes them
-            if palette is not None and labels.shape[-1]:
-                shown = set((label_index(labels[mask], name) % len(palette)).tolist())
-            self._draw_legend(legend_entries(name, scenario.label_sizes, shown))
+            shown = {colors[i] for i in torch.nonzero(mask).flatten().tolist()}
+            self._draw_legend(legend_entries(getattr(scenario, "name", None), scenario.label_sizes, shown))
         if self.mode == "human":
             pg.display.flip()
             self.clock.tick(self.fps)

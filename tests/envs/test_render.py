@@ -111,7 +111,9 @@ def test_legend_lists_only_the_kinds_on_screen():
     assert not (row == prey_up).all(-1).any()
     for color in LABEL_PALETTES["predator_prey"][:3]:
         assert (row == color).all(-1).any(), color
-    names = [name for _, name in legend_entries("predator_prey", (2, 2), present={0, 2})]
+    hunters_right, _, prey_right, _ = LABEL_PALETTES["predator_prey"]
+    names = [name for _, name in legend_entries("predator_prey", (2, 2), present={hunters_right, prey_right})]
     assert names == ["hunter, right", "prey, right"]
-    alliances = [name for _, name in legend_entries("alliances", (7,), present={1, 2})]
+    shown = set(LABEL_PALETTES["alliances"][1:3])
+    alliances = [name for _, name in legend_entries("alliances", (7,), present=shown)]
     assert alliances == ["alliances 1, 6", "alliance 2"]
