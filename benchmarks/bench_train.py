@@ -9,6 +9,9 @@ Configurations (agent-steps/s over whole collect + update iterations, after one 
   default bf16 on CUDA, fp32 on the CPU).
 - ``ours_torchrl_graphs`` (CUDA): the same with ``--cuda-graphs``, each full PPO minibatch step
   replayed as one CUDA graph.
+- ``ours_torchrl_compile`` and, on CUDA, ``ours_torchrl_graphs_compile`` (with ``--compile``): the
+  same with ``--compile``, each full minibatch's forward and backward through torch.compile (its
+  compile time is in the untimed warm-up iteration, reported as ``warmup_seconds``).
 - ``ours_torchrl_central`` (with ``--central``): the same with MAPPO's central critic (its own
   encoder over every agent) in fp32, the recipe before the shared encoder.
 - ``ours_sb3`` (CPU): ``hyperagents train --backend sb3`` at its defaults, with L = 2..24 and
@@ -122,6 +125,7 @@ def measure_torchrl(
     out |= {"iterations": len(state["history"]) - 1, "episode_cycle": cycle}
     out |= {"batch_size": cfg.batch_size, "n_steps": cfg.n_steps, "n_epochs": cfg.n_epochs}
     out |= {"critic": cfg.critic, "precision": cfg.precision, "cuda_graphs": cfg.cuda_graphs}
+    out |= {"compile": cfg.compile, "warmup_seconds": state["history"][0]["seconds"]}
     out["parameters"] = sum(p.numel() for p in net.parameters())
     timed = state["history"][1:] or state["history"]  # the warm-up iteration left out
     out["phase_seconds"] = {  # mean seconds per iteration spent in each phase
@@ -270,6 +274,7 @@ def main() -> None:
     parser.add_argument("--critic", default="shared", choices=("shared", "central", "local"))
     parser.add_argument("--precision", default=None, choices=("fp32", "bf16"), help="default: bf16 on CUDA")
     parser.add_argument("--central", action="store_true", help="also time the central-critic fp32 recipe")
+    parser.add_argument("--compile", action="store_true", help="also time ours with torch.compile")
     parser.add_argument(
         "--out", default=None, help="JSON path (default benchmarks/results/train_<device>.json)"
     )
@@ -293,6 +298,14 @@ def main() -> None:
     if cuda:
         configs["ours_torchrl_graphs"] = lambda: measure_torchrl(
             args.seconds, device, worlds, args.batch_size, cuda_graphs=True, **recipe
+        )
+    if args.compile:
+        configs["ours_torchrl_compile"] = lambda: measure_torchrl(
+            args.seconds, device, worlds, args.batch_size, compile=True, **recipe
+        )
+    if args.compile and cuda:
+        configs["ours_torchrl_graphs_compile"] = lambda: measure_torchrl(
+            args.seconds, device, worlds, args.batch_size, cuda_graphs=True, compile=True, **recipe
         )
     if args.central:
         configs["ours_torchrl_central"] = lambda: measure_torchrl(

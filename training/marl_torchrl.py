@@ -205,23 +205,30 @@ def samples(rollout: TensorDict, net: TokenActorCritic, cfg) -> TensorDict:
     return flat
 
 
-def minibatch_step(net: TokenActorCritic, loss: ClipPPOLoss, opt: torch.optim.Optimizer):
+def minibatch_step(net: TokenActorCritic, loss: ClipPPOLoss, opt: torch.optim.Optimizer, compiled: bool = False):
     """One PPO gradient step on a minibatch TensorDict (m,): forward, backward, clip, Adam.
 
     It returns ``TensorDict(parts=(3,))`` (objective, critic, entropy losses, detached) and reads
     nothing back from the device, so the same function runs eagerly or replays as one CUDA graph
-    (:func:`graphed_step`).
+    (:func:`graphed_step`). ``compiled``: the forward (encoder, heads, loss) and so its backward
+    go through torch.compile for one minibatch size (a different size would compile again).
     """
     params = [p for group in opt.param_groups for p in group["params"]]
 
-    def step(batch: TensorDict) -> TensorDict:
+    def forward(batch: TensorDict) -> torch.Tensor:
         if net.shared:
             # (m, d), once for both heads; the rollout checked these observations, so nothing is
             # read back here (a GPU never waits for the host)
             hidden = net.encode(batch.get("observation"), checked=False)
             batch = batch.copy().set("hidden", hidden)  # the caller's minibatch stays as it was
         out = loss(batch)
-        parts = torch.stack([out["loss_objective"], out["loss_critic"], out["loss_entropy"]])
+        return torch.stack([out["loss_objective"], out["loss_critic"], out["loss_entropy"]])
+
+    if compiled:
+        forward = torch.compile(forward, dynamic=False)
+
+    def step(batch: TensorDict) -> TensorDict:
+        parts = forward(batch)
         opt.zero_grad(set_to_none=True)
         parts.sum().backward()
         torch.nn.utils.clip_grad_norm_(params, 0.5)
@@ -231,7 +238,16 @@ def minibatch_step(net: TokenActorCritic, loss: ClipPPOLoss, opt: torch.optim.Op
     return step
 
 
-def graphed_step(net: TokenActorCritic, loss: ClipPPOLoss, opt: torch.optim.Optimizer):
+def full_step(net: TokenActorCritic, loss: ClipPPOLoss, opt: torch.optim.Optimizer, cfg):
+    """The step :func:`update` runs on full minibatches: compiled (``cfg.compile``), replayed as a
+    CUDA graph (``cfg.cuda_graphs``), both, or None for the plain eager step. Both need one shape,
+    which full minibatches have; the shorter last one of an epoch runs eagerly."""
+    if cfg.cuda_graphs:
+        return graphed_step(net, loss, opt, cfg.compile)
+    return minibatch_step(net, loss, opt, compiled=True) if cfg.compile else None
+
+
+def graphed_step(net: TokenActorCritic, loss: ClipPPOLoss, opt: torch.optim.Optimizer, compiled: bool = False):
     """:func:`minibatch_step` captured as one CUDA graph by tensordict's ``CudaGraphModule``: after
     eager warm-up calls it replays forward, backward, clipping and Adam with a single launch,
     where the eager step launches its small kernels one by one from Python (per-minibatch overhead
@@ -242,14 +258,16 @@ def graphed_step(net: TokenActorCritic, loss: ClipPPOLoss, opt: torch.optim.Opti
 
     from tensordict.nn import CudaGraphModule
 
+    step = minibatch_step(net, loss, opt, compiled)
     with warnings.catch_warnings():
         # it takes TensorDicts out of torch's pytree registry, which nothing here relies on
         warnings.filterwarnings("ignore", message="Tensordict is registered in PyTree")
-        return CudaGraphModule(minibatch_step(net, loss, opt), warmup=GRAPH_WARMUP, in_keys=[], out_keys=[])
+        return CudaGraphModule(step, warmup=GRAPH_WARMUP, in_keys=[], out_keys=[])
 
 
 # The third call captures, after two eager steps on a side stream (torch warms up before a capture so
-# that lazy state, Adam's moments and library handles, exists outside the graph).
+# that lazy state, Adam's moments and library handles, exists outside the graph; a compiled step
+# compiles in the first).
 GRAPH_WARMUP = 3
 
 
@@ -260,11 +278,11 @@ def update(
     data: TensorDict,
     cfg,
     gen: torch.Generator,
-    graph=None,
+    full=None,
 ) -> dict:
     """``n_epochs`` passes of minibatch PPO over ``data``; mean losses of the last epoch.
 
-    ``graph`` (from :func:`graphed_step`, kept across updates) runs the full minibatches; the
+    ``full`` (from :func:`full_step`, kept across updates) runs the full minibatches; the
     last, shorter one of an epoch runs eagerly.
     """
     M = data.batch_size[0]
@@ -276,8 +294,8 @@ def update(
         sums = torch.zeros(3, device=device)  # summed on the device: no sync per minibatch
         batches = 0
         for idx in order.split(cfg.batch_size):
-            full = graph is not None and len(idx) == cfg.batch_size
-            sums += (graph if full else eager)(data[idx]).get("parts")
+            use_full = full is not None and len(idx) == cfg.batch_size
+            sums += (full if use_full else eager)(data[idx]).get("parts")
             batches += 1
         stats = dict(zip(("objective", "critic", "entropy"), (sums / max(batches, 1)).tolist(), strict=True))
     return stats
@@ -335,7 +353,7 @@ def train(
     if "opt" in state:
         net.load_state_dict(state["net"])
     opt = make_optimizer(net, cfg, device, state.get("opt"))
-    graph = graphed_step(net, loss, opt) if cfg.cuda_graphs else None
+    full = full_step(net, loss, opt, cfg)
     # A fresh env stream for every (seed, steps done): a resumed run continues reproducibly.
     env = CrossingEnv(**task_kwargs(cfg), device=device, seed=cfg.seed + state["steps"])
     torch.manual_seed(cfg.seed + state["steps"])
@@ -352,7 +370,7 @@ def train(
         clock = [start, _synced(device)]  # phase ends: rollout, GAE (critic passes), PPO update
         data = samples(rollout, net, cfg)
         clock.append(_synced(device))
-        stats = update(net, loss, opt, data, cfg, gen, graph)
+        stats = update(net, loss, opt, data, cfg, gen, full)
         clock.append(_synced(device))
         seconds = clock[-1] - start
         agent_steps = int(rollout.get(("agents", "mask")).sum())

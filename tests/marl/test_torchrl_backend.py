@@ -183,6 +183,37 @@ def test_optimizer_of_a_graph_run_resumes_eagerly(tmp_path):
     assert resumed.param_groups[0]["lr"] == 1e-4 and first["step"].device.type == "cpu"
 
 
+def _updated_params(tmp_path, device: str, **kw) -> list[torch.Tensor]:
+    """The parameters after two updates (the learning rate changing between them, as scheduled)
+    with the full-minibatch step of ``kw`` (cuda_graphs, compile)."""
+    cfg, net, loss, data = _shared_setup(tmp_path, device, **kw)
+    opt = marl_torchrl.make_optimizer(net, cfg, torch.device(device))
+    full = marl_torchrl.full_step(net, loss, opt, cfg)
+    for lr in (1e-3, 5e-4):
+        marl_torchrl.set_learning_rate(opt, lr)
+        marl_torchrl.update(net, loss, opt, data, cfg, torch.Generator().manual_seed(0), full)
+    return [p.detach().clone() for p in net.parameters()]
+
+
+def test_compiled_update_equals_the_eager_update(tmp_path):
+    """torch.compile fuses the step's kernels and must not change what it computes (tens of
+    seconds here: the compile itself)."""
+    from torch._dynamo.utils import counters
+
+    eager = _updated_params(tmp_path, "cpu")
+    counters.clear()
+    for a, b in zip(eager, _updated_params(tmp_path, "cpu", compile=True), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert counters["stats"]["unique_graphs"] >= 1  # the step did go through the compiler
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_compiled_cuda_graph_update_equals_the_eager_update(tmp_path):
+    eager = _updated_params(tmp_path, "cuda")
+    for a, b in zip(eager, _updated_params(tmp_path, "cuda", cuda_graphs=True, compile=True), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_cuda_graph_update_equals_the_eager_update(tmp_path):
     params, graph = [], None
@@ -265,6 +296,8 @@ def test_backend_options_are_checked(tmp_path):
         check_device("tpu")
     with pytest.raises(ValueError, match="cuda_graphs"):
         marl.check_config(tiny_cfg(tmp_path, cuda_graphs=True))  # on the CPU
+    with pytest.raises(ValueError, match="compile"):
+        marl.check_config(tiny_cfg(tmp_path, backend="sb3", compile=True))
 
 
 @pytest.mark.parametrize("critic", ["central", "local", "shared"])
