@@ -10,13 +10,13 @@
 #      bf16), the same with --cuda-graphs (CENTRAL=1: the central-critic fp32 recipe too) and
 #      TorchRL MAPPO on VMAS, at WORLDS worlds (MB4=1: ours with 4x larger minibatches too);
 #   4. three seeds of the CPU recipe (the scratch-cpu preset: 64 worlds, minibatches of 1,024) from
-#      scratch on the GPU with --cuda-graphs, trained at once for up to TRAIN_SECONDS (180) each; the runs
-#      come back as runs.tgz for `hyperagents ood` on any machine;
+#      scratch on the GPU with --cuda-graphs (COMPILE=1: and --compile), trained at once for up to
+#      TRAIN_SECONDS (180) each; the runs come back as runs.tgz for `hyperagents ood` on any machine;
 #   5. throughput again at BIG_WORLDS worlds, ours with and without CUDA graphs beside VMAS MAPPO of
 #      our size;
 #   6. the world alone on the GPU beside VMAS and the dense/grid crossover (bench_env.py --device cuda);
-#   7. where the update's time goes: the device kernels of full minibatch steps at BIG_WORLDS worlds,
-#      eager and compiled (profile_update.py).
+#   7. where the update's time goes: the device kernels of full minibatch steps at BIG_WORLDS worlds
+#      and BATCH samples, eager and compiled (profile_update.py; compiling failed at 4x BATCH).
 # COMPILE=1 adds the --compile rows (torch.compile, with and without graphs) to steps 3 and 5. ORDER
 # sets the order of the steps: a run past the call's limit still returns what $OUT holds, so the
 # steps that matter most go first.
@@ -77,7 +77,8 @@ step3() {
 step4() {  # the CPU recipe from scratch with CUDA graphs, the seeds at once
   local trainers=() s
   for s in $SEEDS; do
-    timeout "$TRAIN_SECONDS" python3 -m training.cli train --preset scratch-cpu --device "$DEVICE" $GRAPHS \
+    # SIGINT: the trainer saves its checkpoint and stops, as on ctrl-C
+    timeout -s INT "$TRAIN_SECONDS" python3 -m training.cli train --preset scratch-cpu --device "$DEVICE" $GRAPHS $COMPILED \
       --seed "$s" ${STEPS:+--total-timesteps "$STEPS"} --checkpoint-every 250000 \
       --runs-dir "$OUT/runs" --run-name "gpu_scratch_sa_$s" --no-progress >"$OUT/train_$s.log" 2>&1 &
     trainers+=($!)
@@ -104,7 +105,7 @@ step7() {
   local c
   for c in "" --compile; do
     timeout 90 python3 benchmarks/profile_update.py --device "$DEVICE" --num-worlds "$BIG_WORLDS" \
-      --batch-size $((BATCH * 4)) $c --top 20 --out "$OUT/profile${c:+_compiled}.json" 2>&1 | grep -v "Warning\|USDT"
+      --batch-size "$BATCH" $c --top 20 --out "$OUT/profile${c:+_compiled}.json" 2>&1 | grep -v "Warning\|USDT"
   done
 }
 

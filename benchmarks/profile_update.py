@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -37,7 +38,9 @@ def main() -> None:
     device = check_device(args.device)
     cuda = device.type == "cuda"
     preset = "gpu" if cuda else "scratch-cpu"
-    cfg = marl.preset_config(preset, device=args.device, num_worlds=args.num_worlds, batch_size=args.batch_size)
+    sizes = dict(num_worlds=args.num_worlds, batch_size=args.batch_size)
+    cfg = marl.preset_config(preset, device=args.device, **sizes)
+    marl_torchrl.avoid_cudnn_attention(device)  # as the trainer does
     net = marl_torchrl.build_net(cfg, 10).to(device)
     loss = marl_torchrl.make_loss(net, cfg).to(device)
     opt = marl_torchrl.make_optimizer(net, cfg, device)
@@ -47,8 +50,13 @@ def main() -> None:
         raise ValueError(f"batch_size must be at most the rollout's {data.batch_size[0]} samples")
     step = marl_torchrl.minibatch_step(net, loss, opt, compiled=args.compile)
     batches = [data[i * args.batch_size : (i + 1) * args.batch_size] for i in range(2)]
-    for batch in batches:  # warm-up (and the compile)
-        step(batch)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for batch in batches:  # warm-up (and the compile)
+            step(batch)
+    fell_back = [str(w.message) for w in caught if "torch.compile failed" in str(w.message)]
+    for message in fell_back:
+        print(message)  # the profile below is then of eager steps
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     sync()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
@@ -59,7 +67,8 @@ def main() -> None:
     key = "self_device_time_total" if cuda else "self_cpu_time_total"
     rows = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)
     total = sum(getattr(e, key) for e in rows)
-    print(f"{preset}, {args.num_worlds} worlds, minibatch {args.batch_size}, compile {args.compile}:")
+    compiled = args.compile and not fell_back
+    print(f"{preset}, {args.num_worlds} worlds, minibatch {args.batch_size}, compiled {compiled}:")
     print(f"{total / args.steps / 1e3:.2f} ms of {'device' if cuda else 'CPU'} time per minibatch step")
     top = []
     for e in rows[: args.top]:
@@ -68,7 +77,7 @@ def main() -> None:
         print(f"{ms:8.3f} ms {e.count / args.steps:6.1f}x  {e.key[:100]}")
     if args.out:
         out = {"device": torch.cuda.get_device_name(device) if cuda else "cpu", "torch": torch.__version__}
-        out |= {"args": vars(args), "ms_per_step": total / args.steps / 1e3, "top": top}
+        out |= {"args": vars(args), "compiled": compiled, "ms_per_step": total / args.steps / 1e3, "top": top}
         Path(args.out).write_text(json.dumps(out, indent=2))
 
 

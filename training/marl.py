@@ -377,6 +377,13 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"imitate_weighting must be one of {WEIGHTINGS}, got {cfg.imitate_weighting!r}")
     if not cfg.imitate_avoid_weight > 0:  # also catches NaN
         raise ValueError(f"imitate_avoid_weight must be > 0, got {cfg.imitate_avoid_weight!r}")
+    check_engine(cfg)
+    check_training_task(cfg)
+    check_rllib_options(cfg)
+
+
+def check_engine(cfg: TrainConfig) -> None:
+    """The backend and the options only some backends or devices honour."""
     if cfg.backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {cfg.backend!r}")
     check_choice("critic", cfg.critic, ("central", "local", "shared"))
@@ -397,8 +404,6 @@ def check_config(cfg: TrainConfig) -> None:
         )
     if cfg.compile and cfg.backend != "torchrl":
         raise ValueError(f"compile needs --backend torchrl (got backend={cfg.backend!r})")
-    check_training_task(cfg)
-    check_rllib_options(cfg)
 
 
 # (field, low, high, low excluded): PPO's numbers and the view's, checked before any env is built

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 
 import torch
 from tensordict import TensorDict
@@ -205,13 +206,17 @@ def samples(rollout: TensorDict, net: TokenActorCritic, cfg) -> TensorDict:
     return flat
 
 
-def minibatch_step(net: TokenActorCritic, loss: ClipPPOLoss, opt: torch.optim.Optimizer, compiled: bool = False):
+def minibatch_step(
+    net: TokenActorCritic, loss: ClipPPOLoss, opt: torch.optim.Optimizer, compiled: bool = False
+):
     """One PPO gradient step on a minibatch TensorDict (m,): forward, backward, clip, Adam.
 
     It returns ``TensorDict(parts=(3,))`` (objective, critic, entropy losses, detached) and reads
     nothing back from the device, so the same function runs eagerly or replays as one CUDA graph
     (:func:`graphed_step`). ``compiled``: the forward (encoder, heads, loss) and so its backward
-    go through torch.compile for one minibatch size (a different size would compile again).
+    go through torch.compile for one minibatch size (a different size would compile again). If
+    the compiled step fails (torch 2.11's inductor did at minibatches of 65,536 on an H100: a
+    stride check in memory-efficient attention's backward), it warns and steps eagerly from then on.
     """
     params = [p for group in opt.param_groups for p in group["params"]]
 
@@ -224,13 +229,24 @@ def minibatch_step(net: TokenActorCritic, loss: ClipPPOLoss, opt: torch.optim.Op
         out = loss(batch)
         return torch.stack([out["loss_objective"], out["loss_critic"], out["loss_entropy"]])
 
-    if compiled:
-        forward = torch.compile(forward, dynamic=False)
+    current = [torch.compile(forward, dynamic=False) if compiled else forward]
+
+    def gradients(batch: TensorDict) -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        parts = current[0](batch)
+        parts.sum().backward()
+        return parts
 
     def step(batch: TensorDict) -> TensorDict:
-        parts = forward(batch)
-        opt.zero_grad(set_to_none=True)
-        parts.sum().backward()
+        try:
+            parts = gradients(batch)
+        except Exception as e:  # noqa: BLE001 - any compiler failure; eager errors re-raise below
+            if current[0] is forward:
+                raise
+            reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            warnings.warn(f"torch.compile failed on the PPO step ({reason}); stepping eagerly", stacklevel=2)
+            current[0] = forward
+            parts = gradients(batch)  # gradients start again from zero
         torch.nn.utils.clip_grad_norm_(params, 0.5)
         opt.step()
         return TensorDict(parts=parts.detach())
@@ -247,15 +263,15 @@ def full_step(net: TokenActorCritic, loss: ClipPPOLoss, opt: torch.optim.Optimiz
     return minibatch_step(net, loss, opt, compiled=True) if cfg.compile else None
 
 
-def graphed_step(net: TokenActorCritic, loss: ClipPPOLoss, opt: torch.optim.Optimizer, compiled: bool = False):
+def graphed_step(
+    net: TokenActorCritic, loss: ClipPPOLoss, opt: torch.optim.Optimizer, compiled: bool = False
+):
     """:func:`minibatch_step` captured as one CUDA graph by tensordict's ``CudaGraphModule``: after
     eager warm-up calls it replays forward, backward, clipping and Adam with a single launch,
     where the eager step launches its small kernels one by one from Python (per-minibatch overhead
     bounds the update on a GPU: docs/torchrl.md). A graph keeps its shapes, so it takes full
     minibatches only, and the optimizer must be capturable with a tensor learning rate
     (:func:`make_optimizer`)."""
-    import warnings
-
     from tensordict.nn import CudaGraphModule
 
     step = minibatch_step(net, loss, opt, compiled)
@@ -333,6 +349,14 @@ def set_learning_rate(opt: torch.optim.Optimizer, lr: float) -> None:
 # ---------------------------------------------------------------- the loop
 
 
+def avoid_cudnn_attention(device: torch.device) -> None:
+    """On CUDA, turn cuDNN's fused attention off, process-wide: torch picked it for this policy's
+    bf16 SDPA, and it failed in backward at minibatches of 65,536 agents (torch 2.11, H100). Flash
+    and memory-efficient attention run."""
+    if device.type == "cuda":
+        torch.backends.cuda.enable_cudnn_sdp(False)
+
+
 def train(
     cfg, net: TokenActorCritic, device: torch.device, state: dict | None = None, on_iteration=None
 ) -> dict:
@@ -343,11 +367,7 @@ def train(
     True stops training (a test stops early with it). Returns the final state.
     """
     net.to(device)
-    if device.type == "cuda":
-        # torch picked cuDNN's fused attention for this policy's bf16 SDPA, and it failed in backward
-        # at minibatches of 65,536 agents (torch 2.11, H100); flash and memory-efficient attention run.
-        # The switch is process-wide: it stays off after training returns.
-        torch.backends.cuda.enable_cudnn_sdp(False)
+    avoid_cudnn_attention(device)
     loss = make_loss(net, cfg).to(device)  # its clip bounds and coefficients are buffers
     state = state or {"steps": 0, "seconds": 0.0, "history": []}
     if "opt" in state:

@@ -183,16 +183,25 @@ def test_optimizer_of_a_graph_run_resumes_eagerly(tmp_path):
     assert resumed.param_groups[0]["lr"] == 1e-4 and first["step"].device.type == "cpu"
 
 
-def _updated_params(tmp_path, device: str, **kw) -> list[torch.Tensor]:
-    """The parameters after two updates (the learning rate changing between them, as scheduled)
-    with the full-minibatch step of ``kw`` (cuda_graphs, compile)."""
+def _updated_params(tmp_path, device: str, **kw) -> tuple[list[torch.Tensor], list[torch.Tensor], object]:
+    """The parameters before and after two updates (the learning rate changing between them, as
+    scheduled) with the full-minibatch step of ``kw`` (cuda_graphs, compile), and that step."""
     cfg, net, loss, data = _shared_setup(tmp_path, device, **kw)
+    before = [p.detach().clone() for p in net.parameters()]
     opt = marl_torchrl.make_optimizer(net, cfg, torch.device(device))
     full = marl_torchrl.full_step(net, loss, opt, cfg)
     for lr in (1e-3, 5e-4):
         marl_torchrl.set_learning_rate(opt, lr)
         marl_torchrl.update(net, loss, opt, data, cfg, torch.Generator().manual_seed(0), full)
-    return [p.detach().clone() for p in net.parameters()]
+    return before, [p.detach().clone() for p in net.parameters()], full
+
+
+def _assert_same_update(before, eager, other) -> None:
+    """``other`` moved every parameter as ``eager`` did, up to 1% of the largest move: a GPU's
+    reductions (atomics in attention's backward) differ from run to run in the last bits, while a
+    step that replayed a stale learning rate would miss by a quarter of the second update."""
+    for p0, a, b in zip(before, eager, other, strict=True):
+        assert (a - b).abs().max() <= 0.01 * (a - p0).abs().max() + 1e-7
 
 
 def test_compiled_update_equals_the_eager_update(tmp_path):
@@ -200,34 +209,47 @@ def test_compiled_update_equals_the_eager_update(tmp_path):
     seconds here: the compile itself)."""
     from torch._dynamo.utils import counters
 
-    eager = _updated_params(tmp_path, "cpu")
+    before, eager, _ = _updated_params(tmp_path, "cpu")
     counters.clear()
-    for a, b in zip(eager, _updated_params(tmp_path, "cpu", compile=True), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    _assert_same_update(before, eager, _updated_params(tmp_path, "cpu", compile=True)[1])
     assert counters["stats"]["unique_graphs"] >= 1  # the step did go through the compiler
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
-def test_compiled_cuda_graph_update_equals_the_eager_update(tmp_path):
-    eager = _updated_params(tmp_path, "cuda")
-    for a, b in zip(eager, _updated_params(tmp_path, "cuda", cuda_graphs=True, compile=True), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+def test_a_failing_compiled_step_warns_and_steps_eagerly(tmp_path, monkeypatch):
+    """A compiler failure (torch 2.11's inductor failed in backward at minibatches of 65,536 on an
+    H100) must not stop a run: the step warns once and from then on computes what eager does."""
+    calls = []
+
+    def broken(fn, **kw):
+        def run(batch):
+            calls.append(batch.batch_size[0])
+            raise AssertionError("expected size 64==64, stride 768==256 at dim=0")
+
+        return run
+
+    before, eager, _ = _updated_params(tmp_path, "cpu")
+    monkeypatch.setattr(torch, "compile", broken)
+    with pytest.warns(UserWarning, match=r"torch.compile failed on the PPO step \(AssertionError: expected"):
+        fallen = _updated_params(tmp_path, "cpu", compile=True)[1]
+    assert calls == [64]  # tried once, then never again
+    assert all(torch.equal(a, b) for a, b in zip(eager, fallen, strict=True))
+
+
+def test_an_eager_step_error_is_raised(tmp_path, monkeypatch):
+    cfg, net, loss, data = _shared_setup(tmp_path)
+    opt = marl_torchrl.make_optimizer(net, cfg, torch.device("cpu"))
+    monkeypatch.setattr(net, "encode", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("out of memory")))
+    with pytest.raises(RuntimeError, match="out of memory"):
+        marl_torchrl.minibatch_step(net, loss, opt)(data[:64])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
-def test_cuda_graph_update_equals_the_eager_update(tmp_path):
-    params, graph = [], None
-    for graphs in (False, True):
-        cfg, net, loss, data = _shared_setup(tmp_path, "cuda", cuda_graphs=graphs)
-        opt = marl_torchrl.make_optimizer(net, cfg, torch.device("cuda"))
-        graph = marl_torchrl.graphed_step(net, loss, opt) if graphs else None
-        for lr in (1e-3, 5e-4):  # the learning rate changes between updates, as scheduled
-            marl_torchrl.set_learning_rate(opt, lr)
-            marl_torchrl.update(net, loss, opt, data, cfg, torch.Generator().manual_seed(0), graph)
-        params.append([p.detach().clone() for p in net.parameters()])
+@pytest.mark.parametrize("compiled", [False, True])
+def test_cuda_graph_update_equals_the_eager_update(tmp_path, compiled):
+    before, eager, _ = _updated_params(tmp_path, "cuda")
+    _, graphed, graph = _updated_params(tmp_path, "cuda", cuda_graphs=True, compile=compiled)
     assert graph.counter == marl_torchrl.GRAPH_WARMUP  # captured, so the later full minibatches were replays
-    for a, b in zip(*params, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    _assert_same_update(before, eager, graphed)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
