@@ -204,7 +204,11 @@ def _assert_same_update(before, eager, other) -> None:
         assert (a - b).abs().max() <= 0.01 * (a - p0).abs().max() + 1e-7
 
 
-def test_compiled_update_equals_the_eager_update(tmp_path):
+def _fell_back(recwarn) -> list[str]:
+    return [str(w.message) for w in recwarn if "torch.compile failed" in str(w.message)]
+
+
+def test_compiled_update_equals_the_eager_update(tmp_path, recwarn):
     """torch.compile fuses the step's kernels and must not change what it computes (tens of
     seconds here: the compile itself)."""
     from torch._dynamo.utils import counters
@@ -213,6 +217,7 @@ def test_compiled_update_equals_the_eager_update(tmp_path):
     counters.clear()
     _assert_same_update(before, eager, _updated_params(tmp_path, "cpu", compile=True)[1])
     assert counters["stats"]["unique_graphs"] >= 1  # the step did go through the compiler
+    assert _fell_back(recwarn) == []  # and ran compiled, not eagerly after a failure
 
 
 def test_a_failing_compiled_step_warns_and_steps_eagerly(tmp_path, monkeypatch):
@@ -245,11 +250,12 @@ def test_an_eager_step_error_is_raised(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 @pytest.mark.parametrize("compiled", [False, True])
-def test_cuda_graph_update_equals_the_eager_update(tmp_path, compiled):
+def test_cuda_graph_update_equals_the_eager_update(tmp_path, compiled, recwarn):
     before, eager, _ = _updated_params(tmp_path, "cuda")
     _, graphed, graph = _updated_params(tmp_path, "cuda", cuda_graphs=True, compile=compiled)
     assert graph.counter == marl_torchrl.GRAPH_WARMUP  # captured, so the later full minibatches were replays
     _assert_same_update(before, eager, graphed)
+    assert _fell_back(recwarn) == []
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
