@@ -229,24 +229,27 @@ def minibatch_step(
         out = loss(batch)
         return torch.stack([out["loss_objective"], out["loss_critic"], out["loss_entropy"]])
 
-    current = [torch.compile(forward, dynamic=False) if compiled else forward]
+    fast = torch.compile(forward, dynamic=False) if compiled else None
 
-    def gradients(batch: TensorDict) -> torch.Tensor:
-        opt.zero_grad(set_to_none=True)
-        parts = current[0](batch)
+    def gradients(batch: TensorDict, fn) -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)  # so a retry after a failed backward starts from zero
+        parts = fn(batch)
         parts.sum().backward()
         return parts
 
     def step(batch: TensorDict) -> TensorDict:
-        try:
-            parts = gradients(batch)
-        except Exception as e:  # noqa: BLE001 - any compiler failure; eager errors re-raise below
-            if current[0] is forward:
-                raise
-            reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            warnings.warn(f"torch.compile failed on the PPO step ({reason}); stepping eagerly", stacklevel=2)
-            current[0] = forward
-            parts = gradients(batch)  # gradients start again from zero
+        nonlocal fast
+        if fast is None:
+            parts = gradients(batch, forward)
+        else:
+            try:
+                parts = gradients(batch, fast)
+            except Exception as e:  # noqa: BLE001 - whatever the compiler raised, eager can take over
+                reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                message = f"torch.compile failed on the PPO step ({reason}); stepping eagerly"
+                warnings.warn(message, stacklevel=2)
+                fast = None
+                parts = gradients(batch, forward)
         torch.nn.utils.clip_grad_norm_(params, 0.5)
         opt.step()
         return TensorDict(parts=parts.detach())
