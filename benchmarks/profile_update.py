@@ -20,9 +20,12 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_train import torchrl_cfg  # noqa: E402  (the recipe bench_train times)
+
 from envs.checks import check_device  # noqa: E402
 from envs.torchrl_env import CrossingEnv  # noqa: E402
-from training import marl, marl_torchrl  # noqa: E402
+from training import marl_torchrl  # noqa: E402
 
 
 def main() -> None:
@@ -37,9 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     device = check_device(args.device)
     cuda = device.type == "cuda"
-    preset = "gpu" if cuda else "scratch-cpu"
-    sizes = dict(num_worlds=args.num_worlds, batch_size=args.batch_size)
-    cfg = marl.preset_config(preset, device=args.device, **sizes)
+    cfg = torchrl_cfg(args.num_worlds, args.batch_size, device.type)
     marl_torchrl.avoid_cudnn_attention(device)  # as the trainer does
     net = marl_torchrl.build_net(cfg, 10).to(device)
     loss = marl_torchrl.make_loss(net, cfg).to(device)
@@ -68,7 +69,7 @@ def main() -> None:
     rows = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)
     total = sum(getattr(e, key) for e in rows)
     compiled = args.compile and not fell_back
-    print(f"{preset}, {args.num_worlds} worlds, minibatch {args.batch_size}, compiled {compiled}:")
+    print(f"{cfg.preset}, {args.num_worlds} worlds, minibatch {args.batch_size}, compiled {compiled}:")
     print(f"{total / args.steps / 1e3:.2f} ms of {'device' if cuda else 'CPU'} time per minibatch step")
     top = []
     for e in rows[: args.top]:
