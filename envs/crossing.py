@@ -35,6 +35,11 @@ nobody, yet the task charges both 0.05; a lateral cost makes staying the cheaper
 leaves a sidestep that avoids a contact far cheaper than the contact. Evaluation uses the task's 0.
 Trained policies did not take up staying for it (docs/torchrl.md); it stays an option to try.
 
+``contact_charge`` (default "both") says who pays for a contact in training. "both" is the task.
+"mover" charges only the partners that moved in that step, so an agent that stays is never
+charged: in a crowd whose waiting agents slide, one that stops is run into by the flow, and
+under "both" it pays for that, which teaches every agent to slide too. Evaluation uses "both".
+
 Agent counts vary per world: L_max slots, the first ``count[b]`` real (``mask``), the rest padded.
 
 Observation of agent i: a token set (L_max, F), self first, then the other slots in index order,
@@ -158,6 +163,16 @@ def check_lateral_cost(lateral_cost) -> float:
     return check_real("lateral_cost", lateral_cost)
 
 
+CONTACT_CHARGES = ("both", "mover")
+
+
+def check_contact_charge(contact_charge) -> str:
+    """``contact_charge`` as one of CONTACT_CHARGES."""
+    if contact_charge not in CONTACT_CHARGES:
+        raise ValueError(f"contact_charge must be one of {CONTACT_CHARGES}, got {contact_charge!r}")
+    return contact_charge
+
+
 def check_start_width_low(start_width_low, start_width: int) -> int | None:
     """``start_width_low`` if it is None or an int in [1, start_width], else TypeError / ValueError."""
     if start_width_low is not None:
@@ -234,6 +249,7 @@ class Crossing:
             gives every doubling of L (2-4, 4-8, ...) the same share.
         contact_cost: what each new partner costs in the reward (1 is the task; see module doc).
         lateral_cost: what each UP or DOWN move costs on top of the step cost (0 is the task).
+        contact_charge: who pays for a contact: "both" partners (the task) or each "mover" only.
         two_way: the odd slots start at the right wall and head left (see module doc).
         predator_prey: the odd slots are scripted hunters the even slots must avoid (module doc).
     """
@@ -253,6 +269,7 @@ class Crossing:
         start_width_low: int | None = None,
         contact_cost: float = 1.0,
         lateral_cost: float = 0.0,
+        contact_charge: str = "both",
         two_way: bool = False,
         predator_prey: bool = False,
     ):
@@ -268,6 +285,7 @@ class Crossing:
         self.start_width_low = check_start_width_low(start_width_low, start_width)
         self.contact_cost = check_contact_cost(contact_cost)
         self.lateral_cost = check_lateral_cost(lateral_cost)
+        self.contact_charge = check_contact_charge(contact_charge)
         self.two_way = check_two_way(two_way, self.features, start_width, grid_size, radius)
         self.predator_prey = check_predator_prey(
             predator_prey, self.two_way, self.features, start_width, grid_size, radius
@@ -447,6 +465,8 @@ class Crossing:
             partners = (contacts.new & hunter_partner).sum(-1)
         else:
             partners = contacts.count()
+        if self.contact_charge == "mover":  # a new contact needs a move, so one side always pays
+            partners = partners * ((dx != 0) | (dy != 0))
         reward = (
             -STEP_COST * (1 - forward).float() * (~was_parked).float() - self.contact_cost * partners.float()
         )

@@ -18,8 +18,8 @@ implementation: dynamics, rewards, parking and observations are the batched task
 ``infos[agent]``: ``"position"`` (x, y) and ``"parked"`` (reached the right wall; it stays
 collidable and keeps receiving rewards). Arguments are :class:`~envs.crossing.Crossing`'s:
 ``num_agents=8, grid_size=64, radius=1, max_steps=96, start_width=16, features="base",
-count_power=0.0, start_width_low=None, contact_cost=1.0, lateral_cost=0.0, two_way=False,
-predator_prey=False`` (two-way traffic: the odd agents head left, each acting in its own frame;
+count_power=0.0, start_width_low=None, contact_cost=1.0, lateral_cost=0.0, contact_charge="both",
+two_way=False, predator_prey=False`` (two-way traffic: the odd agents head left, each acting in its own frame;
 predator-prey: the odd slots are scripted hunters, part of the world but not PettingZoo agents, so
 the agents are the prey ``agent_0``, ``agent_2``, ...), plus ``render_mode=None``.
 
@@ -59,6 +59,7 @@ class CrossingParallelEnv(ParallelEnv):
         start_width_low: int | None = None,
         contact_cost: float = 1.0,
         lateral_cost: float = 0.0,
+        contact_charge: str = "both",
         two_way: bool = False,
         predator_prey: bool = False,
         render_mode: str | None = None,
@@ -79,6 +80,7 @@ class CrossingParallelEnv(ParallelEnv):
             start_width_low=start_width_low,
             contact_cost=contact_cost,
             lateral_cost=lateral_cost,
+            contact_charge=contact_charge,
             two_way=two_way,
             predator_prey=predator_prey,
             seed=0,

@@ -60,6 +60,7 @@ from envs.crossing import (
     FEATURE_SETS,
     PARKED_FEATURE,
     Crossing,
+    check_contact_charge,
     check_contact_cost,
     check_count_power,
     check_features,
@@ -94,7 +95,7 @@ SB3_DEFAULTS = dict(
 )
 BACKEND_DEFAULTS = {"torchrl": {}, "sb3": SB3_DEFAULTS, "rllib": SB3_DEFAULTS}
 # Task options for training only, with the task's own value (what evaluation always uses).
-TRAINING_ONLY = {"start_width_low": None, "contact_cost": 1.0, "lateral_cost": 0.0}
+TRAINING_ONLY = {"start_width_low": None, "contact_cost": 1.0, "lateral_cost": 0.0, "contact_charge": "both"}
 
 # Recipes people use, by name: `hyperagents train --preset NAME` takes these as its defaults, and
 # any flag given sets its field over them. "best" is docs/marl.md's recipe (the best policies so
@@ -230,6 +231,9 @@ class TrainConfig:
     """training reward per UP or DOWN move on top of the step cost (evaluation uses the task's 0):
     staying becomes the cheaper way to wait than sliding along a queue, though trained policies
     did not take it up (docs/torchrl.md; see envs/crossing.py)"""
+    contact_charge: Literal["both", "mover"] = "both"
+    """who pays for a contact in training (evaluation uses the task's "both"): "mover" charges only
+    the partners that moved in that step, so staying is never charged (see envs/crossing.py)"""
     features: Literal["base", "touch", "time", "heading", "labels"] = "base"
     """observation feature set: "base" (offsets, velocities, flags), "touch" (base plus, per
     neighbour, whether each action would touch it now or after its next move right), "time" (base
@@ -436,6 +440,7 @@ def check_training_task(cfg: TrainConfig) -> None:
     check_start_width_low(cfg.start_width_low, cfg.start_width)
     check_contact_cost(cfg.contact_cost)
     check_lateral_cost(cfg.lateral_cost)
+    check_contact_charge(cfg.contact_charge)
     for name, task_value in TRAINING_ONLY.items():
         if cfg.backend == "rllib" and getattr(cfg, name) != task_value:
             raise ValueError(f"{name} needs --backend torchrl or sb3 (the rllib env keeps the task's)")

@@ -255,6 +255,7 @@ def test_priority_planner_matches_greedy_when_nobody_is_near():
         (dict(lateral_cost=-0.1), "lateral_cost must be a finite number >= 0, got -0.1", ValueError),
         (dict(lateral_cost=float("inf")), "lateral_cost", ValueError),
         (dict(lateral_cost=None), "lateral_cost", TypeError),
+        (dict(contact_charge="stayer"), r"contact_charge must be one of \('both', 'mover'\)", ValueError),
     ],
 )
 def test_bad_arguments_raise(kwargs, name, error):
@@ -409,3 +410,24 @@ def test_lateral_cost_charges_up_and_down_moves_only_and_reaches_training_only()
     assert lateral > 0 and task.parked.any()
     assert_reaches_every_training_task("lateral_cost", 0.05)
     assert "lateral_cost" not in task_kwargs(preset_config(None))  # the task's own 0
+
+
+def test_mover_charge_spares_agents_that_did_not_move_and_reaches_training_only():
+    gen = torch.Generator().manual_seed(5)
+    task, shaped = shaped_pair(contact_charge="mover")
+    spared = charged = 0
+    for _ in range(60):
+        a = torch.randint(0, 5, (8, 12), generator=gen)
+        a[:, ::3] = STAY  # a third of the slots wait, as a queue does, and others run into them
+        before_pos = task.world.positions.clone()
+        before = task.world.collided.sum(-1)
+        r_task, r_shaped = task.step(a), shaped.step(a)
+        new = (task.world.collided.sum(-1) - before).float()  # (B, L) new partners this step
+        moved = (task.world.positions != before_pos).any(-1)
+        # a mover's reward is the task's; an agent that did not move gets its contacts back
+        torch.testing.assert_close(r_shaped, r_task + new * (~moved).float())
+        spared += int((new * (~moved)).sum())
+        charged += int((new * moved).sum())
+    assert spared > 0 and charged > 0
+    assert_reaches_every_training_task("contact_charge", "mover")
+    assert "contact_charge" not in task_kwargs(preset_config(None))  # the task's own "both"
