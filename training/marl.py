@@ -283,6 +283,11 @@ class TrainConfig:
     """GAE lambda"""
     clip_range: float = 0.2
     """PPO clip range"""
+    sample_fraction: float = 1.0
+    """torchrl backend: each step an agent samples its action with this probability and otherwise
+    plays the policy's argmax, as at evaluation; only the sampled steps train. Below 1 a learner
+    meets neighbours that mostly play as they will at evaluation, not their exploration noise, and
+    the update reads that share of the samples. 1: every agent samples (plain PPO)"""
     ent_coef: float = 0.003
     """entropy bonus (at the start of training when ent_coef_final is set)"""
     ent_coef_final: float | None = 0.001
@@ -408,6 +413,8 @@ def check_engine(cfg: TrainConfig) -> None:
         )
     if cfg.compile and cfg.backend != "torchrl":
         raise ValueError(f"compile needs --backend torchrl (got backend={cfg.backend!r})")
+    if cfg.sample_fraction != 1.0 and cfg.backend != "torchrl":
+        raise ValueError(f"sample_fraction needs --backend torchrl (got backend={cfg.backend!r})")
 
 
 # (field, low, high, low excluded): PPO's numbers and the view's, checked before any env is built
@@ -421,6 +428,7 @@ PPO_NUMBERS = (
     ("ent_coef_final", 0.0, math.inf, False),
     ("vf_coef", 0.0, math.inf, False),
     ("neighbour_dx_weight", 0.0, math.inf, True),
+    ("sample_fraction", 0.0, 1.0, True),
 )
 
 

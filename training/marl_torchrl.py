@@ -104,13 +104,17 @@ class _CategoricalPPOLoss(ClipPPOLoss):
 
 
 @torch.no_grad()
-def collect(env: CrossingEnv, td: TensorDict, net: TokenActorCritic, steps: int):
+def collect(
+    env: CrossingEnv, td: TensorDict, net: TokenActorCritic, steps: int, sample_fraction: float = 1.0
+):
     """Play ``steps`` steps in every world; returns (rollout (B, T) TensorDict, carried state).
 
     Only active agents (real, not parked) go through the actor: the world ignores the others'
     actions, so they get STAY and a log-probability of 0, which no update reads. With a shared
     encoder the same pass gives every real agent's value, and the rollout keeps each agent's
     local view (``"view"``, (B, L, k+1, F)): the update then never reads the other tokens.
+    Each step an agent samples with probability ``sample_fraction`` and plays the argmax
+    otherwise; ``"sampled"`` (B, L) marks the steps the update learns from.
     """
     frames = []
     for _ in range(steps):
@@ -129,10 +133,15 @@ def collect(env: CrossingEnv, td: TensorDict, net: TokenActorCritic, steps: int)
             agents.set("state_value", value)
         elif active.any():
             logits = net.actor(agents.get("observation")[active])
+        sampled = torch.ones_like(active)
+        if sample_fraction < 1.0:
+            sampled = torch.rand(active.shape, device=active.device) < sample_fraction
         if active.any():
             dist = torch.distributions.Categorical(logits=logits)
-            action[active] = dist.sample()
-            log_prob[active] = dist.log_prob(action[active])
+            chosen = torch.where(sampled[active], dist.sample(), logits.argmax(-1))
+            action[active] = chosen
+            log_prob[active] = dist.log_prob(chosen)
+        agents.set("sampled", sampled)
         agents.set("action", action)
         agents.set("action_log_prob", log_prob)
         out, td = env.step_and_maybe_reset(td)
@@ -165,10 +174,11 @@ def next_values(net: TokenActorCritic, rollout: TensorDict, value: torch.Tensor,
 
 
 def samples(rollout: TensorDict, net: TokenActorCritic, cfg) -> TensorDict:
-    """Flat (M,) samples of real agents with GAE advantages and value targets.
+    """Flat (M,) samples of real agents' sampled steps with GAE advantages and value targets.
 
     The rollout is (B, T) with agent entries (B, T, L, ...). GAE runs along T for every
-    (world, agent) pair; a world's ``done`` cuts every one of its agents' traces.
+    (world, agent) pair, over its argmax steps too; a world's ``done`` cuts every one of its
+    agents' traces.
     """
     agents, nxt = rollout.get("agents"), rollout.get("next")
     chunk = max(cfg.batch_size, 1024)
@@ -196,7 +206,7 @@ def samples(rollout: TensorDict, net: TokenActorCritic, cfg) -> TensorDict:
         value_target=target,
         active=active,
         batch_size=real.shape,
-    )[real]  # (M,)
+    )[real & agents.get("sampled")]  # (M,)
     a = flat.get("advantage")[flat.get("active")]
     if a.numel() > 1:
         flat.set(
@@ -388,7 +398,7 @@ def train(
         frac = state["steps"] / cfg.total_timesteps
         set_learning_rate(opt, _schedule(cfg.learning_rate, cfg.learning_rate_final, frac))
         loss.entropy_coeff.fill_(_schedule(cfg.ent_coef, cfg.ent_coef_final, frac))
-        rollout, td = collect(env, td, net, cfg.n_steps)
+        rollout, td = collect(env, td, net, cfg.n_steps, cfg.sample_fraction)
         finished, returns = _episode_stats(rollout, returns)
         clock = [start, _synced(device)]  # phase ends: rollout, GAE (critic passes), PPO update
         data = samples(rollout, net, cfg)

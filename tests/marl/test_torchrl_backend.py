@@ -422,3 +422,26 @@ def test_bf16_encoders_keep_float32_outputs():
     assert logits.dtype == value.dtype == torch.float32
     net.compute_dtype = None
     torch.testing.assert_close(logits, net.actor(tokens), atol=0.1, rtol=0.1)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_sample_fraction_plays_the_argmax_elsewhere_and_trains_on_the_sampled_steps(shared):
+    critic = "shared" if shared else "local"
+    cfg = tiny_cfg(None, runs_dir="unused", critic=critic, neighbours=2, sample_fraction=0.4)
+    torch.manual_seed(0)
+    net = marl_torchrl.build_net(cfg, 10).eval()
+    env = CrossingEnv(num_worlds=6, num_agents=(2, 5), seed=5, **TASK)
+    rollout, _ = marl_torchrl.collect(env, env.reset(), net, 10, cfg.sample_fraction)
+    agents = rollout["agents"]
+    sampled, active, real = agents["sampled"], agents["active"], agents["mask"]
+    with torch.no_grad():
+        greedy = net.actor(agents["observation"]).argmax(-1)  # (B, T, L)
+    played = active & ~sampled
+    assert played.any() and (active & sampled).any()
+    assert torch.equal(agents["action"][played], greedy[played])
+    # sampled actions leave the argmax often enough to show they were drawn, not chosen
+    assert (agents["action"] != greedy)[active & sampled].any()
+    assert 0.3 < sampled[real].float().mean() < 0.5
+    data = marl_torchrl.samples(rollout, net, cfg)
+    assert data.batch_size[0] == int((real & sampled).sum())
+    torch.testing.assert_close(data["action"], agents["action"][real & sampled])
