@@ -83,9 +83,10 @@ def tiny_cfg(tmp_path, **kw) -> marl.TrainConfig:
         progress=False,
         **TASK,
     )
-    # MAPPO's central critic over every agent, constant schedules: what these tests were sized for
-    # (the default recipe's shared encoder has tests of its own below)
+    # MAPPO's central critic over every agent, constant schedules, every move sampled: what these
+    # tests were sized for (the default recipe's shared encoder and sampled share have tests below)
     base |= dict(critic="central", neighbours=None, learning_rate_final=None, ent_coef_final=None)
+    base |= dict(sample_fraction=1.0)
     return marl.TrainConfig(**(base | kw))
 
 

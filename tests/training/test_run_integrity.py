@@ -172,6 +172,27 @@ def test_an_sb3_run_is_never_resumed_by_the_default_trainer_and_the_refusal_says
     assert metrics["resumed_from"] == 144 and metrics["num_timesteps"] == 288
 
 
+def test_a_torchrl_run_from_before_sample_fraction_resumes_only_as_it_trained(tmp_path, capsys):
+    """A torchrl run whose manifest predates ``sample_fraction`` trained on every sample: the plain
+    command (a quarter sampled) is refused in one line naming ``--sample-fraction 1.0``, which
+    resumes it."""
+    tiny = {k: v for k, v in TRAIN.items() if k != "backend"} | {"runs_dir": str(tmp_path)}
+    tiny |= {"total_timesteps": 96, "num_worlds": 2, "batch_size": 32, "n_steps": 4}
+    marl.main(marl.preset_config(**tiny, sample_fraction=1.0))
+    config = tmp_path / marl.preset_config(**tiny).name / "config.json"
+    stored = json.loads(config.read_text())
+    assert stored.pop("sample_fraction") == 1.0
+    config.write_text(json.dumps(stored))
+    code, err = cli(["train", *flags(tiny)], capsys)
+    line = one_line_error(err, "train")
+    assert code == 2 and "sample_fraction 1.0 -> 0.25" in line and "pass --sample-fraction 1.0" in line, line
+    from training.cli import main
+
+    main(["train", "--sample-fraction", "1", *flags({**tiny, "total_timesteps": 192})])
+    metrics = json.loads((config.parent / "metrics.json").read_text())
+    assert metrics["resumed_from"] >= 96 and metrics["num_timesteps"] >= 192
+
+
 # ---------------------------------------------------------------- 3: one process at a time
 
 
