@@ -2,11 +2,13 @@
 
 ``--curves counts`` (the training count ranges) reads benchmarks/results/marl_torchrl_cpu_counts.json
 and marl_torchrl_cpu_shared.json; ``--curves contact`` (the training reward's contact cost) reads
-marl_torchrl_cpu_contact.json. Argmax policies, each with its 95% CI, beside the scripted
+marl_torchrl_cpu_contact.json, and so does ``--curves sampling`` (the share of moves sampled, on
+the later start sampler's starts). Argmax policies, each with its 95% CI, beside the scripted
 baselines on the same starts.
 
     python benchmarks/count_range_figure.py --curves counts --out docs/figures/torchrl_count_range.png
     python benchmarks/count_range_figure.py --curves contact --out docs/figures/torchrl_contact_cost.png
+    python benchmarks/count_range_figure.py --curves sampling --out docs/figures/torchrl_sampled_share.png
 """
 
 from __future__ import annotations
@@ -43,6 +45,22 @@ CURVES = {  # name: (title, [(file, key path to an ood summary, label)], scripte
                 CONTACT,
                 ("probes", "contact_cost_4_ent_final_0.001_3seeds", "argmax"),
                 "contact cost 4, entropy floor 0.001: the default (3 seeds)",
+            ),
+        ],
+        ("greedy", "cautious", "priority"),
+    ),
+    "sampling": (
+        "Crossing from scratch, SA, 2..24, contact cost 4: the share of moves sampled",
+        [
+            (
+                CONTACT,
+                ("probes", "default_after_prefix_count_starts_2seeds", "argmax_pooled"),
+                "every move sampled, 6M agent-steps (2 seeds)",
+            ),
+            (
+                CONTACT,
+                ("probes", "sample_fraction_0.25_8M_3seeds", "argmax_pooled"),
+                "a quarter sampled, 8M: the default (3 seeds)",
             ),
         ],
         ("greedy", "cautious", "priority"),
