@@ -46,7 +46,8 @@ def main() -> None:
     loss = marl_torchrl.make_loss(net, cfg).to(device)
     opt = marl_torchrl.make_optimizer(net, cfg, device)
     env = CrossingEnv(**marl_torchrl.task_kwargs(cfg), device=device, seed=0)
-    data = marl_torchrl.samples(marl_torchrl.collect(env, env.reset(), net, cfg.n_steps)[0], net, cfg)
+    rollout = marl_torchrl.collect(env, env.reset(), net, cfg.n_steps, cfg.sample_fraction)[0]
+    data = marl_torchrl.samples(rollout, net, cfg)
     if data.batch_size[0] < args.batch_size:
         raise ValueError(f"batch_size must be at most the rollout's {data.batch_size[0]} samples")
     step = marl_torchrl.minibatch_step(net, loss, opt, compiled=args.compile)

@@ -315,6 +315,8 @@ def update(
     last, shorter one of an epoch runs eagerly.
     """
     M = data.batch_size[0]
+    if M == 0:  # no sampled step in the rollout (a tiny sample_fraction): nothing to learn from
+        return dict.fromkeys(("objective", "critic", "entropy"), math.nan)
     eager = minibatch_step(net, loss, opt)
     device = next(net.parameters()).device
     stats: dict[str, float] = {}

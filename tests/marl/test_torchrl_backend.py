@@ -446,3 +446,12 @@ def test_sample_fraction_plays_the_argmax_elsewhere_and_trains_on_the_sampled_st
     data = marl_torchrl.samples(rollout, net, cfg)
     assert data.batch_size[0] == int((real & sampled).sum())
     torch.testing.assert_close(data["action"], agents["action"][real & sampled])
+
+
+def test_a_rollout_without_sampled_steps_updates_nothing(tmp_path):
+    cfg, net, loss, data = _shared_setup(tmp_path)
+    opt = torch.optim.Adam(net.parameters())
+    before = [p.clone() for p in net.parameters()]
+    stats = marl_torchrl.update(net, loss, opt, data[:0], cfg, torch.Generator().manual_seed(0))
+    assert all(math.isnan(v) for v in stats.values()) and set(stats) == {"objective", "critic", "entropy"}
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
