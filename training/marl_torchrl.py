@@ -114,7 +114,8 @@ def collect(
     encoder the same pass gives every real agent's value, and the rollout keeps each agent's
     local view (``"view"``, (B, L, k+1, F)): the update then never reads the other tokens.
     Each step an agent samples with probability ``sample_fraction`` and plays the argmax
-    otherwise; ``"sampled"`` (B, L) marks the steps the update learns from.
+    otherwise; ``"sampled"`` (B, L), present when it is below 1, marks the steps the update
+    learns from.
     """
     frames = []
     for _ in range(steps):
@@ -133,15 +134,17 @@ def collect(
             agents.set("state_value", value)
         elif active.any():
             logits = net.actor(agents.get("observation")[active])
-        sampled = torch.ones_like(active)
-        if sample_fraction < 1.0:
-            sampled = torch.rand(active.shape, device=active.device) < sample_fraction
+        explore = sample_fraction < 1.0  # else every agent samples and no argmax is needed
+        sampled = torch.rand(active.shape, device=active.device) < sample_fraction if explore else None
         if active.any():
             dist = torch.distributions.Categorical(logits=logits)
-            chosen = torch.where(sampled[active], dist.sample(), logits.argmax(-1))
+            chosen = dist.sample()
+            if explore:
+                chosen = torch.where(sampled[active], chosen, logits.argmax(-1))
             action[active] = chosen
             log_prob[active] = dist.log_prob(chosen)
-        agents.set("sampled", sampled)
+        if explore:
+            agents.set("sampled", sampled)
         agents.set("action", action)
         agents.set("action_log_prob", log_prob)
         out, td = env.step_and_maybe_reset(td)
@@ -206,7 +209,7 @@ def samples(rollout: TensorDict, net: TokenActorCritic, cfg) -> TensorDict:
         value_target=target,
         active=active,
         batch_size=real.shape,
-    )[real & agents.get("sampled")]  # (M,)
+    )[real & agents.get("sampled", True)]  # (M,)
     a = flat.get("advantage")[flat.get("active")]
     if a.numel() > 1:
         flat.set(
@@ -214,6 +217,9 @@ def samples(rollout: TensorDict, net: TokenActorCritic, cfg) -> TensorDict:
             (flat.get("advantage") - a.mean()) / (a.std() + 1e-8) * flat.get("active").unsqueeze(-1),
         )
     return flat
+
+
+LOSS_PARTS = ("objective", "critic", "entropy")  # the order minibatch_step returns them in
 
 
 def minibatch_step(
@@ -316,7 +322,7 @@ def update(
     """
     M = data.batch_size[0]
     if M == 0:  # no sampled step in the rollout (a tiny sample_fraction): nothing to learn from
-        return dict.fromkeys(("objective", "critic", "entropy"), math.nan)
+        return dict.fromkeys(LOSS_PARTS, math.nan)
     eager = minibatch_step(net, loss, opt)
     device = next(net.parameters()).device
     stats: dict[str, float] = {}
@@ -328,7 +334,7 @@ def update(
             use_full = full is not None and len(idx) == cfg.batch_size
             sums += (full if use_full else eager)(data[idx]).get("parts")
             batches += 1
-        stats = dict(zip(("objective", "critic", "entropy"), (sums / max(batches, 1)).tolist(), strict=True))
+        stats = dict(zip(LOSS_PARTS, (sums / max(batches, 1)).tolist(), strict=True))
     return stats
 
 
@@ -512,7 +518,7 @@ def train_run(cfg, run, device: torch.device) -> dict:
         if record["ep_return"] is not None:
             bar.set_postfix(ep_return=f"{record['ep_return']:.3f}")
             writer.add_scalar("charts/episodic_return", record["ep_return"], record["steps"])
-        for key in ("objective", "critic", "entropy"):
+        for key in LOSS_PARTS:
             writer.add_scalar(f"losses/{key}", record[key], record["steps"])
         writer.add_scalar("charts/agent_steps_per_s", record["agent_steps_per_s"], record["steps"])
         run.checkpoint_or_stop(state["steps"], cfg.checkpoint_every, lambda: save(state))
