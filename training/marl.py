@@ -295,6 +295,9 @@ class TrainConfig:
     meets neighbours that mostly play as they will at evaluation, not their exploration noise
     (which taught crowds to sidestep), and the update reads that share of the samples. 1: every
     agent samples (plain PPO; the sb3 and rllib backends)"""
+    advantage_norm: Literal["batch", "count"] = "batch"
+    """torchrl backend: advantages scaled to unit std over the whole batch, or within each agent
+    count, so that the small worlds' advantages are not dwarfed by the crowds'"""
     ent_coef: float = 0.003
     """entropy bonus (at the start of training when ent_coef_final is set)"""
     ent_coef_final: float | None = 0.001
@@ -420,6 +423,8 @@ def check_engine(cfg: TrainConfig) -> None:
         )
     if cfg.compile and cfg.backend != "torchrl":
         raise ValueError(f"compile needs --backend torchrl (got backend={cfg.backend!r})")
+    if cfg.advantage_norm != "batch" and cfg.backend != "torchrl":
+        raise ValueError(f"advantage_norm needs --backend torchrl (got backend={cfg.backend!r})")
     if cfg.sample_fraction != 1.0 and cfg.backend != "torchrl":
         raise ValueError(f"sample_fraction needs --backend torchrl (got backend={cfg.backend!r})")
 

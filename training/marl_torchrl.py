@@ -201,6 +201,7 @@ def samples(rollout: TensorDict, net: TokenActorCritic, cfg) -> TensorDict:
     adv, target = adv.transpose(1, 2), target.transpose(1, 2)  # (B, T, L, 1)
     real, active = agents.get("mask"), agents.get("active")  # (B, T, L)
     adv = adv * active.unsqueeze(-1)
+    kept = real & agents.get("sampled", True)
     flat = TensorDict(
         observation=obs,
         action=agents.get("action"),
@@ -209,14 +210,34 @@ def samples(rollout: TensorDict, net: TokenActorCritic, cfg) -> TensorDict:
         value_target=target,
         active=active,
         batch_size=real.shape,
-    )[real & agents.get("sampled", True)]  # (M,)
-    a = flat.get("advantage")[flat.get("active")]
-    if a.numel() > 1:
-        flat.set(
-            "advantage",
-            (flat.get("advantage") - a.mean()) / (a.std() + 1e-8) * flat.get("active").unsqueeze(-1),
-        )
+    )[kept]  # (M,)
+    group = real.sum(-1, keepdim=True).expand_as(real)[kept] if cfg.advantage_norm == "count" else None
+    active = flat.get("active")
+    flat.set("advantage", normalise_advantages(flat.get("advantage"), active, group) * active.unsqueeze(-1))
     return flat
+
+
+def normalise_advantages(adv: torch.Tensor, active: torch.Tensor, group: torch.Tensor | None) -> torch.Tensor:
+    """(M, 1) advantages to zero mean and unit std over the active samples: over all of them, or
+    within each ``group`` (M,) (the world's agent count). A crowd's contacts swing its advantages
+    far more than a pair's, so one batch-wide scale leaves the small worlds' signal small; per
+    count, every count weighs alike. A group with fewer than two active samples takes the batch's
+    statistics."""
+    a = adv[active].squeeze(-1)
+    if a.numel() < 2:
+        return adv
+    mean, std = a.mean(), a.std()
+    if group is None:
+        return (adv - mean) / (std + 1e-8)
+    g = group[active]
+    n = torch.bincount(g, minlength=int(group.max()) + 1).to(a.dtype)
+    g_mean = torch.bincount(g, a, minlength=n.numel()) / n.clamp(min=1)
+    # two passes (sum of squared deviations), as torch.std: no cancellation when |mean| >> std
+    g_var = torch.bincount(g, (a - g_mean[g]).square(), minlength=n.numel()) / (n - 1).clamp(min=1)
+    few = n < 2
+    g_mean = torch.where(few, mean, g_mean)
+    g_std = torch.where(few, std, g_var.sqrt())
+    return (adv - g_mean[group].unsqueeze(-1)) / (g_std[group].unsqueeze(-1) + 1e-8)
 
 
 LOSS_PARTS = ("objective", "critic", "entropy")  # the order minibatch_step returns them in

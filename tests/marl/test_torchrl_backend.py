@@ -455,3 +455,45 @@ def test_a_rollout_without_sampled_steps_updates_nothing(tmp_path):
     stats = marl_torchrl.update(net, loss, opt, data[:0], cfg, torch.Generator().manual_seed(0))
     assert all(math.isnan(v) for v in stats.values()) and set(stats) == {"objective", "critic", "entropy"}
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
+
+
+def test_advantages_per_count_have_unit_scale_within_each_count():
+    """Per count, each count's active advantages get mean 0 and std 1, whatever their scale; a
+    count with one active sample takes the batch's statistics; inactive samples are left out of
+    every statistic."""
+    gen = torch.Generator().manual_seed(0)
+    group = torch.tensor([2, 24, 7]).repeat(40)[:-2].tolist() + [5]  # count 5: a single sample
+    group = torch.tensor(group)
+    scale = {2: 0.1, 24: 8.0, 7: 1.0, 5: 1.0}
+    adv = torch.stack([torch.randn((), generator=gen) * scale[g] + g for g in group.tolist()])[:, None]
+    active = torch.ones(len(group), dtype=torch.bool)
+    active[:6] = False
+    adv[:6] = 1e6  # would swamp any statistic that read them
+    out = marl_torchrl.normalise_advantages(adv, active, group)
+    for g in (2, 24, 7):
+        m = (group == g) & active
+        torch.testing.assert_close(out[m].mean(), torch.tensor(0.0), atol=1e-5, rtol=0)
+        torch.testing.assert_close(out[m].std(), torch.tensor(1.0), atol=1e-5, rtol=0)
+    a = adv[active]
+    torch.testing.assert_close(out[-1], (adv[-1] - a.mean()) / (a.std() + 1e-8))
+    whole = marl_torchrl.normalise_advantages(adv, active, None)
+    torch.testing.assert_close(whole[active].mean(), torch.tensor(0.0), atol=1e-5, rtol=0)
+    torch.testing.assert_close(whole[active].std(), torch.tensor(1.0), atol=1e-5, rtol=0)
+
+
+def test_samples_scale_advantages_per_world_count():
+    cfg = tiny_cfg(None, runs_dir="unused", critic="shared", neighbours=2, advantage_norm="count")
+    torch.manual_seed(0)
+    net = marl_torchrl.build_net(cfg, 10).eval()
+    env = CrossingEnv(num_worlds=8, num_agents=(2, 5), seed=5, **TASK)
+    rollout, _ = marl_torchrl.collect(env, env.reset(), net, 10, 1.0)
+    real = rollout["agents", "mask"]
+    count = real.sum(-1, keepdim=True).expand_as(real)[real]  # (M,)
+    data = marl_torchrl.samples(rollout, net, cfg)
+    adv, active = data["advantage"].squeeze(-1), data["active"]
+    assert len(count.unique()) > 1 and torch.equal(adv[~active], torch.zeros_like(adv[~active]))
+    for c in count.unique():
+        m = (count == c) & active
+        if m.sum() > 1:
+            torch.testing.assert_close(adv[m].mean(), torch.tensor(0.0), atol=1e-4, rtol=0)
+            torch.testing.assert_close(adv[m].std(), torch.tensor(1.0), atol=1e-4, rtol=0)
