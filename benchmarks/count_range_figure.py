@@ -2,13 +2,14 @@
 
 ``--curves counts`` (the training count ranges) reads benchmarks/results/marl_torchrl_cpu_counts.json
 and marl_torchrl_cpu_shared.json; ``--curves contact`` (the training reward's contact cost) reads
-marl_torchrl_cpu_contact.json, and so does ``--curves sampling`` (the share of moves sampled, on
-the later start sampler's starts). Argmax policies, each with its 95% CI, beside the scripted
-baselines on the same starts.
+marl_torchrl_cpu_contact.json, and so do ``--curves sampling`` (the share of moves sampled, on
+the later start sampler's starts) and ``--curves crowds`` (one change each to the default).
+Argmax policies, each with its 95% CI, beside the scripted baselines on the same starts.
 
     python benchmarks/count_range_figure.py --curves counts --out docs/figures/torchrl_count_range.png
     python benchmarks/count_range_figure.py --curves contact --out docs/figures/torchrl_contact_cost.png
     python benchmarks/count_range_figure.py --curves sampling --out docs/figures/torchrl_sampled_share.png
+    python benchmarks/count_range_figure.py --curves crowds --out docs/figures/torchrl_crowd_probes.png
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 COUNTS, CONTACT = "marl_torchrl_cpu_counts.json", "marl_torchrl_cpu_contact.json"
+
+
+def _seed0(key: str) -> tuple[str, ...]:
+    return ("probes", key, "argmax_per_seed", "seed_0")
+
+
 CURVES = {  # name: (title, [(file, key path to an ood summary, label)], scripted baselines)
     "counts": (
         "Crossing from scratch, SA (3M agent-steps unless noted): training counts",
@@ -62,6 +69,29 @@ CURVES = {  # name: (title, [(file, key path to an ood summary, label)], scripte
                 ("probes", "sample_fraction_0.25_8M_3seeds", "argmax_pooled"),
                 "a quarter sampled, 8M: the default (3 seeds)",
             ),
+        ],
+        ("greedy", "cautious", "priority"),
+    ),
+    "crowds": (
+        "Crossing from scratch, the default with one change: the small counts against the crowds",
+        [
+            (
+                CONTACT,
+                ("probes", "sample_fraction_0.25_8M_3seeds", "argmax_pooled"),
+                "the default (3 seeds)",
+            ),
+            (
+                CONTACT,
+                ("probes", "sf25_start_width_low_12_3seeds", "argmax_pooled"),
+                "start widths 12..16 (3 seeds)",
+            ),
+            (CONTACT, _seed0("sf25_start_width_low_8_seed0"), "start widths 8..16 (seed 0)"),
+            (
+                CONTACT,
+                _seed0("sf25_start_width_low_8_contact_cost_6_seed0"),
+                "8..16, contact cost 6 (seed 0)",
+            ),
+            (CONTACT, _seed0("sf25_neighbours_12_seed0"), "12 neighbours in view (seed 0)"),
         ],
         ("greedy", "cautious", "priority"),
     ),
