@@ -52,6 +52,7 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str]:
         (["train", "--backend", "rllib", "--contact-charge", "mover"], "contact_charge needs --backend"),
         (["train", "--sample-fraction", "0"], r"sample_fraction must be a number in \(0, 1\], got 0.0"),
         (["train", "--backend", "sb3", "--sample-fraction", "0.5"], "sample_fraction needs --backend"),
+        (["train", "--backend", "sb3", "--advantage-norm", "count"], "advantage_norm needs --backend"),
         (["train", "--two-way", "--features", "touch"], "two_way needs features 'base', 'time' or 'heading'"),
         (["train", "--two-way", "--start-width", "32"], r"two_way needs start_width <= .* = 31, got 32"),
         (["train", "--learning-rate", "-1"], r"learning_rate must be a finite number > 0, got -1.0"),
