@@ -75,15 +75,11 @@ CURVES = {  # name: (title, [(file, key path to an ood summary, label)], scripte
     "crowds": (
         "Crossing from scratch, the default with one change: the small counts against the crowds",
         [
+            (CONTACT, ("probes", "default_seeds_3_4", "argmax_pooled_5seeds"), "the default (5 seeds)"),
             (
                 CONTACT,
-                ("probes", "sample_fraction_0.25_8M_3seeds", "argmax_pooled"),
-                "the default (3 seeds)",
-            ),
-            (
-                CONTACT,
-                ("probes", "sf25_start_width_low_12_3seeds", "argmax_pooled"),
-                "start widths 12..16 (3 seeds)",
+                ("probes", "sf25_start_width_low_12_5seeds", "argmax_pooled"),
+                "start widths 12..16 (5 seeds)",
             ),
             (CONTACT, _seed0("sf25_start_width_low_8_seed0"), "start widths 8..16 (seed 0)"),
             (
