@@ -84,8 +84,8 @@ CURVES = {  # name: (title, [(file, key path to an ood summary, label)], scripte
             (CONTACT, _seed0("sf25_start_width_low_8_seed0"), "start widths 8..16 (seed 0)"),
             (
                 CONTACT,
-                _seed0("sf25_start_width_low_8_contact_cost_6_seed0"),
-                "8..16, contact cost 6 (seed 0)",
+                ("probes", "sf25_start_width_low_8_contact_cost_6_3seeds", "argmax_pooled"),
+                "8..16, contact cost 6 (3 seeds)",
             ),
             (CONTACT, _seed0("sf25_neighbours_12_seed0"), "12 neighbours in view (seed 0)"),
         ],
