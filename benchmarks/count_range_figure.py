@@ -27,8 +27,9 @@ RESULTS = Path(__file__).parent / "results"
 COUNTS, CONTACT = "marl_torchrl_cpu_counts.json", "marl_torchrl_cpu_contact.json"
 
 
-def _seed0(key: str) -> tuple[str, ...]:
-    return ("probes", key, "argmax_per_seed", "seed_0")
+def _probe(key: str, *summary: str) -> tuple[str, ...]:
+    """Key path to a probe's ood summary: its seeds pooled, or the part named."""
+    return ("probes", key, *(summary or ("argmax_pooled",)))
 
 
 CURVES = {  # name: (title, [(file, key path to an ood summary, label)], scripted baselines)
@@ -61,12 +62,12 @@ CURVES = {  # name: (title, [(file, key path to an ood summary, label)], scripte
         [
             (
                 CONTACT,
-                ("probes", "default_after_prefix_count_starts_2seeds", "argmax_pooled"),
+                _probe("default_after_prefix_count_starts_2seeds"),
                 "every move sampled, 6M agent-steps (2 seeds)",
             ),
             (
                 CONTACT,
-                ("probes", "sample_fraction_0.25_8M_3seeds", "argmax_pooled"),
+                _probe("sample_fraction_0.25_8M_3seeds"),
                 "a quarter sampled, 8M: the default (3 seeds)",
             ),
         ],
@@ -75,19 +76,23 @@ CURVES = {  # name: (title, [(file, key path to an ood summary, label)], scripte
     "crowds": (
         "Crossing from scratch, the default with one change: the small counts against the crowds",
         [
-            (CONTACT, ("probes", "default_seeds_3_4", "argmax_pooled_5seeds"), "the default (5 seeds)"),
+            (CONTACT, _probe("default_seeds_3_4", "argmax_pooled_5seeds"), "the default (5 seeds)"),
+            (CONTACT, _probe("sf25_start_width_low_12_5seeds"), "start widths 12..16 (5 seeds)"),
             (
                 CONTACT,
-                ("probes", "sf25_start_width_low_12_5seeds", "argmax_pooled"),
-                "start widths 12..16 (5 seeds)",
+                _probe("sf25_start_width_low_8_seed0", "argmax_per_seed", "seed_0"),
+                "start widths 8..16 (seed 0)",
             ),
-            (CONTACT, _seed0("sf25_start_width_low_8_seed0"), "start widths 8..16 (seed 0)"),
             (
                 CONTACT,
-                ("probes", "sf25_start_width_low_8_contact_cost_6_3seeds", "argmax_pooled"),
+                _probe("sf25_start_width_low_8_contact_cost_6_3seeds"),
                 "8..16, contact cost 6 (3 seeds)",
             ),
-            (CONTACT, _seed0("sf25_neighbours_12_seed0"), "12 neighbours in view (seed 0)"),
+            (
+                CONTACT,
+                _probe("sf25_neighbours_12_seed0", "argmax_per_seed", "seed_0"),
+                "12 neighbours in view (seed 0)",
+            ),
         ],
         ("greedy", "cautious", "priority"),
     ),
