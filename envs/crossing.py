@@ -38,7 +38,12 @@ Trained policies did not take up staying for it (docs/torchrl.md); it stays an o
 ``contact_charge`` (default "both") says who pays for a contact in training. "both" is the task.
 "mover" charges only the partners that moved in that step, so an agent that stays is never
 charged: in a crowd whose waiting agents slide, one that stops is run into by the flow, and
-under "both" it pays for that, which teaches every agent to slide too. Evaluation uses "both".
+under "both" it pays for that, which teaches every agent to slide too. "behind" charges only the
+partner further back in priority's order (``envs/experts.py``: further along the agent's heading
+first, ties by smaller y, at the start of the step), so the agent ahead never pays: the cost
+teaches the convention of yielding to the agents ahead, with which a decentralised policy of the
+7 nearest in view nearly matches priority in crowds (``benchmarks/marl_yield.py``). Evaluation
+uses "both".
 
 Agent counts vary per world: L_max slots, the first ``count[b]`` real (``mask``), the rest padded.
 
@@ -163,7 +168,7 @@ def check_lateral_cost(lateral_cost) -> float:
     return check_real("lateral_cost", lateral_cost)
 
 
-CONTACT_CHARGES = ("both", "mover")
+CONTACT_CHARGES = ("both", "mover", "behind")
 
 
 def check_contact_charge(contact_charge) -> str:
@@ -249,7 +254,8 @@ class Crossing:
             gives every doubling of L (2-4, 4-8, ...) the same share.
         contact_cost: what each new partner costs in the reward (1 is the task; see module doc).
         lateral_cost: what each UP or DOWN move costs on top of the step cost (0 is the task).
-        contact_charge: who pays for a contact: "both" partners (the task) or each "mover" only.
+        contact_charge: who pays for a contact: "both" partners (the task), each "mover" only, or
+            only the partner "behind" in priority's order.
         two_way: the odd slots start at the right wall and head left (see module doc).
         predator_prey: the odd slots are scripted hunters the even slots must avoid (module doc).
     """
@@ -458,13 +464,13 @@ class Crossing:
         dy = circular_delta(before[..., 1], after[..., 1], self.N)
         self.velocity = torch.stack([dx, dy], -1) * self.mask.unsqueeze(-1)
         forward = dx * self.heading
+        charged = contacts.new  # (B, L, K)
         if self.predator_prey:  # only a hunter's touch costs a prey
-            hunter_partner = torch.gather(self.hunter, 1, contacts.partner.flatten(1)).view_as(
-                contacts.partner
-            )
-            partners = (contacts.new & hunter_partner).sum(-1)
-        else:
-            partners = contacts.count()
+            charged = charged & self._of_partner(self.hunter, contacts)
+        if self.contact_charge == "behind":  # the partner ahead in priority's order never pays
+            key = self.priority_key(before)
+            charged = charged & (self._of_partner(key, contacts) < key.unsqueeze(-1))
+        partners = charged.sum(-1)
         if self.contact_charge == "mover":  # a new contact needs a move, so one side always pays
             partners = partners * ((dx != 0) | (dy != 0))
         reward = (
@@ -475,6 +481,18 @@ class Crossing:
         goal = torch.where(self.heading > 0, self.N - 1, 0)  # (B, L) x of each agent's far wall
         self.parked |= (self.world.positions[..., 0] == goal) & self.mask
         return reward * self.learners
+
+    @staticmethod
+    def _of_partner(values: torch.Tensor, contacts) -> torch.Tensor:
+        """(B, L, K): ``values`` (B, L) of each agent's k-th candidate partner."""
+        return torch.gather(values, 1, contacts.partner.flatten(1)).view_as(contacts.partner)
+
+    def priority_key(self, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) long, smaller for agents ahead in priority's order (``envs/experts.py``):
+        further along the agent's heading first, ties by smaller y."""
+        pos = self.world.positions if positions is None else positions
+        progress = torch.where(self.heading > 0, pos[..., 0], self.N - 1 - pos[..., 0])
+        return -progress * self.N + pos[..., 1]
 
     def world_actions(self, actions: torch.Tensor) -> torch.Tensor:
         """Own-frame actions (B, L, ...) -> the world's: a left-heading agent's RIGHT is the world's

@@ -154,8 +154,7 @@ def priority_policy(env: Crossing, gen: torch.Generator | None = None) -> torch.
     yes = torch.ones_like(lane_open)
     allowed = torch.stack([lane_open, wait, wait, yes, yes], -1)  # (B, L, 5)
     cand = w.cells_after(env.world_actions(prefs))  # (B, L, 5, 2) candidate cells
-    progress = torch.where(env.heading > 0, pos[..., 0], N - 1 - pos[..., 0])  # (B, L)
-    key = torch.where(mask, -progress * N + pos[..., 1], N * N)  # padded slots rank last
+    key = torch.where(mask, env.priority_key(), N * N)  # padded slots rank last
     order = key.argsort(-1)  # (B, L): slot of each rank
     # decided agents' final cells, the others' current cells; a hunter's is where its script takes it
     final = torch.where(env.hunter.unsqueeze(-1), env.cells_ahead(), pos)

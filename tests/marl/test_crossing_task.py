@@ -255,7 +255,11 @@ def test_priority_planner_matches_greedy_when_nobody_is_near():
         (dict(lateral_cost=-0.1), "lateral_cost must be a finite number >= 0, got -0.1", ValueError),
         (dict(lateral_cost=float("inf")), "lateral_cost", ValueError),
         (dict(lateral_cost=None), "lateral_cost", TypeError),
-        (dict(contact_charge="stayer"), r"contact_charge must be one of \('both', 'mover'\)", ValueError),
+        (
+            dict(contact_charge="stayer"),
+            r"contact_charge must be one of \('both', 'mover', 'behind'\)",
+            ValueError,
+        ),
     ],
 )
 def test_bad_arguments_raise(kwargs, name, error):
@@ -431,3 +435,28 @@ def test_mover_charge_spares_agents_that_did_not_move_and_reaches_training_only(
     assert spared > 0 and charged > 0
     assert_reaches_every_training_task("contact_charge", "mover")
     assert "contact_charge" not in task_kwargs(preset_config(None))  # the task's own "both"
+
+
+def test_behind_charge_spares_the_partner_ahead_and_reaches_training_only():
+    gen = torch.Generator().manual_seed(6)
+    task, shaped = shaped_pair(contact_charge="behind")
+    spared = charged = 0
+    for _ in range(60):
+        a = torch.randint(0, 5, (8, 12), generator=gen)
+        key = task.priority_key()  # (B, L) before the step: smaller is further ahead
+        before = task.world.collided.clone()  # (B, L, L) partners so far
+        r_task, r_shaped = task.step(a), shaped.step(a)
+        new = (task.world.collided & ~before).float()  # (B, L_i, L_j) new pairs this step
+        ahead = (key.unsqueeze(1) > key.unsqueeze(2)).float()  # partner j is behind i
+        # i gets back the contacts with partners behind it; those with partners ahead it pays
+        torch.testing.assert_close(r_shaped, r_task + (new * ahead).sum(-1))
+        spared += int((new * ahead).sum())
+        charged += int((new * (1 - ahead)).sum())
+    assert spared > 0 and spared == charged  # each new pair: exactly one side pays
+    assert_reaches_every_training_task("contact_charge", "behind")
+
+
+def test_priority_key_orders_by_progress_then_y():
+    task = Crossing(num_worlds=1, num_agents=3, seed=0)
+    task.reset(positions=torch.tensor([[[5, 9], [7, 3], [5, 2]]]), mask=torch.ones(1, 3, dtype=torch.bool))
+    assert task.priority_key().argsort(-1).tolist() == [[1, 2, 0]]  # x = 7 first, then y = 2 before y = 9
