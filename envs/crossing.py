@@ -42,8 +42,10 @@ under "both" it pays for that, which teaches every agent to slide too. "behind" 
 partner further back in priority's order (``envs/experts.py``: further along the agent's heading
 first, ties by smaller y, at the start of the step), so the agent ahead never pays: the cost
 teaches the convention of yielding to the agents ahead, with which a decentralised policy of the
-7 nearest in view nearly matches priority in crowds (``benchmarks/marl_yield.py``). Evaluation
-uses "both".
+7 nearest in view nearly matches priority in crowds (``benchmarks/marl_yield.py``). "yield"
+charges whoever broke that convention: the partner behind for any move (it should have kept clear
+of every cell the one ahead could reach), the partner ahead for moving onto the cell where the
+one behind stood. Evaluation uses "both".
 
 Agent counts vary per world: L_max slots, the first ``count[b]`` real (``mask``), the rest padded.
 
@@ -168,7 +170,7 @@ def check_lateral_cost(lateral_cost) -> float:
     return check_real("lateral_cost", lateral_cost)
 
 
-CONTACT_CHARGES = ("both", "mover", "behind")
+CONTACT_CHARGES = ("both", "mover", "behind", "yield")
 
 
 def check_contact_charge(contact_charge) -> str:
@@ -254,8 +256,8 @@ class Crossing:
             gives every doubling of L (2-4, 4-8, ...) the same share.
         contact_cost: what each new partner costs in the reward (1 is the task; see module doc).
         lateral_cost: what each UP or DOWN move costs on top of the step cost (0 is the task).
-        contact_charge: who pays for a contact: "both" partners (the task), each "mover" only, or
-            only the partner "behind" in priority's order.
+        contact_charge: who pays for a contact: "both" partners (the task), each "mover" only,
+            only the partner "behind" in priority's order, or whoever broke the "yield" convention.
         two_way: the odd slots start at the right wall and head left (see module doc).
         predator_prey: the odd slots are scripted hunters the even slots must avoid (module doc).
     """
@@ -467,9 +469,16 @@ class Crossing:
         charged = contacts.new  # (B, L, K)
         if self.predator_prey:  # only a hunter's touch costs a prey
             charged = charged & self._of_partner(self.hunter, contacts)
-        if self.contact_charge == "behind":  # the partner ahead in priority's order never pays
+        if self.contact_charge in ("behind", "yield"):  # who broke the yield convention pays
             key = self.priority_key(before)
-            charged = charged & (self._of_partner(key, contacts) < key.unsqueeze(-1))
+            ahead = self._of_partner(key, contacts) < key.unsqueeze(-1)  # (B, L, K) the partner is
+            if self.contact_charge == "behind":  # the partner ahead never pays
+                charged = charged & ahead
+            else:  # behind: for any move; ahead: for moving onto where the partner stood
+                moved = ((dx != 0) | (dy != 0)).unsqueeze(-1)
+                stood = torch.stack([self._of_partner(before[..., m], contacts) for m in (0, 1)], -1)
+                onto = self.world.touching(after.unsqueeze(2), stood)
+                charged = charged & torch.where(ahead, moved, onto)
         partners = charged.sum(-1)
         if self.contact_charge == "mover":  # a new contact needs a move, so one side always pays
             partners = partners * ((dx != 0) | (dy != 0))

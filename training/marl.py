@@ -237,10 +237,11 @@ class TrainConfig:
     """training reward per UP or DOWN move on top of the step cost (evaluation uses the task's 0):
     staying becomes the cheaper way to wait than sliding along a queue, though trained policies
     did not take it up (docs/torchrl.md; see envs/crossing.py)"""
-    contact_charge: Literal["both", "mover", "behind"] = "both"
+    contact_charge: Literal["both", "mover", "behind", "yield"] = "both"
     """who pays for a contact in training (evaluation uses the task's "both"): "mover" charges only
     the partners that moved in that step, so staying is never charged; "behind" only the partner
-    further back in priority's order, so agents learn to yield to those ahead (see envs/crossing.py)"""
+    further back in priority's order; "yield" whoever broke the convention of yielding to the agents
+    ahead (see envs/crossing.py)"""
     features: Literal["base", "touch", "time", "heading", "labels"] = "base"
     """observation feature set: "base" (offsets, velocities, flags), "touch" (base plus, per
     neighbour, whether each action would touch it now or after its next move right), "time" (base

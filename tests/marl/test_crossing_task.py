@@ -257,7 +257,7 @@ def test_priority_planner_matches_greedy_when_nobody_is_near():
         (dict(lateral_cost=None), "lateral_cost", TypeError),
         (
             dict(contact_charge="stayer"),
-            r"contact_charge must be one of \('both', 'mover', 'behind'\)",
+            r"contact_charge must be one of \('both', 'mover', 'behind', 'yield'\)",
             ValueError,
         ),
     ],
@@ -454,6 +454,29 @@ def test_behind_charge_spares_the_partner_ahead_and_reaches_training_only():
         charged += int((new * (1 - ahead)).sum())
     assert spared > 0 and spared == charged  # each new pair: exactly one side pays
     assert_reaches_every_training_task("contact_charge", "behind")
+
+
+def test_yield_charge_charges_whoever_broke_the_convention():
+    gen = torch.Generator().manual_seed(7)
+    task, shaped = shaped_pair(contact_charge="yield")
+    paid = {"behind": 0, "ahead": 0, "spared": 0}
+    for _ in range(60):
+        a = torch.randint(0, 5, (8, 12), generator=gen)
+        a[:, ::3] = STAY  # standing agents, for the ones ahead to run into
+        key, before, seen = task.priority_key(), task.positions.clone(), task.world.collided.clone()
+        r_task, r_shaped = task.step(a), shaped.step(a)
+        after = task.positions
+        new = task.world.collided & ~seen  # (B, L_i, L_j)
+        ahead = key.unsqueeze(1) < key.unsqueeze(2)  # partner j is ahead of i
+        moved = (after != before).any(-1).unsqueeze(-1)  # (B, L, 1)
+        onto = task.world.touching(after.unsqueeze(2), before.unsqueeze(1))  # i ends where j stood
+        pays = new & torch.where(ahead, moved, onto)
+        torch.testing.assert_close(r_shaped, r_task + (new & ~pays).sum(-1).float())
+        paid["behind"] += int((pays & ahead).sum())
+        paid["ahead"] += int((pays & ~ahead).sum())
+        paid["spared"] += int((new & ~pays).sum())
+    assert min(paid.values()) > 0, paid  # every case of the rule happened
+    assert_reaches_every_training_task("contact_charge", "yield")
 
 
 def test_priority_key_orders_by_progress_then_y():
