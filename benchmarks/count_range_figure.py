@@ -3,13 +3,15 @@
 ``--curves counts`` (the training count ranges) reads benchmarks/results/marl_torchrl_cpu_counts.json
 and marl_torchrl_cpu_shared.json; ``--curves contact`` (the training reward's contact cost) reads
 marl_torchrl_cpu_contact.json, and so do ``--curves sampling`` (the share of moves sampled, on
-the later start sampler's starts) and ``--curves crowds`` (one change each to the default).
+the later start sampler's starts), ``--curves crowds`` (one change each to the default) and
+``--curves conventions`` (training towards the convention of marl_yield.py, drawn beside them).
 Argmax policies, each with its 95% CI, beside the scripted baselines on the same starts.
 
     python benchmarks/count_range_figure.py --curves counts --out docs/figures/torchrl_count_range.png
     python benchmarks/count_range_figure.py --curves contact --out docs/figures/torchrl_contact_cost.png
     python benchmarks/count_range_figure.py --curves sampling --out docs/figures/torchrl_sampled_share.png
     python benchmarks/count_range_figure.py --curves crowds --out docs/figures/torchrl_crowd_probes.png
+    python benchmarks/count_range_figure.py --curves conventions --out docs/figures/torchrl_conventions.png
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ def _probe(key: str, *summary: str) -> tuple[str, ...]:
     return ("probes", key, *(summary or ("argmax_pooled",)))
 
 
-CURVES = {  # name: (title, [(file, key path to an ood summary, label)], scripted baselines)
+# name: (title, [(file, key path to an ood summary, label)], scripted baselines[, other scripted
+# policies as (file of marl_yield.py's table, policy, label)])
+CURVES = {
     "counts": (
         "Crossing from scratch, SA (3M agent-steps unless noted): training counts",
         [
@@ -96,6 +100,24 @@ CURVES = {  # name: (title, [(file, key path to an ood summary, label)], scripte
         ],
         ("greedy", "cautious", "priority"),
     ),
+    "conventions": (
+        "Crossing from scratch: training towards the yield-to-the-front convention",
+        [
+            (CONTACT, _probe("default_seeds_3_4", "argmax_pooled_5seeds"), "the default (5 seeds)"),
+            (CONTACT, _probe("sf25_wall_starts_0.5_2seeds"), "wall starts (2 seeds)"),
+            (CONTACT, _probe("sf25_contact_charge_behind_2seeds"), "contact charge behind (2 seeds)"),
+            *(
+                (
+                    CONTACT,
+                    _probe("sf25_contact_charge_yield_2seeds", "argmax_per_seed", f"seed_{seed}"),
+                    f"contact charge yield (seed {seed})",
+                )
+                for seed in (0, 1)
+            ),
+        ],
+        ("greedy", "cautious", "priority"),
+        [("marl_yield.json", "yield, 7 nearest", "yield to the front, 7 nearest (scripted)")],
+    ),
 }
 STYLES = {"greedy": ":", "cautious": "-.", "priority": "--"}
 
@@ -112,7 +134,7 @@ def main() -> None:
     parser.add_argument("--curves", choices=tuple(CURVES), default="counts")
     parser.add_argument("--out", default="docs/figures/torchrl_count_range.png")
     args = parser.parse_args()
-    title, curves, baselines = CURVES[args.curves]
+    title, curves, baselines, *more = CURVES[args.curves]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for file, keys, label in curves:
         s = summary(file, keys)
@@ -124,6 +146,9 @@ def main() -> None:
         ax.fill_between(Ls, lo, hi, alpha=0.2)
     for base in baselines:
         ax.plot(Ls, [s[str(L)][base]["gain"] for L in Ls], "k" + STYLES[base], label=f"{base} (scripted)")
+    for file, name, label in more[0] if more else []:
+        table = json.loads((RESULTS / file).read_text())["table"]
+        ax.plot(Ls, [table[str(L)][name]["gain"] for L in Ls], "k-", marker="s", label=label)
     ax.axvspan(24, 64, color="0.9", zorder=0)
     seen = "the 2..16 and 2..24 runs" if args.curves == "counts" else "the 2..24 runs"
     ax.text(40, -0.05, f"unseen by {seen}", ha="center", fontsize=8)

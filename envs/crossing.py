@@ -40,12 +40,13 @@ Trained policies did not take up staying for it (docs/torchrl.md); it stays an o
 charged: in a crowd whose waiting agents slide, one that stops is run into by the flow, and
 under "both" it pays for that, which teaches every agent to slide too. "behind" charges only the
 partner further back in priority's order (``envs/experts.py``: further along the agent's heading
-first, ties by smaller y, at the start of the step), so the agent ahead never pays: the cost
-teaches the convention of yielding to the agents ahead, with which a decentralised policy of the
-7 nearest in view nearly matches priority in crowds (``benchmarks/marl_yield.py``). "yield"
-charges whoever broke that convention: the partner behind for any move (it should have kept clear
-of every cell the one ahead could reach), the partner ahead for moving onto the cell where the
-one behind stood. Evaluation uses "both".
+first, ties by smaller y, at the start of the step), so the agent ahead never pays. "yield"
+charges whoever broke the convention of yielding to the agents ahead: the partner behind for any
+move (it should have kept clear of every cell the one ahead could reach), the partner ahead for
+moving onto the cell where the one behind stood. Both aim at that convention, with which a
+scripted decentralised policy of the 7 nearest in view nearly matches priority in crowds
+(``benchmarks/marl_yield.py``); trained policies did not take it up (docs/torchrl.md).
+Evaluation uses "both".
 
 Agent counts vary per world: L_max slots, the first ``count[b]`` real (``mask``), the rest padded.
 
@@ -122,7 +123,7 @@ from envs.experts import (
     random_policy,
 )
 from envs.scenarios import HUNTER, POLICY_RIGHT, POLICY_UP, PREY, PredatorPrey
-from envs.world import DOWN, LEFT, NUM_ACTIONS, RIGHT, STAY, UP, World, circular_delta
+from envs.world import DOWN, LEFT, NUM_ACTIONS, RIGHT, STAY, UP, Contacts, World, circular_delta
 
 __all__ = [
     "Crossing",
@@ -471,7 +472,7 @@ class Crossing:
             charged = charged & self._of_partner(self.hunter, contacts)
         if self.contact_charge in ("behind", "yield"):  # who broke the yield convention pays
             key = self.priority_key(before)
-            ahead = self._of_partner(key, contacts) < key.unsqueeze(-1)  # (B, L, K) the partner is
+            ahead = self._of_partner(key, contacts) < key.unsqueeze(-1)  # (B, L, K): partner ahead
             if self.contact_charge == "behind":  # the partner ahead never pays
                 charged = charged & ahead
             else:  # behind: for any move; ahead: for moving onto where the partner stood
@@ -492,7 +493,7 @@ class Crossing:
         return reward * self.learners
 
     @staticmethod
-    def _of_partner(values: torch.Tensor, contacts) -> torch.Tensor:
+    def _of_partner(values: torch.Tensor, contacts: Contacts) -> torch.Tensor:
         """(B, L, K): ``values`` (B, L) of each agent's k-th candidate partner."""
         return torch.gather(values, 1, contacts.partner.flatten(1)).view_as(contacts.partner)
 
