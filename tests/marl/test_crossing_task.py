@@ -416,18 +416,25 @@ def test_lateral_cost_charges_up_and_down_moves_only_and_reaches_training_only()
     assert "lateral_cost" not in task_kwargs(preset_config(None))  # the task's own 0
 
 
-def test_mover_charge_spares_agents_that_did_not_move_and_reaches_training_only():
-    gen = torch.Generator().manual_seed(5)
-    task, shaped = shaped_pair(contact_charge="mover")
-    spared = charged = 0
-    for _ in range(60):
+def charged_steps(contact_charge: str, seed: int, steps: int = 60):
+    """Random moves, a third of the slots standing (as a queue does), on the task and on the same
+    worlds with ``contact_charge``; per step: (the task after the step, its rewards, the shaped
+    task's, the new contact pairs (B, L_i, L_j), priority keys and positions before the step)."""
+    gen = torch.Generator().manual_seed(seed)
+    task, shaped = shaped_pair(contact_charge=contact_charge)
+    for _ in range(steps):
         a = torch.randint(0, 5, (8, 12), generator=gen)
-        a[:, ::3] = STAY  # a third of the slots wait, as a queue does, and others run into them
-        before_pos = task.world.positions.clone()
-        before = task.world.collided.sum(-1)
+        a[:, ::3] = STAY
+        key, before, seen = task.priority_key(), task.positions.clone(), task.world.collided.clone()
         r_task, r_shaped = task.step(a), shaped.step(a)
-        new = (task.world.collided.sum(-1) - before).float()  # (B, L) new partners this step
-        moved = (task.world.positions != before_pos).any(-1)
+        yield task, r_task, r_shaped, task.world.collided & ~seen, key, before
+
+
+def test_mover_charge_spares_agents_that_did_not_move_and_reaches_training_only():
+    spared = charged = 0
+    for task, r_task, r_shaped, new, _, before in charged_steps("mover", seed=5):
+        new = new.sum(-1).float()  # (B, L) new partners this step
+        moved = (task.positions != before).any(-1)
         # a mover's reward is the task's; an agent that did not move gets its contacts back
         torch.testing.assert_close(r_shaped, r_task + new * (~moved).float())
         spared += int((new * (~moved)).sum())
@@ -438,38 +445,23 @@ def test_mover_charge_spares_agents_that_did_not_move_and_reaches_training_only(
 
 
 def test_behind_charge_spares_the_partner_ahead_and_reaches_training_only():
-    gen = torch.Generator().manual_seed(6)
-    task, shaped = shaped_pair(contact_charge="behind")
     spared = charged = 0
-    for _ in range(60):
-        a = torch.randint(0, 5, (8, 12), generator=gen)
-        key = task.priority_key()  # (B, L) before the step: smaller is further ahead
-        before = task.world.collided.clone()  # (B, L, L) partners so far
-        r_task, r_shaped = task.step(a), shaped.step(a)
-        new = (task.world.collided & ~before).float()  # (B, L_i, L_j) new pairs this step
-        ahead = (key.unsqueeze(1) > key.unsqueeze(2)).float()  # partner j is behind i
+    for _, r_task, r_shaped, new, key, _ in charged_steps("behind", seed=6):
+        behind = key.unsqueeze(1) > key.unsqueeze(2)  # (B, L_i, L_j): partner j is behind i
         # i gets back the contacts with partners behind it; those with partners ahead it pays
-        torch.testing.assert_close(r_shaped, r_task + (new * ahead).sum(-1))
-        spared += int((new * ahead).sum())
-        charged += int((new * (1 - ahead)).sum())
+        torch.testing.assert_close(r_shaped, r_task + (new & behind).sum(-1).float())
+        spared += int((new & behind).sum())
+        charged += int((new & ~behind).sum())
     assert spared > 0 and spared == charged  # each new pair: exactly one side pays
     assert_reaches_every_training_task("contact_charge", "behind")
 
 
 def test_yield_charge_charges_whoever_broke_the_convention():
-    gen = torch.Generator().manual_seed(7)
-    task, shaped = shaped_pair(contact_charge="yield")
     paid = {"behind": 0, "ahead": 0, "spared": 0}
-    for _ in range(60):
-        a = torch.randint(0, 5, (8, 12), generator=gen)
-        a[:, ::3] = STAY  # standing agents, for the ones ahead to run into
-        key, before, seen = task.priority_key(), task.positions.clone(), task.world.collided.clone()
-        r_task, r_shaped = task.step(a), shaped.step(a)
-        after = task.positions
-        new = task.world.collided & ~seen  # (B, L_i, L_j)
-        ahead = key.unsqueeze(1) < key.unsqueeze(2)  # partner j is ahead of i
-        moved = (after != before).any(-1).unsqueeze(-1)  # (B, L, 1)
-        onto = task.world.touching(after.unsqueeze(2), before.unsqueeze(1))  # i ends where j stood
+    for task, r_task, r_shaped, new, key, before in charged_steps("yield", seed=7):
+        ahead = key.unsqueeze(1) < key.unsqueeze(2)  # (B, L_i, L_j): partner j is ahead of i
+        moved = (task.positions != before).any(-1).unsqueeze(-1)  # (B, L, 1)
+        onto = task.world.touching(task.positions.unsqueeze(2), before.unsqueeze(1))  # i ends where j stood
         pays = new & torch.where(ahead, moved, onto)
         torch.testing.assert_close(r_shaped, r_task + (new & ~pays).sum(-1).float())
         paid["behind"] += int((pays & ahead).sum())
