@@ -62,7 +62,7 @@ def yield_policy(
 
 
 def evaluate(counts, episodes: int, seed: int, neighbours: int | None) -> dict:
-    """{L: {policy: mean return per agent}} and gains over MOVE_RIGHT, on the ood starts."""
+    """{L: {policy: {"return": mean return per agent, "gain": over MOVE_RIGHT}}}, on the ood starts."""
     policies = {name: POLICIES[name] for name in ("move_right", "greedy", "cautious", "priority")}
     policies["yield, whole view"] = yield_policy
     if neighbours is not None:
