@@ -34,6 +34,7 @@ def _probe(key: str, *summary: str) -> tuple[str, ...]:
     return ("probes", key, *(summary or ("argmax_pooled",)))
 
 
+DEFAULT_5SEEDS = (CONTACT, _probe("default_seeds_3_4", "argmax_pooled_5seeds"), "the default (5 seeds)")
 # name: (title, [(file, key path to an ood summary, label)], scripted baselines[, other scripted
 # policies as (file of marl_yield.py's table, policy, label)])
 CURVES = {
@@ -80,7 +81,7 @@ CURVES = {
     "crowds": (
         "Crossing from scratch, the default with one change: the small counts against the crowds",
         [
-            (CONTACT, _probe("default_seeds_3_4", "argmax_pooled_5seeds"), "the default (5 seeds)"),
+            DEFAULT_5SEEDS,
             (CONTACT, _probe("sf25_start_width_low_12_5seeds"), "start widths 12..16 (5 seeds)"),
             (
                 CONTACT,
@@ -103,7 +104,7 @@ CURVES = {
     "conventions": (
         "Crossing from scratch: training towards the yield-to-the-front convention",
         [
-            (CONTACT, _probe("default_seeds_3_4", "argmax_pooled_5seeds"), "the default (5 seeds)"),
+            DEFAULT_5SEEDS,
             (CONTACT, _probe("sf25_wall_starts_0.5_2seeds"), "wall starts (2 seeds)"),
             (CONTACT, _probe("sf25_contact_charge_behind_2seeds"), "contact charge behind (2 seeds)"),
             *(

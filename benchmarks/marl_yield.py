@@ -28,6 +28,7 @@ import torch
 
 from envs.crossing import NUM_ACTIONS, POLICIES, RIGHT, STAY, Crossing
 from envs.experts import _lane_plan
+from envs.world import circular_delta
 from training.ood import gain, play
 
 
@@ -44,9 +45,9 @@ def yield_policy(
     ahead = key[:, None, :] < key[:, :, None]  # (B, L_i, L_j): j is ahead of i
     seen = env.threat[:, None, :] & ~torch.eye(L, dtype=torch.bool, device=env.device)
     if neighbours is not None and neighbours < L - 1:
-        gap = (pos[:, :, None] - pos[:, None, :]).float()
-        gap[..., 1] = torch.remainder(gap[..., 1] + N / 2, N) - N / 2  # the cylinder's short way
-        dist = gap.square().sum(-1).masked_fill(~seen, float("inf"))  # (B, L, L)
+        dx = (pos[:, None, :, 0] - pos[:, :, None, 0]).float()
+        dy = circular_delta(pos[:, :, None, 1], pos[:, None, :, 1], N).float()  # the cylinder's short way
+        dist = (dx.square() + dy.square()).masked_fill(~seen, float("inf"))  # (B, L, L)
         nearest = dist.topk(neighbours, -1, largest=False).indices
         seen = seen & torch.zeros_like(seen).scatter_(-1, nearest, True)
     # (B, L_i, 5 own actions, L_j): i's cell after a touches j now; (..., 5 of j's) touches j after any move

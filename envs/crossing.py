@@ -467,6 +467,7 @@ class Crossing:
         dy = circular_delta(before[..., 1], after[..., 1], self.N)
         self.velocity = torch.stack([dx, dy], -1) * self.mask.unsqueeze(-1)
         forward = dx * self.heading
+        moved = (dx != 0) | (dy != 0)  # (B, L)
         charged = contacts.new  # (B, L, K)
         if self.predator_prey:  # only a hunter's touch costs a prey
             charged = charged & self._of_partner(self.hunter, contacts)
@@ -476,13 +477,12 @@ class Crossing:
             if self.contact_charge == "behind":  # the partner ahead never pays
                 charged = charged & ahead
             else:  # behind: for any move; ahead: for moving onto where the partner stood
-                moved = ((dx != 0) | (dy != 0)).unsqueeze(-1)
                 stood = torch.stack([self._of_partner(before[..., m], contacts) for m in (0, 1)], -1)
                 onto = self.world.touching(after.unsqueeze(2), stood)
-                charged = charged & torch.where(ahead, moved, onto)
+                charged = charged & torch.where(ahead, moved.unsqueeze(-1), onto)
         partners = charged.sum(-1)
         if self.contact_charge == "mover":  # a new contact needs a move, so one side always pays
-            partners = partners * ((dx != 0) | (dy != 0))
+            partners = partners * moved
         reward = (
             -STEP_COST * (1 - forward).float() * (~was_parked).float() - self.contact_cost * partners.float()
         )

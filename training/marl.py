@@ -425,8 +425,7 @@ def check_engine(cfg: TrainConfig) -> None:
         )
     if cfg.compile and cfg.backend != "torchrl":
         raise ValueError(f"compile needs --backend torchrl (got backend={cfg.backend!r})")
-    if cfg.advantage_norm not in ("batch", "count"):
-        raise ValueError(f"advantage_norm must be 'batch' or 'count', got {cfg.advantage_norm!r}")
+    check_choice("advantage_norm", cfg.advantage_norm, ("batch", "count"))
     if cfg.advantage_norm != "batch" and cfg.backend != "torchrl":
         raise ValueError(f"advantage_norm needs --backend torchrl (got backend={cfg.backend!r})")
     if cfg.sample_fraction != 1.0 and cfg.backend != "torchrl":

@@ -327,7 +327,7 @@ def test_backend_options_are_checked(tmp_path):
         marl.check_config(tiny_cfg(tmp_path, cuda_graphs=True))  # on the CPU
     with pytest.raises(ValueError, match="compile"):
         marl.check_config(tiny_cfg(tmp_path, backend="sb3", compile=True))
-    with pytest.raises(ValueError, match="advantage_norm must be 'batch' or 'count', got 'world'"):
+    with pytest.raises(ValueError, match=r"advantage_norm must be one of \('batch', 'count'\), got 'world'"):
         marl.check_config(tiny_cfg(tmp_path, advantage_norm="world"))
 
 
