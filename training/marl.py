@@ -297,6 +297,10 @@ class TrainConfig:
     meets neighbours that mostly play as they will at evaluation, not their exploration noise
     (which taught crowds to sidestep), and the update reads that share of the samples. 1: every
     agent samples (plain PPO; the sb3 and rllib backends)"""
+    team_spirit: float = 0.0
+    """torchrl backend: each agent trains on (1 - s) x its own reward + s x its world's mean reward
+    over its agents. Above 0 an agent is paid for the others' progress too, so waiting for one
+    further along can pay; 0: selfish agents (the task's rewards)"""
     advantage_norm: Literal["batch", "count"] = "batch"
     """torchrl backend: advantages scaled to unit std over the whole batch, or within each agent
     count, so that the small worlds' advantages are not dwarfed by the crowds'"""
@@ -428,8 +432,9 @@ def check_engine(cfg: TrainConfig) -> None:
     check_choice("advantage_norm", cfg.advantage_norm, ("batch", "count"))
     if cfg.advantage_norm != "batch" and cfg.backend != "torchrl":
         raise ValueError(f"advantage_norm needs --backend torchrl (got backend={cfg.backend!r})")
-    if cfg.sample_fraction != 1.0 and cfg.backend != "torchrl":
-        raise ValueError(f"sample_fraction needs --backend torchrl (got backend={cfg.backend!r})")
+    for name, selfish in (("sample_fraction", 1.0), ("team_spirit", 0.0)):
+        if getattr(cfg, name) != selfish and cfg.backend != "torchrl":
+            raise ValueError(f"{name} needs --backend torchrl (got backend={cfg.backend!r})")
 
 
 # (field, low, high, low excluded): PPO's numbers and the view's, checked before any env is built
@@ -444,6 +449,7 @@ PPO_NUMBERS = (
     ("vf_coef", 0.0, math.inf, False),
     ("neighbour_dx_weight", 0.0, math.inf, True),
     ("sample_fraction", 0.0, 1.0, True),
+    ("team_spirit", 0.0, 1.0, False),
 )
 
 

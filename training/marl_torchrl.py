@@ -192,7 +192,7 @@ def samples(rollout: TensorDict, net: TokenActorCritic, cfg) -> TensorDict:
         value = values(net, obs, agents.get("mask"), chunk)
     # value (B, T, L, 1); obs (B, T, L, L or k+1, F)
     next_value = next_values(net, rollout, value, chunk)
-    reward = nxt.get(("agents", "reward"))  # (B, T, L, 1)
+    reward = team_rewards(nxt.get(("agents", "reward")), agents.get("mask"), cfg.team_spirit)  # (B, T, L, 1)
     L = reward.shape[2]
     done = nxt.get("done").unsqueeze(2).expand(-1, -1, L, -1)  # (B, T, L, 1)
     terminated = nxt.get("terminated").unsqueeze(2).expand(-1, -1, L, -1)
@@ -215,6 +215,16 @@ def samples(rollout: TensorDict, net: TokenActorCritic, cfg) -> TensorDict:
     active = flat.get("active")
     flat.set("advantage", normalise_advantages(flat.get("advantage"), active, group) * active.unsqueeze(-1))
     return flat
+
+
+def team_rewards(reward: torch.Tensor, real: torch.Tensor, spirit: float) -> torch.Tensor:
+    """(B, T, L, 1) rewards mixed with their world's mean over its real agents ``real`` (B, T, L):
+    (1 - spirit) r_i + spirit mean_j r_j. Padded slots stay 0."""
+    if spirit == 0.0:
+        return reward
+    real = real.unsqueeze(-1).to(reward.dtype)  # (B, T, L, 1)
+    mean = (reward * real).sum(2, keepdim=True) / real.sum(2, keepdim=True).clamp(min=1)  # (B, T, 1, 1)
+    return ((1.0 - spirit) * reward + spirit * mean) * real
 
 
 def normalise_advantages(adv: torch.Tensor, active: torch.Tensor, group: torch.Tensor | None) -> torch.Tensor:

@@ -329,6 +329,10 @@ def test_backend_options_are_checked(tmp_path):
         marl.check_config(tiny_cfg(tmp_path, backend="sb3", compile=True))
     with pytest.raises(ValueError, match=r"advantage_norm must be one of \('batch', 'count'\), got 'world'"):
         marl.check_config(tiny_cfg(tmp_path, advantage_norm="world"))
+    with pytest.raises(ValueError, match=r"team_spirit must be a number in \[0, 1\], got -0.5"):
+        marl.check_config(tiny_cfg(tmp_path, team_spirit=-0.5))
+    with pytest.raises(ValueError, match="team_spirit needs --backend torchrl"):
+        marl.check_config(tiny_cfg(tmp_path, backend="sb3", team_spirit=0.5))
 
 
 @pytest.mark.parametrize("critic", ["central", "local", "shared"])
@@ -499,3 +503,33 @@ def test_samples_scale_advantages_per_world_count():
         if m.sum() > 1:
             torch.testing.assert_close(adv[m].mean(), torch.tensor(0.0), atol=1e-4, rtol=0)
             torch.testing.assert_close(adv[m].std(), torch.tensor(1.0), atol=1e-4, rtol=0)
+
+
+def test_team_rewards_mix_each_world_mean_over_its_real_agents():
+    reward = torch.tensor([[[1.0, 3.0, 0.0], [2.0, -4.0, 8.0]]]).unsqueeze(-1)  # (B=1, T=2, L=3, 1)
+    real = torch.tensor([[[True, True, False], [True, True, True]]])
+    assert marl_torchrl.team_rewards(reward, real, 0.0) is reward
+    mixed = marl_torchrl.team_rewards(reward, real, 0.25).squeeze(-1)
+    # step 0: mean over the two real agents is 2, the padded slot stays 0; step 1: mean 2
+    expected = torch.tensor(
+        [[[0.75 * 1 + 0.5, 0.75 * 3 + 0.5, 0.0], [0.75 * 2 + 0.5, 0.75 * -4 + 0.5, 0.75 * 8 + 0.5]]]
+    )
+    torch.testing.assert_close(mixed, expected)
+    whole = marl_torchrl.team_rewards(reward, real, 1.0).squeeze(-1)  # every real agent gets the mean
+    torch.testing.assert_close(whole, torch.tensor([[[2.0, 2.0, 0.0], [2.0, 2.0, 2.0]]]))
+
+
+def test_team_spirit_reaches_the_value_targets():
+    """The value targets that samples() trains on are built from the mixed rewards."""
+    cfg = tiny_cfg(None, runs_dir="unused", critic="shared", neighbours=2)
+    torch.manual_seed(0)
+    net = marl_torchrl.build_net(cfg, 10).eval()
+    env = CrossingEnv(num_worlds=4, num_agents=(3, 5), seed=2, **TASK)
+    rollout, _ = marl_torchrl.collect(env, env.reset(), net, 10, 1.0)
+    selfish = marl_torchrl.samples(rollout, net, cfg)["value_target"]
+    cfg.team_spirit = 1.0
+    team = marl_torchrl.samples(rollout, net, cfg)["value_target"]
+    reward = rollout["next", "agents", "reward"]
+    real = rollout["agents", "mask"]
+    assert not torch.equal(reward[real], marl_torchrl.team_rewards(reward, real, 1.0)[real])
+    assert selfish.shape == team.shape and not torch.allclose(selfish, team)
