@@ -1056,7 +1056,11 @@ CPU_NOTES = {
     "benchmarks/results/attention_lm_2threads.json) the exact HA step is 6.65x SA's at width 64 and "
     "5.45x at width 256 in fp32; in bf16 4.14x and 6.81x SA's bf16 step, but 6.69x and 4.55x SA's "
     "fp32 step, the faster of SA's two at width 64: against SA's fastest step at each width no "
-    "setting meets the 5x goal.",
+    "setting meets the 5x goal. The ratio depends on the CPU: on a 2-core AMD EPYC machine "
+    "(benchmarks/results/attention_lm_amd_epyc.json, one thread) the exact HA step is 13.84x SA's "
+    "at width 64 and 5.24x at width 256 in fp32; its CPU has AVX2 but no AVX-512 or bf16 "
+    "instructions, and there the bf16 steps take 4.6-21x their fp32 time (but Taylor HA's at "
+    "width 64).",
 }
 
 
