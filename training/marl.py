@@ -299,8 +299,8 @@ class TrainConfig:
     agent samples (plain PPO; the sb3 and rllib backends)"""
     team_spirit: float = 0.0
     """torchrl backend: each agent trains on (1 - s) x its own reward + s x its world's mean reward
-    over its agents. Above 0 an agent is paid for the others' progress too, so waiting for one
-    further along can pay; 0: selfish agents (the task's rewards)"""
+    over the agents that learn. Above 0 an agent is paid for the others' progress too, so waiting
+    for one further along can pay; 0: selfish agents (the task's rewards)"""
     advantage_norm: Literal["batch", "count"] = "batch"
     """torchrl backend: advantages scaled to unit std over the whole batch, or within each agent
     count, so that the small worlds' advantages are not dwarfed by the crowds'"""

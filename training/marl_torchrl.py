@@ -218,8 +218,9 @@ def samples(rollout: TensorDict, net: TokenActorCritic, cfg) -> TensorDict:
 
 
 def team_rewards(reward: torch.Tensor, real: torch.Tensor, spirit: float) -> torch.Tensor:
-    """(B, T, L, 1) rewards mixed with their world's mean over its real agents ``real`` (B, T, L):
-    (1 - spirit) r_i + spirit mean_j r_j. Padded slots stay 0."""
+    """(B, T, L, 1) rewards mixed with their world's mean over its learners ``real`` (B, T, L), the
+    group's mask (real agents but predator-prey's hunters): (1 - spirit) r_i + spirit mean_j r_j.
+    Other slots stay 0."""
     if spirit == 0.0:
         return reward
     real = real.unsqueeze(-1).to(reward.dtype)  # (B, T, L, 1)
