@@ -5,9 +5,9 @@ agents have parked: of the training counts (2..24) only the largest meet a full 
 episode, and the queue behind it, where the policies lose to priority at L = 32 and 64, is
 rarely trained on. Here, in a share of the training worlds of 8 or more agents, k of them
 (uniform in 1..count // 2) start parked at x = N - 1, each in a lane no earlier wall agent
-touches. Those worlds hold no more agents than
-before; only where they start changes. Evaluation (`hyperagents ood`, another process) keeps the
-task's starts. The probe patches `Crossing` in this process only, then runs `hyperagents train`:
+touches. Those worlds hold no more agents than before; only where they start changes. Evaluation
+(`hyperagents ood`, another process) keeps the task's starts. The probe patches `Crossing` in
+this process only, then runs `hyperagents train`:
 
     python benchmarks/wall_starts_probe.py --share 0.5 --seed 0 --run-name wall_0
 

@@ -184,22 +184,22 @@ def samples(rollout: TensorDict, net: TokenActorCritic, cfg) -> TensorDict:
     agents' traces.
     """
     agents, nxt = rollout.get("agents"), rollout.get("next")
+    real, active = agents.get("mask"), agents.get("active")  # (B, T, L)
     chunk = max(cfg.batch_size, 1024)
     if net.shared:  # values and local views came with the rollout
         value, obs = agents.get("state_value"), agents.get("view")
     else:
         obs = agents.get("observation")
-        value = values(net, obs, agents.get("mask"), chunk)
+        value = values(net, obs, real, chunk)
     # value (B, T, L, 1); obs (B, T, L, L or k+1, F)
     next_value = next_values(net, rollout, value, chunk)
-    reward = team_rewards(nxt.get(("agents", "reward")), agents.get("mask"), cfg.team_spirit)  # (B, T, L, 1)
+    reward = team_rewards(nxt.get(("agents", "reward")), real, cfg.team_spirit)  # (B, T, L, 1)
     L = reward.shape[2]
     done = nxt.get("done").unsqueeze(2).expand(-1, -1, L, -1)  # (B, T, L, 1)
     terminated = nxt.get("terminated").unsqueeze(2).expand(-1, -1, L, -1)
     per_agent = [t.transpose(1, 2) for t in (value, next_value, reward, done, terminated)]  # (B, L, T, 1)
     adv, target = vec_generalized_advantage_estimate(cfg.gamma, cfg.gae_lambda, *per_agent, time_dim=-2)
     adv, target = adv.transpose(1, 2), target.transpose(1, 2)  # (B, T, L, 1)
-    real, active = agents.get("mask"), agents.get("active")  # (B, T, L)
     adv = adv * active.unsqueeze(-1)
     kept = real & agents.get("sampled", True)
     flat = TensorDict(
